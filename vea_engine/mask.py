@@ -1,0 +1,240 @@
+"""Mask stages of VEA as batched torch functions (float32, on any device).
+
+Token scores -> grid -> :func:`denoise` -> :func:`paint` onto the model-input
+canvas -> :func:`gaussian_smooth` -> :func:`minmax_normalize` -> :func:`blend`.
+Each function is one paper step with the paper's default, takes a batch and
+returns a new tensor (inputs are never modified).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import DEFAULTS, MASK_DTYPE
+
+
+def _check_batch(name: str, x: torch.Tensor, ndim: int, what: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != ndim:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected a {ndim}D tensor {what}, got {shape}.")
+
+
+def denoise(grid: torch.Tensor, lam: float = DEFAULTS.lam) -> torch.Tensor:
+    """Replace isolated attention spikes by the mean of their neighbours (paper Eq. 2).
+
+    A cell is a spike when ``value > lam * max(neighbours)`` over its 3x3
+    neighbourhood *without* the centre, with edge padding; grids smaller than
+    3x3 are returned unchanged.
+
+    Args:
+        grid: ``[B, h, w]`` token scores on the token grid.
+        lam: spike threshold (> 0); larger values replace fewer cells.
+
+    Returns:
+        ``[B, h, w]`` float32.
+    """
+    _check_batch("denoise", grid, 3, "[B, h, w] of token scores")
+    if not lam > 0:
+        raise ValueError(f"denoise: lam must be > 0, got {lam}; the paper uses 10.")
+    grid = grid.to(MASK_DTYPE)
+    _, h, w = grid.shape
+    if h < 3 or w < 3:
+        return grid.clone()
+    padded = F.pad(grid[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]  # [B, h+2, w+2]
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    neighbours = [padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets]  # 8 x [B, h, w]
+    peak = neighbours[0]
+    total = neighbours[0]
+    for n in neighbours[1:]:  # sequential float32 sum: bit-identical to numpy's axis-0 mean
+        peak = torch.maximum(peak, n)
+        total = total + n
+    mean = total / 8.0
+    return torch.where(grid > lam * peak, mean, grid)
+
+
+def paint(grid: torch.Tensor, canvas_hw: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Paint grid cells onto a pixel canvas, nearest, no interpolation.
+
+    Cell ``(r, c)`` of an ``h x w`` grid covering ``box = (x0, y0, x1, y1)``
+    fills pixel ``(y, x)`` when ``r = floor((y - y0) * h / (y1 - y0))`` and
+    ``c = floor((x - x0) * w / (x1 - x0))``; for a box that is a whole number
+    of patches this is each cell filling its own patch box. Pixels outside
+    ``box`` are 0.
+
+    Args:
+        grid: ``[B, h, w]``.
+        canvas_hw: ``(H, W)`` of the model-input image.
+        box: region of the canvas the grid covers; default the whole canvas.
+
+    Returns:
+        ``[B, H, W]`` float32.
+    """
+    _check_batch("paint", grid, 3, "[B, h, w] grid")
+    H, W = (int(v) for v in canvas_hw)
+    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise ValueError(f"paint: box {box} does not lie inside the canvas {W}x{H} (W x H).")
+    _, h, w = grid.shape
+    rows = torch.div(torch.arange(y1 - y0, device=grid.device) * h, y1 - y0, rounding_mode="floor")  # [y1-y0]
+    cols = torch.div(torch.arange(x1 - x0, device=grid.device) * w, x1 - x0, rounding_mode="floor")  # [x1-x0]
+    region = grid.to(MASK_DTYPE)[:, rows][:, :, cols]  # [B, y1-y0, x1-x0]
+    if (x0, y0, x1, y1) == (0, 0, W, H):
+        return region
+    canvas = grid.new_zeros((grid.shape[0], H, W), dtype=MASK_DTYPE)
+    canvas[:, y0:y1, x0:x1] = region
+    return canvas
+
+
+def resolve_sigma(sigma: float, hw: tuple[int, int]) -> float:
+    """Pixel sigma: ``sigma * min(H, W)`` when ``0 < sigma <= 1``, ``sigma`` when > 1, 0 when off."""
+    if sigma < 0 or not math.isfinite(sigma):
+        raise ValueError(f"sigma must be >= 0, got {sigma}; use 0 to disable smoothing, 0.5 is the paper's value.")
+    if sigma == 0:
+        return 0.0
+    return float(sigma) * min(hw) if sigma <= 1 else float(sigma)
+
+
+def folded_gaussian(n: int, sigma_px: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy's truncated 1-D Gaussian folded onto the period ``2n`` of a reflected signal.
+
+    ``reflect`` boundaries (``d c b a | a b c d | d c b a``) make the extended
+    signal periodic with period ``2n``, so filtering it equals a *circular*
+    convolution of ``[x, flip(x)]`` with the kernel wrapped modulo ``2n`` --
+    whatever the kernel radius ``int(truncate * sigma + 0.5)`` (scipy's rule,
+    weights normalised to sum 1).
+
+    Returns:
+        ``[2n]`` float64 weights, symmetric (``w[d] == w[-d mod 2n]``).
+    """
+    radius = int(truncate * sigma_px + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 / sigma_px**2 * taps.astype(np.float64) ** 2)
+    weights /= weights.sum()
+    return np.bincount(taps % (2 * n), weights=weights, minlength=2 * n)
+
+
+def _smooth_axis(x: torch.Tensor, sigma_px: float, dim: int) -> torch.Tensor:
+    """Gaussian along ``dim`` with reflect boundaries via an FFT of length ``2n``."""
+    n = x.shape[dim]
+    spectrum = torch.fft.rfft(torch.from_numpy(folded_gaussian(n, sigma_px))).real  # [n + 1], real: kernel symmetric
+    shape = [1] * x.ndim
+    shape[dim] = -1
+    extended = torch.cat([x, x.flip(dim)], dim)  # one period of the reflected signal
+    out = torch.fft.irfft(
+        torch.fft.rfft(extended, dim=dim) * spectrum.to(x.device, MASK_DTYPE).view(shape), n=2 * n, dim=dim
+    )
+    return out.narrow(dim, 0, n)
+
+
+def gaussian_smooth(pixel_map: torch.Tensor, sigma: float = DEFAULTS.sigma) -> torch.Tensor:
+    """Isotropic Gaussian blur with ``reflect`` boundaries (paper Eq. 3).
+
+    Equals ``scipy.ndimage.gaussian_filter(map, sigma_px)`` (scipy's defaults:
+    ``mode="reflect"``, ``truncate=4``, as the reference code uses) but costs
+    ``O(B * H * W * log(H * W))`` whatever the sigma: each axis is one circular
+    convolution of the reflected signal, done by FFT (see :func:`folded_gaussian`).
+
+    Args:
+        pixel_map: ``[B, H, W]``.
+        sigma: ``<= 1`` relative to the shorter side, ``> 1`` absolute pixels, ``0`` off.
+
+    Returns:
+        ``[B, H, W]`` float32.
+    """
+    _check_batch("gaussian_smooth", pixel_map, 3, "[B, H, W] map")
+    pixel_map = pixel_map.to(MASK_DTYPE)
+    _, H, W = pixel_map.shape
+    sigma_px = resolve_sigma(sigma, (H, W))
+    if sigma_px == 0:
+        return pixel_map.clone()
+    return _smooth_axis(_smooth_axis(pixel_map, sigma_px, 1), sigma_px, 2)
+
+
+def minmax_normalize(pixel_map: torch.Tensor) -> torch.Tensor:
+    """Rescale each map of the batch to ``[0, 1]``; a constant map becomes zeros.
+
+    Args:
+        pixel_map: ``[B, H, W]``.
+
+    Returns:
+        ``[B, H, W]`` float32.
+    """
+    _check_batch("minmax_normalize", pixel_map, 3, "[B, H, W] map")
+    pixel_map = pixel_map.to(MASK_DTYPE)
+    flat = pixel_map.flatten(1)  # [B, H*W]
+    lo = flat.min(dim=1).values[:, None, None]  # [B, 1, 1]
+    hi = flat.max(dim=1).values[:, None, None]
+    span = hi - lo
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (pixel_map - lo) / safe, torch.zeros_like(pixel_map))
+
+
+def blend(images: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alpha) -> torch.Tensor:
+    """Dim everything but the evidence (paper Eq. 4): ``clip(img * (alpha + (1 - alpha) * E), 0, 1)``.
+
+    Args:
+        images: ``[B, H, W, C]`` float in ``[0, 1]`` (ComfyUI IMAGE layout).
+        mask: ``[B, H, W]`` or ``[1, H, W]`` evidence in ``[0, 1]``.
+        alpha: brightness kept where the evidence is 0, in ``[0, 1]``.
+
+    Returns:
+        ``[B, H, W, C]`` float32 in ``[0, 1]``.
+    """
+    _check_batch("blend", images, 4, "[B, H, W, C] image")
+    _check_batch("blend", mask, 3, "[B, H, W] mask")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"blend: alpha must be in [0, 1], got {alpha}; 0.5 is the paper's value.")
+    if mask.shape[1:] != images.shape[1:3]:
+        raise ValueError(
+            f"blend: mask is {mask.shape[2]}x{mask.shape[1]} but the image is {images.shape[2]}x{images.shape[1]} "
+            "(W x H); blend the mask onto the image it was made for, or align it first (VEA Align Mask / "
+            "vea_engine.geometry.remap_mask)."
+        )
+    if mask.shape[0] not in (1, images.shape[0]):
+        raise ValueError(f"blend: {mask.shape[0]} masks for {images.shape[0]} images; give one mask or one per image.")
+    gain = alpha + (1.0 - alpha) * mask.to(images.device, MASK_DTYPE)[..., None]  # [B, H, W, 1]
+    return (images.to(MASK_DTYPE) * gain).clamp(0.0, 1.0)
+
+
+def evidence_from_grid(
+    grid: torch.Tensor,
+    canvas_hw: tuple[int, int],
+    lam: float = DEFAULTS.lam,
+    sigma: float = DEFAULTS.sigma,
+    apply_denoise: bool = True,
+    apply_smooth: bool = True,
+) -> torch.Tensor:
+    """The paper's whole mask pipeline for one grid covering the canvas.
+
+    Args:
+        grid: ``[B, h, w]`` token scores.
+        canvas_hw: ``(H, W)`` of the model-input image.
+
+    Returns:
+        ``[B, H, W]`` evidence in ``[0, 1]``.
+    """
+    if apply_denoise:
+        grid = denoise(grid, lam)
+    pixel_map = paint(grid, canvas_hw)
+    if apply_smooth:
+        pixel_map = gaussian_smooth(pixel_map, sigma)
+    return minmax_normalize(pixel_map)
+
+
+_JET = torch.tensor(
+    [[0.0, 0.0, 0.5], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0]]
+)
+
+
+def heatmap(mask: torch.Tensor) -> torch.Tensor:
+    """Colour a ``[B, H, W]`` map in ``[0, 1]`` with a jet-like palette -> ``[B, H, W, 3]`` in ``[0, 1]``."""
+    _check_batch("heatmap", mask, 3, "[B, H, W] map")
+    palette = _JET.to(mask.device)
+    pos = mask.to(MASK_DTYPE).clamp(0, 1) * (len(palette) - 1)
+    lo = pos.floor().long().clamp(max=len(palette) - 2)
+    frac = (pos - lo)[..., None]
+    return palette[lo] * (1 - frac) + palette[lo + 1] * frac
