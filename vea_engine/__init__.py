@@ -1,0 +1,56 @@
+"""VEA engine: Visual Evidence Augmentation for vision-language models, in plain PyTorch.
+
+Pipeline (arXiv 2510.17771), each step a public function:
+
+>>> from vea_engine import load_vlm, select_layers, extract_attention, evidence_map, blend, answer
+>>> vlm = load_vlm("Qwen/Qwen2.5-VL-7B-Instruct")                        # doctest: +SKIP
+>>> layers = select_layers("preset", vlm.num_layers, vlm.name).layers     # doctest: +SKIP
+>>> attention = extract_attention(vlm, [image], question, layers)         # doctest: +SKIP
+>>> evidence = evidence_map(attention)                # [B, H, W] in [0, 1]  # doctest: +SKIP
+>>> highlighted = blend(attention.canvas, evidence)   # [B, H, W, 3]         # doctest: +SKIP
+>>> answer(vlm, highlighted, question, "vea")                              # doctest: +SKIP
+
+or :func:`run_vea` for all of it. This package never imports ComfyUI; heavy
+modules (transformers) load lazily on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_vlm": "loading",
+    "VLM": "loading",
+    "select_layers": "layers",
+    "LayerSelection": "layers",
+    "extract_attention": "attribution",
+    "AttentionMap": "attribution",
+    "denoise_scores": "attribution",
+    "paint_scores": "attribution",
+    "evidence_map": "attribution",
+    "capture_attention_rows": "capture",
+    "denoise": "mask",
+    "paint": "mask",
+    "gaussian_smooth": "mask",
+    "minmax_normalize": "mask",
+    "blend": "mask",
+    "heatmap": "mask",
+    "answer": "answer",
+    "run_vea": "pipeline",
+    "VEAResult": "pipeline",
+    "ImageGeometry": "geometry",
+    "remap_mask": "geometry",
+    "build_prompt": "config",
+    "DEFAULTS": "config",
+}
+
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vea_engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

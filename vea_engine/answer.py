@@ -1,0 +1,80 @@
+"""Greedy answers (paper step 6) for a batch of images and questions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .attribution import Progress, broadcast_questions, model_inputs
+from .config import DEFAULTS, build_prompt
+from .images import images_to_uint8
+from .loading import VLM
+
+
+class _StepCallback:
+    """A transformers ``StoppingCriteria`` that reports each generated token (never stops by itself)."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress, self.total, self.step = progress, total, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        self.step += 1
+        self.progress(min(self.step, self.total), self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+@torch.inference_mode()
+def answer(
+    vlm: VLM,
+    images: Any,
+    questions: str | Sequence[str],
+    prompt_style: str = "qa",
+    template: str | None = None,
+    max_new_tokens: int = DEFAULTS.max_new_tokens,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Greedy-decode one answer per image.
+
+    Args:
+        vlm: a loaded model.
+        images: ``[B, H, W, C]`` tensor in [0, 1] or a list of images (any size each).
+        questions: one question for all images, or one per image.
+        prompt_style: ``qa``, ``vea`` (adds the highlight hint) or ``custom`` (``template``).
+        max_new_tokens: answer length limit (paper: 50).
+        progress: called after each generated token; may raise to cancel.
+
+    Returns:
+        One stripped answer string per image, in order.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+    arrays = images_to_uint8(images)
+    questions = broadcast_questions(questions, len(arrays))
+    prompts = [build_prompt(q, prompt_style, template) for q in questions]
+    answers: list[str] = []
+    # Images of different sizes are answered one by one; a same-size batch goes through together.
+    groups = [list(range(len(arrays)))] if len({a.shape for a in arrays}) == 1 else [[i] for i in range(len(arrays))]
+    for group in groups:
+        inputs = model_inputs(vlm, [arrays[i] for i in group], [prompts[i] for i in group])
+        extra = {}
+        if progress is not None:
+            from transformers import StoppingCriteriaList
+
+            extra["stopping_criteria"] = StoppingCriteriaList([_StepCallback(progress, max_new_tokens)])
+        tokenizer = vlm.processor.tokenizer
+        output = vlm.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            **extra,
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return answers

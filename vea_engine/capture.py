@@ -1,0 +1,291 @@
+"""Capture a few attention rows while the model runs on SDPA / flash attention.
+
+VEA needs, at a handful of decoder layers, the attention of one query position
+(the last prompt token) over all keys. Eager attention with
+``output_attentions=True`` materialises ``[B, heads, N, N]`` at *every* layer;
+here the real attention still runs on the model's fast kernel and, inside the
+same attention call, we additionally compute only the requested rows:
+
+    rows = softmax(q[:, :, R] @ repeat_kv(k)^T * scaling + mask[:, :, R])   # [B, H, |R|, K]
+
+from the post-RoPE ``q``/``k`` the attention function receives, with the
+model's own mask (causal, padding, sliding window) applied before the softmax,
+then averaged over heads. Extra memory is ``O(B * H * |R| * K)`` per layer.
+
+Mechanism: a function registered under a private name with transformers'
+``AttentionInterface`` (and the matching mask function with
+``AttentionMaskInterface``) wraps the base implementation. Inside
+:func:`capture_attention_rows` the text decoder's config points at that name;
+on exit -- always, in ``finally`` -- the original implementation is restored.
+Nothing about transformers' classes is patched, and outside the context the
+model is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import MASK_DTYPE
+
+_CAPTURE_PREFIX = "vea_capture+"
+_ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("vea_capture", default=None)
+
+
+class StopForward(Exception):
+    """Raised inside the forward pass once every requested layer was recorded."""
+
+
+@dataclass
+class AttentionRecorder:
+    """Rows recorded during one capture scope.
+
+    Attributes:
+        layers: decoder layer indices (0-based) whose rows are recorded.
+        query_positions: query positions to record; negative values count from
+            the end of the (left-padded) sequence, ``-1`` is the last prompt token.
+        rows: ``layer -> [B, R, K]`` float32 head-mean attention rows, ``R =
+            len(query_positions)``, ``K`` = number of keys.
+        per_head: ``layer -> [B, H, R, K]`` when ``keep_heads`` was requested.
+    """
+
+    layers: tuple[int, ...]
+    query_positions: tuple[int, ...] = (-1,)
+    keep_heads: bool = False
+    stop_after_last: bool = False
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    per_head: dict[int, torch.Tensor] = field(default_factory=dict)
+    _modules: dict[int, int] = field(default_factory=dict, repr=False)  # id(attn module) -> layer index
+    _base: str = field(default="sdpa", repr=False)
+
+    def stacked(self) -> torch.Tensor:
+        """All recorded rows as one tensor ``[L, B, R, K]`` in ``self.layers`` order."""
+        missing = [layer for layer in self.layers if layer not in self.rows]
+        if missing:
+            raise RuntimeError(
+                f"attention of layers {missing} was not recorded; the forward pass did not reach them "
+                "(was it interrupted, or do these layers not use the attention interface?)"
+            )
+        return torch.stack([self.rows[layer] for layer in self.layers])
+
+
+def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The self-attention module of every text decoder layer, in layer order.
+
+    Works for transformers VLMs that expose ``model.language_model`` (or
+    ``model.model.language_model``) with a ``layers`` list whose items have
+    ``self_attn``.
+    """
+    text = _text_model(model)
+    layers = getattr(text, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(text).__name__} has no decoder 'layers'; this model type is not supported for capture.")
+    modules = []
+    for index, layer in enumerate(layers):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None:
+            raise ValueError(f"decoder layer {index} of {type(text).__name__} has no 'self_attn' module.")
+        modules.append(attn)
+    return modules
+
+
+def _text_model(model: nn.Module) -> nn.Module:
+    for path in ("language_model", "model.language_model", "model.text_model", "text_model", "model"):
+        obj = model
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.Module) and hasattr(obj, "layers"):
+            return obj
+    raise ValueError(f"cannot find the text decoder of {type(model).__name__} (no language_model.layers).")
+
+
+def _base_function(name: str, module: nn.Module):
+    """The attention function ``name`` resolves to for ``module`` (its own eager for 'eager')."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if name == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[name]
+
+
+def _ensure_registered(base: str) -> str:
+    """Register the capturing wrapper (and its mask function) for ``base``; returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    name = _CAPTURE_PREFIX + base
+    if name not in AttentionInterface._global_mapping:
+        if base not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+            raise ValueError(
+                f"attention implementation {base!r} cannot be captured; use one of "
+                f"{sorted(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping)}."
+            )
+        AttentionInterface.register(name, _capturing_attention)
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[base])
+    return name
+
+
+def _capturing_attention(
+    module: nn.Module,
+    query: torch.Tensor,  # [B, H, Q, D] post-RoPE
+    key: torch.Tensor,  # [B, KVH, K, D] post-RoPE
+    value: torch.Tensor,  # [B, KVH, K, D]
+    attention_mask: torch.Tensor | None,
+    **kwargs,
+):
+    recorder = _ACTIVE.get()
+    base = recorder._base if recorder is not None else _base_name(module)
+    output = _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+    if recorder is None:
+        return output
+    layer = recorder._modules.get(id(module))
+    if layer is not None and query.shape[2] > 1:  # prefill only; decoding steps are not attributed
+        rows = attention_rows(
+            query,
+            key,
+            attention_mask,
+            recorder.query_positions,
+            scaling=kwargs.get("scaling", getattr(module, "scaling", None)),
+            softcap=kwargs.get("softcap"),
+            sliding_window=kwargs.get("sliding_window"),
+        )  # [B, H, R, K]
+        recorder.rows[layer] = rows.mean(dim=1)  # [B, R, K]
+        if recorder.keep_heads:
+            recorder.per_head[layer] = rows
+        if recorder.stop_after_last and all(index in recorder.rows for index in recorder.layers):
+            raise StopForward
+    return output
+
+
+def _base_name(module: nn.Module) -> str:
+    name = getattr(module.config, "_attn_implementation", "sdpa") or "sdpa"
+    return name[len(_CAPTURE_PREFIX) :] if name.startswith(_CAPTURE_PREFIX) else name
+
+
+def attention_rows(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    query_positions: Sequence[int],
+    scaling: float | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """Softmax attention of selected query rows, computed in float32.
+
+    Args:
+        query: ``[B, H, Q, D]`` post-RoPE queries.
+        key: ``[B, KVH, K, D]`` post-RoPE keys; ``H`` must be a multiple of ``KVH`` (GQA).
+        attention_mask: the mask the attention function received: ``None`` (pure
+            causal), a 4D boolean ``[B|1, 1|H, Q, K]`` (True = attend), a 4D additive
+            float mask, or a 2D ``[B, K]`` padding mask (flash attention; 1 = keep).
+        query_positions: row indices into ``Q`` (negative from the end).
+        scaling: logit scale; defaults to ``D ** -0.5``.
+        softcap: optional tanh logit soft-capping (Gemma 2).
+        sliding_window: only used with a 2D/None mask (flash path).
+
+    Returns:
+        ``[B, H, R, K]`` float32 attention probabilities, each row summing to 1.
+    """
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    if heads % kv_heads:
+        raise ValueError(f"query heads {heads} are not a multiple of key/value heads {kv_heads}")
+    rows_index = torch.tensor([p % q_len for p in query_positions], device=query.device)
+    scale = dim**-0.5 if scaling is None else scaling
+    n_rows = rows_index.numel()
+    # GQA without repeat_kv: query head h reads key head h // (H / KVH), so group the queries by key head.
+    q = query.index_select(2, rows_index).to(MASK_DTYPE)  # [B, H, R, D]
+    q = q.reshape(batch, kv_heads, (heads // kv_heads) * n_rows, dim)  # [B, KVH, rep * R, D]
+    logits = torch.matmul(q, key.to(MASK_DTYPE).transpose(-1, -2)) * scale  # [B, KVH, rep * R, K]
+    logits = logits.reshape(batch, heads, n_rows, k_len)  # [B, H, R, K]
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    # Absolute key position of each selected query row (keys may include a cache prefix).
+    q_abs = rows_index + (k_len - q_len)  # [R]
+    k_abs = torch.arange(k_len, device=query.device)  # [K]
+    if attention_mask is None or attention_mask.ndim == 2:
+        allowed = k_abs[None, :] <= q_abs[:, None]  # [R, K] causal
+        if sliding_window is not None:
+            allowed = allowed & (k_abs[None, :] > q_abs[:, None] - sliding_window)
+        allowed = allowed[None, None]  # [1, 1, R, K]
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, None, -k_len:].bool()  # [B, 1, R, K]
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    else:
+        mask = attention_mask[..., -k_len:]  # [B|1, 1|H, Q|1, K]
+        if mask.shape[2] != 1:
+            mask = mask.index_select(2, rows_index)  # [B|1, 1|H, R, K]
+        if mask.dtype == torch.bool:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        else:
+            logits = logits + mask.to(MASK_DTYPE)
+    return torch.softmax(logits, dim=-1)
+
+
+@contextmanager
+def capture_attention_rows(
+    model: nn.Module,
+    layers: Sequence[int],
+    query_positions: Sequence[int] = (-1,),
+    keep_heads: bool = False,
+    stop_after_last: bool = False,
+) -> Iterator[AttentionRecorder]:
+    """Record head-mean attention rows of ``layers`` during forward passes in this scope.
+
+    Args:
+        model: a transformers VLM (text decoder reachable as ``language_model``).
+        layers: 0-based decoder layer indices.
+        query_positions: query rows to record (``-1`` = last prompt token).
+        keep_heads: also keep per-head rows ``[B, H, R, K]``.
+        stop_after_last: raise :class:`StopForward` once all layers are recorded, so the
+            caller can skip the rest of the network (catch it around the forward).
+
+    Yields:
+        The :class:`AttentionRecorder`; ``recorder.rows[layer]`` is ``[B, R, K]`` float32.
+    """
+    modules = decoder_attention_modules(model)
+    layers = tuple(int(layer) for layer in layers)
+    bad = [layer for layer in layers if not 0 <= layer < len(modules)]
+    if not layers or bad:
+        raise ValueError(
+            f"layers {list(layers)} are invalid for a model with {len(modules)} decoder layers; "
+            f"use indices 0..{len(modules) - 1}."
+        )
+    if not query_positions:
+        raise ValueError("query_positions must name at least one query row, e.g. (-1,) for the last prompt token.")
+    configs = {id(m.config): m.config for m in modules}
+    text_config = getattr(_text_model(model), "config", None)
+    if text_config is not None:
+        configs[id(text_config)] = text_config
+    saved = {key: cfg._attn_implementation_internal for key, cfg in configs.items()}
+    bases = {_base_name(m) for m in modules}
+    if len(bases) != 1:
+        raise ValueError(f"decoder layers use mixed attention implementations {sorted(bases)}; cannot capture.")
+    base = bases.pop()
+    recorder = AttentionRecorder(
+        layers=layers,
+        query_positions=tuple(int(p) for p in query_positions),
+        keep_heads=keep_heads,
+        stop_after_last=stop_after_last,
+        _modules={id(modules[layer]): layer for layer in layers},
+        _base=base,
+    )
+    name = _ensure_registered(base)
+    token = _ACTIVE.set(recorder)
+    try:
+        for cfg in configs.values():
+            cfg._attn_implementation_internal = name
+        yield recorder
+    finally:
+        for key, cfg in configs.items():
+            cfg._attn_implementation_internal = saved[key]
+        _ACTIVE.reset(token)

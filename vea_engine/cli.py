@@ -1,0 +1,133 @@
+"""Command line: ``python -m vea_engine {run,demo,make-tiny-models} ...``.
+
+``run`` answers one question about one image with and without VEA and writes
+the highlighted image and the heat map; ``demo`` does the same on a tiny
+random-weight model and a synthetic picture when no real model is at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import DEFAULTS
+
+log = logging.getLogger("vea_engine")
+
+RANDOM_WEIGHTS_WARNING = (
+    "THE DEMO MODEL HAS RANDOM WEIGHTS: its answers and attention are meaningless. "
+    "The demo only shows the pipeline running end to end; pass --model with a real checkpoint "
+    "(e.g. Qwen/Qwen2.5-VL-7B-Instruct or a local folder) for real answers."
+)
+
+
+def _add_vea_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", default=None, help="'14,15,17', 'all', 'deepest_half' or 'preset' (default)")
+    parser.add_argument("--lam", type=float, default=DEFAULTS.lam, help="denoise threshold (paper: 10)")
+    parser.add_argument("--sigma", type=float, default=DEFAULTS.sigma, help="smoothing; <=1 relative, >1 px, 0 off")
+    parser.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="brightness of non-evidence (paper: 0.5)")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread over devices)")
+    parser.add_argument("--attn", default="sdpa", help="attention kernel: sdpa, eager, flash_attention_2")
+    parser.add_argument("--delegate", default=None, help="a second model that makes the mask for --model")
+    parser.add_argument("--out", default="outputs", help="folder for highlighted.png and heatmap.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vea_engine", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="answer a question about an image, with and without VEA")
+    run.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    run.add_argument("--image", required=True, help="image file")
+    run.add_argument("--question", required=True)
+    _add_vea_options(run)
+    demo = sub.add_parser("demo", help="run VEA on a tiny random-weight model and a synthetic image (offline)")
+    demo.add_argument("--family", default="qwen2_5_vl", help="tiny model family to build")
+    demo.add_argument("--models-dir", default=".cache/tiny-models", help="where tiny checkpoints are built")
+    _add_vea_options(demo)
+    tiny = sub.add_parser("make-tiny-models", help="build tiny random-weight checkpoints for tests and demos")
+    tiny.add_argument("out", help="folder to build into")
+    return parser
+
+
+def _layers_arg(text: str | None):
+    if text is None or text in ("preset", "all", "deepest_half"):
+        return text
+    from .layers import parse_layer_list
+
+    return parse_layer_list(text)
+
+
+def run_command(args: argparse.Namespace, model: str, image, question: str) -> dict:
+    """Load, run VEA, write images; returns the JSON-able summary."""
+    from .images import tensor_to_pil
+    from .loading import load_vlm
+    from .mask import heatmap
+    from .pipeline import run_vea
+
+    vlm = load_vlm(model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
+    delegate = load_vlm(args.delegate, dtype=args.dtype, device=args.device) if args.delegate else None
+    result = run_vea(
+        vlm,
+        [image],
+        question,
+        layers=_layers_arg(args.layers),
+        lam=args.lam,
+        sigma=args.sigma,
+        alpha=args.alpha,
+        max_new_tokens=args.max_new_tokens,
+        delegate=delegate,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    highlighted, heat = out / "highlighted.png", out / "heatmap.png"
+    tensor_to_pil(result.highlighted[0]).save(highlighted)
+    tensor_to_pil(heatmap(result.evidence)[0]).save(heat)
+    return {
+        "model": vlm.name,
+        "mask_model": (delegate or vlm).name,
+        "question": question,
+        "base": result.answers["base"][0],
+        "vea": result.answers["vea"][0],
+        "layers": list(result.layers.layers),
+        "layer_source": result.layers.source,
+        "highlighted": str(highlighted),
+        "heatmap": str(heat),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "make-tiny-models":
+            from .testing.tiny_models import build_tiny_models
+
+            paths = build_tiny_models(args.out)
+            print(json.dumps({family: str(path) for family, path in paths.items()}, indent=2))
+        elif args.command == "run":
+            print(json.dumps(run_command(args, args.model, args.image, args.question), indent=2))
+        elif args.command == "demo":
+            from .synthetic import make_sample
+            from .testing.tiny_models import build_tiny_models
+
+            paths = build_tiny_models(args.models_dir, families=(args.family,))
+            sample = make_sample(seed=0)
+            log.warning(RANDOM_WEIGHTS_WARNING)
+            summary = run_command(args, str(paths[args.family]), sample.image, sample.question)
+            summary["reference_answers"] = sample.answers
+            summary["warning"] = RANDOM_WEIGHTS_WARNING
+            print(json.dumps(summary, indent=2))
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

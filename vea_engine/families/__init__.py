@@ -1,0 +1,34 @@
+"""Family adapters, detected from the checkpoint config's ``model_type``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import FamilyAdapter
+from .llava import LlavaAdapter
+from .qwen_vl import QwenVLAdapter
+
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, LlavaAdapter)
+
+
+def supported_model_types() -> list[str]:
+    """Every ``config.model_type`` with an adapter."""
+    return sorted(t for adapter in ADAPTERS for t in adapter.model_types)
+
+
+def adapter_class(model_type: str) -> type[FamilyAdapter]:
+    """The adapter class for ``model_type``; a ValueError listing supported types otherwise."""
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter
+    raise ValueError(
+        f"model type {model_type!r} is not supported by VEA; supported types: {', '.join(supported_model_types())}."
+    )
+
+
+def get_adapter(processor: Any, config: Any) -> FamilyAdapter:
+    """Instantiate the adapter for a loaded processor + model config."""
+    return adapter_class(getattr(config, "model_type", None))(processor, config)
+
+
+__all__ = ["ADAPTERS", "FamilyAdapter", "adapter_class", "get_adapter", "supported_model_types"]

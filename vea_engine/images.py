@@ -1,0 +1,117 @@
+"""Image conversions at the engine boundary.
+
+The engine works on ``[H, W, 3]`` uint8 RGB arrays for model inputs and on
+``[B, H, W, C]`` float tensors in ``[0, 1]`` (ComfyUI's IMAGE layout) for masks
+and blending. Everything a user may pass is converted here, once:
+
+* PIL images of any mode (``L``, ``LA``, ``P``, ``RGBA``, ``I;16``, ``I``, ``F``, ``CMYK``, ``1``);
+* numpy arrays ``[H, W]``, ``[H, W, 1|2|3|4]`` of uint8, uint16 or float in ``[0, 1]``;
+* torch tensors ``[H, W, C]`` float in ``[0, 1]``.
+
+Transparency is composited over white (what a viewer shows); 16-bit values
+are scaled to 8 bits (``round(v / 257)``); grey is replicated to RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+
+def _from_pil(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        array = np.asarray(image).astype(np.float64) / 65535.0
+        return _from_float(array)
+    if image.mode in ("I", "F"):
+        array = np.asarray(image).astype(np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return _from_float(np.clip(array / peak, 0, 1))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("LA", "RGBA", "La", "RGBa"):
+        rgba = np.asarray(image.convert("RGBA")).astype(np.float64) / 255.0
+        return _from_float(rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _from_float(array: np.ndarray) -> np.ndarray:
+    """``[H, W]`` or ``[H, W, 1..4]`` floats in [0, 1] -> ``[H, W, 3]`` uint8 (alpha over white)."""
+    if array.ndim == 2:
+        array = array[..., None]
+    channels = array.shape[-1]
+    if channels in (2, 4):
+        color, alpha = array[..., :-1], array[..., -1:]
+        array = color * alpha + (1.0 - alpha)
+        channels -= 1
+    if channels == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
+    """Convert one image to ``[H, W, 3]`` uint8 RGB (see module docstring for accepted inputs).
+
+    Args:
+        image: PIL image, numpy array, torch tensor, or a path to an image file.
+        name: what to call the argument in error messages.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.isfile(image):
+            raise ValueError(f"{name}: no image file at {os.fspath(image)!r}; check the path.")
+        with Image.open(image) as handle:
+            handle.load()
+            return to_rgb_uint8(handle, name)
+    if isinstance(image, Image.Image):
+        array = _from_pil(image)
+    elif isinstance(image, (np.ndarray, torch.Tensor)):
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
+            raise ValueError(
+                f"{name}: expected [H, W] or [H, W, C] with C in 1..4 (channels last), got shape {array.shape}."
+            )
+        if array.dtype == np.uint8:
+            array = _from_float(array.astype(np.float64) / 255.0) if array.ndim == 2 or array.shape[-1] != 3 else array
+        elif array.dtype == np.uint16:
+            array = _from_float(array.astype(np.float64) / 65535.0)
+        elif array.dtype == np.bool_:
+            array = _from_float(array.astype(np.float64))
+        elif np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name}: image contains NaN or infinite values.")
+            array = _from_float(np.clip(array.astype(np.float64), 0.0, 1.0))
+        else:
+            raise ValueError(f"{name}: unsupported pixel dtype {array.dtype}; use uint8, uint16 or float in [0, 1].")
+    else:
+        raise ValueError(f"{name}: expected a PIL image, numpy array, tensor or path, got {type(image).__name__}.")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"{name}: image is empty ({array.shape[1]}x{array.shape[0]} W x H).")
+    return np.ascontiguousarray(array)
+
+
+def images_to_uint8(images: Any, name: str = "images") -> list[np.ndarray]:
+    """A batch (``[B, H, W, C]`` tensor/array, or a list of single images) -> list of ``[H, W, 3]`` uint8."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        return [to_rgb_uint8(images[i], f"{name}[{i}]") for i in range(images.shape[0])]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError(f"{name}: the batch is empty; give at least one image.")
+        return [to_rgb_uint8(image, f"{name}[{i}]") for i, image in enumerate(images)]
+    return [to_rgb_uint8(images, name)]
+
+
+def uint8_to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+    """Same-size ``[H, W, 3]`` uint8 arrays -> ``[B, H, W, 3]`` float32 in [0, 1]."""
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"images in one batch must share a size, got {sorted(shapes)}.")
+    return torch.from_numpy(np.stack(arrays)).float() / 255.0
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """``[H, W, 3]`` float in [0, 1] -> PIL RGB (rounded)."""
+    return Image.fromarray(to_rgb_uint8(image))

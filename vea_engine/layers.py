@@ -1,0 +1,119 @@
+"""Which decoder layers VEA reads: the paper's presets, user lists, or fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from .config import PRESET_LAYERS, PRESET_NUM_LAYERS
+
+log = logging.getLogger(__name__)
+
+LAYER_MODES = ("preset", "all", "deepest_half", "custom")
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """Decoder layers to read, with where they came from.
+
+    Attributes:
+        layers: sorted, unique, 0-based decoder layer indices.
+        source: ``preset:<checkpoint>``, ``fallback:deepest_half``, ``all``,
+            ``deepest_half``, ``custom`` or ``profile:<file>``.
+        num_layers: decoder depth the selection was made for (None = any model
+            deep enough).
+        scores: per-layer profiling scores (AUROC) when selected from data.
+    """
+
+    layers: tuple[int, ...]
+    source: str
+    num_layers: int | None = None
+    scores: tuple[float, ...] | None = None
+
+    def check(self, num_layers: int, who: str = "layers") -> tuple[int, ...]:
+        """The layers, after checking they exist in a model with ``num_layers`` decoder layers."""
+        bad = [layer for layer in self.layers if not 0 <= layer < num_layers]
+        if bad:
+            raise ValueError(
+                f"{who}: layer(s) {bad} out of range for a model with {num_layers} decoder layers "
+                f"(valid 0..{num_layers - 1}); selection came from {self.source}."
+            )
+        return self.layers
+
+
+def preset_for(name: str, num_layers: int | None = None) -> str | None:
+    """The preset checkpoint id matching a model path or hub id (by its last two or last path parts)."""
+    text = str(name).rstrip("/")
+    parts = PurePath(text).parts
+    candidates = {text.lower(), "/".join(parts[-2:]).lower(), parts[-1].lower() if parts else ""}
+    for key in PRESET_LAYERS:
+        if key.lower() in candidates or key.split("/")[-1].lower() in candidates:
+            if num_layers is None or PRESET_NUM_LAYERS[key] == num_layers:
+                return key
+    return None
+
+
+def parse_layer_list(text: str) -> tuple[int, ...]:
+    """Parse ``"14, 15, 17"`` or ``"14-17"`` ranges into sorted unique indices."""
+    layers: set[int] = set()
+    for token in filter(None, (t.strip() for t in re.split(r"[,\s]+", text))):
+        match = re.fullmatch(r"(-?\d+)(?:-(\d+))?", token)
+        if not match:
+            raise ValueError(f"layers: cannot read {token!r} in {text!r}; write indices like '14,15,17' or '14-17'.")
+        start, end = int(match.group(1)), match.group(2)
+        layers.update(range(start, int(end) + 1) if end is not None else [start])
+    if not layers:
+        raise ValueError(f"layers: {text!r} names no layer; write indices like '14,15,17'.")
+    return tuple(sorted(layers))
+
+
+def select_layers(
+    mode: str | Sequence[int] | None,
+    num_layers: int,
+    model_name: str = "",
+    custom: str | Sequence[int] | None = None,
+) -> LayerSelection:
+    """Resolve a layer choice for a model.
+
+    Args:
+        mode: ``preset`` (paper layers when ``model_name`` matches a pre-profiled
+            checkpoint of the same depth, else the deepest half, logged),
+            ``all``, ``deepest_half``, ``custom`` (uses ``custom``), a list of
+            indices, or None (= ``preset``).
+        num_layers: decoder depth of the model.
+        model_name: path or hub id, to look up presets.
+        custom: layer list for ``custom``: indices or text like ``"14,15,17"``.
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
+    if mode is not None and not isinstance(mode, str):
+        custom, mode = mode, "custom"
+    mode = mode or "preset"
+    if mode == "preset":
+        key = preset_for(model_name, num_layers)
+        if key is not None:
+            selection = LayerSelection(PRESET_LAYERS[key], f"preset:{key}", num_layers)
+        else:
+            log.warning(
+                "no pre-profiled layers for %r (%d layers); falling back to the deepest half. "
+                "Profile the model or pass explicit layers for better maps.",
+                model_name,
+                num_layers,
+            )
+            selection = LayerSelection(tuple(range(num_layers // 2, num_layers)), "fallback:deepest_half", num_layers)
+    elif mode == "all":
+        selection = LayerSelection(tuple(range(num_layers)), "all", num_layers)
+    elif mode == "deepest_half":
+        selection = LayerSelection(tuple(range(num_layers // 2, num_layers)), "deepest_half", num_layers)
+    elif mode == "custom":
+        if custom is None or (isinstance(custom, str) and not custom.strip()):
+            raise ValueError("layers: mode 'custom' needs a layer list, e.g. '14,15,17'.")
+        layers = parse_layer_list(custom) if isinstance(custom, str) else tuple(sorted({int(v) for v in custom}))
+        selection = LayerSelection(layers, "custom", num_layers)
+    else:
+        raise ValueError(f"layers: mode must be one of {LAYER_MODES}, got {mode!r}.")
+    selection.check(num_layers)
+    return selection

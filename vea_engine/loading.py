@@ -1,0 +1,146 @@
+"""Load a VLM checkpoint (local folder or hub id) with its processor and family adapter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .families import FamilyAdapter, adapter_class, supported_model_types
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+
+
+@dataclass(frozen=True)
+class VLM:
+    """A loaded vision-language model, ready for attribution and answering.
+
+    Attributes:
+        model: the transformers ``*ForConditionalGeneration`` module, in eval mode.
+        processor: its processor; the tokenizer pads on the left.
+        adapter: the family adapter (prompting and token geometry).
+        name: the path or hub id it was loaded from.
+        model_type: ``config.model_type``.
+        num_layers: number of text decoder layers.
+    """
+
+    model: Any
+    processor: Any
+    adapter: FamilyAdapter
+    name: str
+    model_type: str
+    num_layers: int
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embeddings (where inputs must go)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+
+def _check_source(source: str | os.PathLike) -> tuple[str, bool]:
+    """Validate a local folder or hub id; returns ``(source, is_local)``."""
+    text = os.fspath(source).strip() if source is not None else ""
+    if not text:
+        raise ValueError("model: no checkpoint given; pass a folder containing config.json or a hub id like 'org/name'.")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model: folder {path} has no config.json; point to the checkpoint folder itself.")
+        weights = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
+        if not weights:
+            legacy = list(path.glob("*.bin"))
+            hint = " It has only .bin weights: convert them to safetensors." if legacy else ""
+            raise ValueError(f"model: folder {path} has no *.safetensors weights.{hint}")
+        return str(path), True
+    if not _HUB_ID.fullmatch(text):
+        raise ValueError(
+            f"model: {text!r} is neither an existing folder nor a hub id 'org/name'; check the path "
+            "(put checkpoints in ComfyUI's models/VLM folder)."
+        )
+    return text, False
+
+
+def load_vlm(
+    source: str | os.PathLike,
+    dtype: str = "auto",
+    device: str | torch.device | None = None,
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+    local_files_only: bool | None = None,
+) -> VLM:
+    """Load a checkpoint through ``AutoModelForImageTextToText`` + ``AutoProcessor``.
+
+    Args:
+        source: a local checkpoint folder (config.json + safetensors) or a hub id.
+        dtype: ``auto`` (the checkpoint's), ``float32``, ``float16`` or ``bfloat16``.
+        device: ``cpu``, ``cuda``, ``cuda:1``...; ``auto`` spreads a large model over the
+            available devices (accelerate ``device_map="auto"``); None = cpu.
+        attn_implementation: the kernel the model runs on; capture works on all of them.
+        trust_remote_code: run code shipped with the checkpoint. Off unless you opt in.
+        local_files_only: never touch the network (default: on for folders, and when
+            ``HF_HUB_OFFLINE`` is set).
+
+    Returns:
+        A :class:`VLM`.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    source, is_local = _check_source(source)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}.")
+    if local_files_only is None:
+        local_files_only = is_local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+    common = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
+    try:
+        config = AutoConfig.from_pretrained(source, **common)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"model: cannot read the config of {source!r}: {error}") from error
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "vision_config", None) is None and model_type not in supported_model_types():
+        raise ValueError(
+            f"model: {source!r} is a {model_type!r} checkpoint without a vision tower, not a vision-language model; "
+            f"VEA supports: {', '.join(supported_model_types())}."
+        )
+    adapter_type = adapter_class(model_type)
+    device_map = "auto" if str(device) == "auto" else None
+    try:
+        processor = AutoProcessor.from_pretrained(source, **common)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source,
+            dtype=DTYPES[dtype],
+            attn_implementation=attn_implementation,
+            device_map=device_map,
+            use_safetensors=True if is_local else None,
+            **common,
+        )
+    except (OSError, ValueError, ImportError) as error:
+        raise ValueError(f"model: cannot load {source!r} ({model_type}): {error}") from error
+    if device_map is None:
+        model.to(torch.device(device or "cpu"))
+    model.eval()
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"model: the processor of {source!r} has no tokenizer.")
+    tokenizer.padding_side = "left"
+    adapter = adapter_type(processor, model.config)
+    from .capture import decoder_attention_modules
+
+    num_layers = len(decoder_attention_modules(model))
+    log.info("loaded %s (%s, %d decoder layers, %s)", source, model_type, num_layers, attn_implementation)
+    return VLM(model, processor, adapter, source, model_type, num_layers)
