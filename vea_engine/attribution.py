@@ -69,7 +69,7 @@ class AttentionMap:
 
 def broadcast_questions(questions: str | Sequence[str], batch: int) -> list[str]:
     """One question per image: a single question is reused for the whole batch."""
-    if isinstance(questions, str):
+    if questions is None or isinstance(questions, str):
         questions = [questions]
     questions = list(questions)
     if len(questions) == 1:

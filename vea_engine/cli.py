@@ -65,11 +65,14 @@ def _layers_arg(text: str | None):
 
 def run_command(args: argparse.Namespace, model: str, image, question: str) -> dict:
     """Load, run VEA, write images; returns the JSON-able summary."""
-    from .images import tensor_to_pil
+    from .config import build_prompt
+    from .images import tensor_to_pil, to_rgb_uint8
     from .loading import load_vlm
     from .mask import heatmap
     from .pipeline import run_vea
 
+    image = to_rgb_uint8(image, "--image")  # cheap checks before loading a model
+    build_prompt(question)
     vlm = load_vlm(model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
     delegate = load_vlm(args.delegate, dtype=args.dtype, device=args.device) if args.delegate else None
     result = run_vea(

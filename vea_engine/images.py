@@ -63,9 +63,12 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
             raise ValueError(f"{name}: no image file at {os.fspath(image)!r}; check the path.")
-        with Image.open(image) as handle:
-            handle.load()
-            return to_rgb_uint8(handle, name)
+        try:
+            with Image.open(image) as handle:
+                handle.load()
+                return to_rgb_uint8(handle, name)
+        except OSError as error:
+            raise ValueError(f"{name}: {os.fspath(image)!r} is not a readable image ({error}).") from error
     if isinstance(image, Image.Image):
         array = _from_pil(image)
     elif isinstance(image, (np.ndarray, torch.Tensor)):

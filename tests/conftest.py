@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny random-weight checkpoints of real VLM architectures, built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "frontend: runs the real ComfyUI front end in headless Chromium")
+    config.addinivalue_line("markers", "comfy: runs a real ComfyUI server")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs() -> dict[str, Path]:
+    """Tiny checkpoints saved like user checkpoints (rebuilt only when the builder changes)."""
+    from vea_engine.testing.tiny_models import build_tiny_models
+
+    root = Path(os.environ.get("VEA_TINY_MODELS", REPO / ".cache" / "tiny-models"))
+    return build_tiny_models(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlms(tiny_model_dirs):
+    """family -> VLM loaded on SDPA in float32, through the user code path."""
+    from vea_engine.loading import load_vlm
+
+    return {family: load_vlm(tiny_model_dirs[family], dtype="float32") for family in ENGINE_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def eager_vlms(tiny_model_dirs):
+    """The same checkpoints on eager attention (the oracle for captured rows)."""
+    from vea_engine.loading import load_vlm
+
+    return {
+        family: load_vlm(tiny_model_dirs[family], dtype="float32", attn_implementation="eager")
+        for family in ENGINE_FAMILIES
+    }
+
+
+@pytest.fixture
+def scene_image() -> Image.Image:
+    """A deterministic 200x150 RGB picture with some structure."""
+    rng = np.random.default_rng(7)
+    array = (rng.random((150, 200, 3)) * 60 + 90).astype(np.uint8)
+    array[40:80, 120:170] = (250, 30, 30)
+    return Image.fromarray(array)

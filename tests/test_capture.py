@@ -1,0 +1,135 @@
+"""Captured attention rows equal eager ``output_attentions`` rows; capture changes nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ENGINE_FAMILIES
+from vea_engine.attribution import extract_attention, model_inputs, render_canvases
+from vea_engine.capture import StopForward, attention_rows, capture_attention_rows
+from vea_engine.config import build_prompt
+
+QUESTIONS = ["What is written on the red sign in the picture?", "Which colour?"]
+QUERY_ROWS = (-1, -2, -4, -7)
+
+
+def _batch(vlm, images, questions):
+    canvases, _, _ = render_canvases(vlm, images)
+    return model_inputs(vlm, canvases, [build_prompt(q) for q in questions])
+
+
+def _eager_rows(eager_vlm, inputs, rows):
+    with torch.inference_mode():
+        out = eager_vlm.model(**inputs, use_cache=False, output_attentions=True)
+    # [L, B, H, N, N] -> head mean -> selected query rows: [L, B, R, N]
+    return torch.stack([a.float().mean(1)[:, list(rows)] for a in out.attentions]), out.logits
+
+
+@pytest.mark.parametrize("family", ENGINE_FAMILIES)
+@pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded-batch"])
+def test_capture_equals_eager_every_layer(family, padded, tiny_vlms, eager_vlms, scene_image):
+    vlm, eager = tiny_vlms[family], eager_vlms[family]
+    images = [scene_image, scene_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if padded else [scene_image]
+    questions = QUESTIONS if padded else QUESTIONS[:1]
+    inputs = _batch(vlm, images, questions)
+    if padded:
+        assert (inputs["attention_mask"][1] == 0).any(), "the second prompt must be left-padded"
+    layers = tuple(range(vlm.num_layers))
+    expected, eager_logits = _eager_rows(eager, inputs, QUERY_ROWS)
+    with torch.inference_mode():
+        plain_logits = vlm.model(**inputs, use_cache=False).logits
+        with capture_attention_rows(vlm.model, layers, QUERY_ROWS) as recorder:
+            captured_logits = vlm.model(**inputs, use_cache=False).logits
+    got = recorder.stacked()  # [L, B, R, K]
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-5
+    # rows are real distributions and the capture does not change the forward pass
+    torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5, rtol=0)
+    assert torch.equal(captured_logits, plain_logits)
+    real = inputs["attention_mask"].bool()  # padded positions' outputs are undefined in both kernels
+    torch.testing.assert_close(plain_logits[real], eager_logits[real], atol=1e-4, rtol=1e-4)
+    # padded keys get no attention
+    if padded:
+        pad = inputs["attention_mask"][1] == 0
+        assert got[:, 1, :, pad].abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+def test_capture_on_eager_base_and_restores_implementation(family, eager_vlms, scene_image):
+    """Capture also wraps eager (float additive masks); the config is restored afterwards."""
+    eager = eager_vlms[family]
+    images = [scene_image, scene_image]
+    inputs = _batch(eager, images, QUESTIONS)
+    expected, _ = _eager_rows(eager, inputs, (-1,))
+    text_cfg = eager.model.config.get_text_config()
+    before = text_cfg._attn_implementation
+    with torch.inference_mode(), capture_attention_rows(eager.model, [0, eager.num_layers - 1]) as rec:
+        eager.model(**inputs, use_cache=False)
+    assert text_cfg._attn_implementation == before == "eager"
+    got = rec.stacked()
+    assert (got - expected[[0, eager.num_layers - 1]]).abs().max().item() <= 1e-5
+
+
+def test_capture_restores_after_exception_and_early_exit(tiny_vlms, scene_image):
+    vlm = tiny_vlms["qwen2_5_vl"]
+    cfg = vlm.model.config.get_text_config()
+    before = cfg._attn_implementation
+    inputs = _batch(vlm, [scene_image], QUESTIONS[:1])
+    calls = []
+    handle = vlm.model.model.language_model.layers[3].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with torch.inference_mode(), capture_attention_rows(vlm.model, [1, 2], stop_after_last=True) as rec:
+            with pytest.raises(StopForward):
+                vlm.model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    assert calls == [], "layers after the deepest requested one must not run with early exit"
+    assert set(rec.rows) == {1, 2}
+    assert cfg._attn_implementation == before
+    with pytest.raises(ZeroDivisionError), capture_attention_rows(vlm.model, [0]):
+        raise ZeroDivisionError
+    assert cfg._attn_implementation == before
+    # the model still answers normally afterwards
+    with torch.inference_mode():
+        assert torch.isfinite(vlm.model(**inputs).logits).all()
+
+
+def test_capture_rejects_bad_layers(tiny_vlms):
+    vlm = tiny_vlms["llava"]
+    with pytest.raises(ValueError, match=r"valid|use indices 0\.\."):
+        with capture_attention_rows(vlm.model, [vlm.num_layers]):
+            pass
+    with pytest.raises(ValueError, match="use indices"):
+        with capture_attention_rows(vlm.model, []):
+            pass
+
+
+def test_attention_rows_hand_computed():
+    # one head, three keys, query row = last; logits = q.k * scale
+    q = torch.tensor([[[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]]])  # [1, 1, 3, 2]
+    k = torch.tensor([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]])
+    got = attention_rows(q, k, None, (-1, 0), scaling=1.0)[0, 0]
+    logits = torch.tensor([0.0, 2.0, 2.0])
+    torch.testing.assert_close(got[0], torch.softmax(logits, 0))
+    torch.testing.assert_close(got[1], torch.tensor([1.0, 0.0, 0.0]))  # causal: the first token sees itself only
+    # GQA: two query heads share one key head
+    q2 = torch.cat([q, 2 * q], dim=1)
+    rows = attention_rows(q2, k, None, (-1,), scaling=1.0)
+    torch.testing.assert_close(rows[0, 1, 0], torch.softmax(2 * logits, 0))
+
+
+def test_extract_attention_equals_eager_scores(tiny_vlms, eager_vlms, scene_image):
+    """Attribution scores = mean over layers of eager last-row attention at the image tokens."""
+    vlm, eager = tiny_vlms["qwen2_5_vl"], eager_vlms["qwen2_5_vl"]
+    layers = (1, 3, 4)
+    attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
+    inputs = _batch(vlm, [scene_image], ["What is on the sign?"])
+    rows, _ = _eager_rows(eager, inputs, (-1,))
+    positions = vlm.adapter.image_token_positions(inputs["input_ids"])[0]
+    expected = rows[list(layers), 0, 0].mean(0)[positions]
+    assert attention.scores.shape == (1, attention.geometry.n_tokens)
+    assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
+    np.testing.assert_array_equal(attention.canvas.shape[1:3], attention.geometry.canvas_hw)

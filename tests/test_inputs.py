@@ -1,0 +1,161 @@
+"""Bad or unusual input: each is a clear error naming the argument and the fix, or a correct conversion."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vea_engine.answer import answer
+from vea_engine.attribution import extract_attention
+from vea_engine.images import to_rgb_uint8
+from vea_engine.layers import parse_layer_list, select_layers
+from vea_engine.loading import load_vlm
+
+
+# ---- loading -----------------------------------------------------------------------------
+def test_missing_folder_and_bad_id(tmp_path):
+    with pytest.raises(ValueError, match="neither an existing folder nor a hub id"):
+        load_vlm(tmp_path / "nope" / "deeper")
+    with pytest.raises(ValueError, match="no checkpoint given"):
+        load_vlm("")
+
+
+def test_folder_without_weights(tmp_path, tiny_model_dirs):
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_model_dirs["llava"] / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"no \*\.safetensors weights"):
+        load_vlm(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="convert them to safetensors"):
+        load_vlm(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="has no config.json"):
+        load_vlm(empty)
+
+
+def test_non_vlm_checkpoint(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    with pytest.raises(ValueError, match="without a vision tower, not a vision-language model"):
+        load_vlm(tmp_path / "llama")
+
+
+def test_unsupported_model_type_lists_supported(tmp_path):
+    from transformers import PaliGemmaConfig
+
+    folder = tmp_path / "pali"
+    PaliGemmaConfig().save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"'paligemma' is not supported by VEA; supported types: llava, qwen2_5_vl"):
+        load_vlm(folder)
+
+
+def test_bad_dtype_and_attention(tiny_model_dirs):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_vlm(tiny_model_dirs["llava"], dtype="int8")
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        load_vlm(tiny_model_dirs["llava"], attn_implementation="magic")
+
+
+# ---- layers and questions -------------------------------------------------------------------
+def test_layer_index_out_of_range(tiny_vlms, scene_image):
+    vlm = tiny_vlms["qwen2_5_vl"]
+    with pytest.raises(ValueError, match=r"layer\(s\) \[6\] out of range for a model with 6 decoder layers"):
+        select_layers([1, 6], vlm.num_layers)
+    with pytest.raises(ValueError, match="use indices 0..5"):
+        extract_attention(vlm, [scene_image], "What?", [9])
+    with pytest.raises(ValueError, match="cannot read 'x'"):
+        parse_layer_list("1,x")
+    assert parse_layer_list("3, 1-2 3") == (1, 2, 3)
+
+
+def test_presets_and_fallback():
+    assert select_layers("preset", 28, "Qwen/Qwen2.5-VL-7B-Instruct").layers == (18, 22, 24)
+    assert select_layers("preset", 32, "/models/VLM/llava-1.5-7b-hf").source == "preset:llava-hf/llava-1.5-7b-hf"
+    # a preset is only used for a model of that depth
+    fallback = select_layers("preset", 6, "Qwen/Qwen2.5-VL-7B-Instruct")
+    assert fallback.layers == (3, 4, 5) and fallback.source == "fallback:deepest_half"
+
+
+@pytest.mark.parametrize("question", ["", "   ", None])
+def test_empty_question(tiny_vlms, scene_image, question):
+    with pytest.raises(ValueError, match="question must be a non-empty string"):
+        extract_attention(tiny_vlms["llava"], [scene_image], question, [1])
+    with pytest.raises(ValueError, match="question must be a non-empty string"):
+        answer(tiny_vlms["llava"], [scene_image], question, max_new_tokens=2)
+
+
+def test_question_count_must_match_batch(tiny_vlms, scene_image):
+    with pytest.raises(ValueError, match="got 2 questions for 3 images"):
+        extract_attention(tiny_vlms["qwen2_5_vl"], [scene_image] * 3, ["a?", "b?"], [1])
+
+
+# ---- images ------------------------------------------------------------------------------
+def test_image_modes_convert_correctly():
+    grey = Image.fromarray(np.array([[0, 128], [255, 64]], np.uint8), "L")
+    out = to_rgb_uint8(grey)
+    assert out.shape == (2, 2, 3) and (out[..., 0] == out[..., 2]).all() and out[0, 1, 1] == 128
+    rgba = Image.fromarray(np.array([[[200, 0, 0, 0], [200, 0, 0, 255]]], np.uint8), "RGBA")
+    out = to_rgb_uint8(rgba)
+    assert out[0, 0].tolist() == [255, 255, 255]  # fully transparent over white
+    assert out[0, 1].tolist() == [200, 0, 0]
+    sixteen = Image.fromarray(np.array([[0, 65535, 32896]], np.uint16))
+    assert sixteen.mode.startswith("I;16")
+    assert to_rgb_uint8(sixteen)[0, :, 0].tolist() == [0, 255, 128]  # round(v / 257)
+    assert to_rgb_uint8(np.array([[0.5]], np.float32)).tolist() == [[[128, 128, 128]]]
+    palette = grey.convert("P")
+    assert to_rgb_uint8(palette).shape == (2, 2, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        to_rgb_uint8(np.full((2, 2, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match="channels last"):
+        to_rgb_uint8(np.zeros((3, 4, 5), np.uint8))
+    with pytest.raises(ValueError, match="no image file"):
+        to_rgb_uint8("/nonexistent/picture.png")
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("L", (60, 40), 90),
+        lambda: Image.new("RGBA", (60, 40), (10, 200, 30, 128)),
+        lambda: Image.fromarray(np.full((40, 60), 40000, np.uint16)),
+        lambda: Image.new("RGB", (1, 1), (255, 0, 0)),
+        lambda: torch.rand(40, 60, 3),
+    ],
+    ids=["grey", "rgba", "16bit", "1x1", "tensor"],
+)
+def test_unusual_images_run_end_to_end(family, make, tiny_vlms):
+    vlm = tiny_vlms[family]
+    attention = extract_attention(vlm, [make()], "What is shown?", [1, 2])
+    assert torch.isfinite(attention.scores).all() and attention.scores.shape[1] == attention.geometry.n_tokens
+    assert attention.canvas.shape[1:3] == attention.geometry.canvas_hw
+
+
+def test_images_in_a_batch_must_share_a_size(tiny_vlms, scene_image):
+    with pytest.raises(ValueError, match="share a size"):
+        extract_attention(tiny_vlms["qwen2_5_vl"], [scene_image, scene_image.resize((90, 90))], "What?", [1])
+
+
+def test_model_still_usable_after_errors(tiny_vlms, scene_image):
+    vlm = tiny_vlms["qwen2_5_vl"]
+    with pytest.raises(ValueError):
+        extract_attention(vlm, [scene_image], "What?", [99])
+    assert vlm.model.config.get_text_config()._attn_implementation == "sdpa"
+    assert len(answer(vlm, [scene_image], "What?", max_new_tokens=2)) == 1
+
+
+def test_a_file_that_is_not_an_image(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({}))
+    with pytest.raises(ValueError, match="is not a readable image"):
+        to_rgb_uint8(path)

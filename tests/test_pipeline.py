@@ -1,0 +1,138 @@
+"""Answers, the whole pipeline, delegates (geometry checked by hand) and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from vea_engine.answer import answer
+from vea_engine.attribution import evidence_map, extract_attention, model_inputs
+from vea_engine.config import build_prompt
+from vea_engine.geometry import ImageGeometry, remap_mask
+from vea_engine.mask import blend
+from vea_engine.pipeline import align_mask, run_vea
+
+
+def _greedy_oracle(vlm, image, question, steps):
+    """Token-by-token argmax over full forward passes (no cache, no generate())."""
+    inputs = dict(model_inputs(vlm, [np.asarray(image.convert("RGB"))], [build_prompt(question)]))
+    ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
+    out = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            logits = vlm.model(input_ids=ids, attention_mask=mask, use_cache=False, **inputs).logits[:, -1]
+            token = logits.argmax(-1, keepdim=True)
+            if token.item() == vlm.processor.tokenizer.eos_token_id:
+                break
+            out.append(token.item())
+            ids = torch.cat([ids, token], 1)
+            mask = torch.cat([mask, torch.ones_like(token)], 1)
+            for key, value in inputs.items():  # per-token side inputs (e.g. multimodal token types) grow too
+                if isinstance(value, torch.Tensor) and value.shape[:2] == (1, ids.shape[1] - 1):
+                    inputs[key] = torch.cat([value, torch.zeros_like(value[:, :1])], 1)
+    return vlm.processor.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+def test_answer_is_greedy_and_one_per_image(family, tiny_vlms, scene_image):
+    vlm = tiny_vlms[family]
+    flipped = scene_image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    answers = answer(vlm, [scene_image, flipped], ["What is written?", "And here, what colour?"], max_new_tokens=6)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert answers[0] == _greedy_oracle(vlm, scene_image, "What is written?", 6)
+    assert answers[1] == _greedy_oracle(vlm, flipped, "And here, what colour?", 6)
+    # a single question is used for the whole batch; a batch of one still returns a list
+    assert len(answer(vlm, [scene_image, flipped], "What?", max_new_tokens=2)) == 2
+    assert len(answer(vlm, scene_image, "What?", max_new_tokens=2)) == 1
+
+
+def test_answer_progress_is_called_and_can_cancel(tiny_vlms, scene_image):
+    seen = []
+    answer(tiny_vlms["llava"], [scene_image], "What?", max_new_tokens=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][1] == 4 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        if done >= 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        answer(tiny_vlms["llava"], [scene_image], "What?", max_new_tokens=20, progress=cancel)
+    assert len(answer(tiny_vlms["llava"], [scene_image], "What?", max_new_tokens=2)) == 1
+
+
+def test_run_vea_matches_the_stages(tiny_vlms, scene_image):
+    vlm = tiny_vlms["qwen2_5_vl"]
+    result = run_vea(vlm, [scene_image], "What is on the sign?", layers=[2, 4], methods=("base", "inst", "vea"),
+                     max_new_tokens=3)
+    attention = extract_attention(vlm, [scene_image], "What is on the sign?", [2, 4])
+    torch.testing.assert_close(result.evidence, evidence_map(attention))
+    torch.testing.assert_close(result.highlighted, blend(attention.canvas, result.evidence))
+    assert result.evidence.min() == 0 and result.evidence.max() == 1
+    assert set(result.answers) == {"base", "inst", "vea"}
+    assert result.answers["vea"] == answer(vlm, result.highlighted, "What is on the sign?", "vea", max_new_tokens=3)
+    # the highlighted image keeps its size through the processor: answering it sees the same canvas
+    assert result.highlighted.shape[1:3] == attention.canvas.shape[1:3]
+
+
+def test_highlighted_canvas_is_not_resized_again(tiny_vlms, scene_image):
+    for family in ("qwen2_5_vl", "llava"):
+        vlm = tiny_vlms[family]
+        attention = extract_attention(vlm, [scene_image], "What?", [1])
+        again = extract_attention(vlm, attention.canvas, "What?", [1])
+        assert again.geometry.canvas_hw == attention.geometry.canvas_hw
+        assert (again.canvas - attention.canvas).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_delegate_geometry_hand_computed():
+    """Qwen-style canvas (plain resize) -> LLaVA-style canvas (shortest side 84, centre crop) of a 200x100 original."""
+    qwen = ImageGeometry(canvas_hw=(56, 112), parts=(), original_hw=(100, 200), canvas_in_original=(0, 0, 200, 100))
+    # LLaVA: scale 84/100, resized 168x84, crop 84x84 from x=42 -> original x in [50, 150)
+    llava = ImageGeometry(canvas_hw=(84, 84), parts=(), original_hw=(100, 200), canvas_in_original=(50, 0, 150, 100))
+    mask = torch.zeros(1, 56, 112)
+    mask[:, :, 56:] = 1.0  # right half of the original (x >= 100)
+    out = remap_mask(mask, qwen, llava)[0]
+    # on the LLaVA canvas, original x = 100 is canvas x = 42: left half 0, right half 1
+    assert out[:, :41].max() < 1e-6 and out[:, 43:].min() > 1 - 1e-6
+    back = remap_mask(out[None], llava, None)[0]  # onto the 200x100 original; outside the crop is the fill (0)
+    assert back.shape == (100, 200)
+    assert back[:, :48].max() == 0 and back[:, 152:].max() == 0 and back[:, 105:148].min() > 1 - 1e-6
+
+
+def test_delegate_qwen_mask_llava_answer(tiny_vlms, scene_image):
+    qwen, llava = tiny_vlms["qwen2_5_vl"], tiny_vlms["llava"]
+    result = run_vea(llava, [scene_image], "What is it?", layers=[1, 3], delegate=qwen, max_new_tokens=2)
+    llava_canvas_hw = extract_attention(llava, [scene_image], "What is it?", [1]).geometry.canvas_hw
+    assert result.evidence.shape[1:] == llava_canvas_hw == result.highlighted.shape[1:3]
+    assert result.attention.model_name == qwen.name
+    expected, image = align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image], llava)
+    torch.testing.assert_close(result.evidence, expected)
+    torch.testing.assert_close(result.highlighted, blend(image, expected))
+    with pytest.raises(ValueError, match="pass the images the mask model saw"):
+        align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image.resize((50, 50))], llava)
+
+
+def test_cli_run_writes_images_and_json(tiny_model_dirs, tmp_path, scene_image):
+    image_path = tmp_path / "scene.png"
+    scene_image.save(image_path)
+    cmd = [sys.executable, "-m", "vea_engine", "run", "--model", str(tiny_model_dirs["llava"]), "--image",
+           str(image_path), "--question", "What is written?", "--layers", "1,2", "--max-new-tokens", "3",
+           "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
+    highlighted = Image.open(summary["highlighted"])
+    heat = Image.open(summary["heatmap"])
+    assert highlighted.size == heat.size == (84, 84)
+    bad = subprocess.run(cmd[:7] + ["/nope.png"] + cmd[8:], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "no image file at '/nope.png'" in bad.stderr

@@ -1,0 +1,89 @@
+"""Plant attention on chosen image tokens; the evidence map must peak on their pixel boxes.
+
+The planting is done in the model itself, independent of the capture code: forward
+hooks add a large component along one head dimension to the key projections of the
+chosen image tokens and to the query projection of the last token, in the selected
+layers. That dimension pairs with the lowest RoPE frequency, so rotation leaves
+``q . k`` almost unchanged and those keys dominate the softmax.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from conftest import ENGINE_FAMILIES
+from vea_engine.attribution import evidence_map, extract_attention, model_inputs, render_canvases
+from vea_engine.capture import decoder_attention_modules
+from vea_engine.config import build_prompt
+
+STRENGTH = 40.0
+
+
+@contextmanager
+def planted(vlm, layers, key_positions, query_position=-1):
+    modules = decoder_attention_modules(vlm.model)
+    handles = []
+    for layer in layers:
+        attn = modules[layer]
+        head_dim = attn.head_dim
+        dim = head_dim // 2 - 1  # pairs with dim head_dim - 1 at the lowest rotary frequency
+
+        def add_k(module, args, output, dim=dim, head_dim=head_dim):
+            out = output.clone()
+            for pos in key_positions:
+                out[:, pos, dim::head_dim] += STRENGTH
+            return out
+
+        def add_q(module, args, output, dim=dim, head_dim=head_dim):
+            out = output.clone()
+            out[:, query_position, dim::head_dim] += STRENGTH
+            return out
+
+        handles += [attn.k_proj.register_forward_hook(add_k), attn.q_proj.register_forward_hook(add_q)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("family", ENGINE_FAMILIES)
+def test_planted_attention_peaks_on_matching_pixel_box(family, tiny_vlms, scene_image):
+    vlm = tiny_vlms[family]
+    question = "What does the sign say?"
+    canvases, _, _ = render_canvases(vlm, [scene_image])
+    inputs = model_inputs(vlm, canvases, [build_prompt(question)])
+    positions = vlm.adapter.image_token_positions(inputs["input_ids"])[0]
+    geometry = vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
+    rows, cols = geometry.parts[0].rows, geometry.parts[0].cols
+    assert rows >= 3 and cols >= 3, "the tiny model's grid must be big enough to locate a block"
+    # a 2x2 block of cells away from the top-left corner
+    r0, c0 = rows - 2, cols // 2
+    cells = [(r0 + dr, c0 + dc) for dr in (0, 1) for dc in (0, 1) if c0 + dc < cols]
+    tokens = [r * cols + c for r, c in cells]
+    layers = (1, vlm.num_layers - 2)
+    with planted(vlm, layers, [int(positions[t]) for t in tokens]):
+        attention = extract_attention(vlm, [scene_image], question, layers)
+    scores = attention.scores[0]
+    assert scores[tokens].sum() > 0.9, "planted tokens must take almost all attention"
+    assert set(scores.topk(len(tokens)).indices.tolist()) == set(tokens)
+
+    boxes = geometry.cell_boxes()[tokens]
+    x0, y0 = boxes[:, 0].min().item(), boxes[:, 1].min().item()
+    x1, y1 = boxes[:, 2].max().item(), boxes[:, 3].max().item()
+    # no smoothing: every pixel of the planted boxes is above every other pixel, and the peak (1.0) is inside
+    sharp = evidence_map(attention, apply_smooth=False)[0]
+    inside = torch.zeros_like(sharp, dtype=torch.bool)
+    inside[int(y0) : int(y1), int(x0) : int(x1)] = True
+    assert sharp[inside].min() > sharp[~inside].max()
+    assert sharp[inside].max() == 1.0 and sharp[~inside].max() < 0.05
+    # denoised and smoothed (sigma 10% of the shorter side; the paper's 50% blur spans the whole canvas and
+    # reflection pulls its peak towards the nearest border): the peak lies in the planted region
+    smooth = evidence_map(attention, sigma=0.1)[0]
+    peak = int(smooth.argmax())
+    py, px = divmod(peak, smooth.shape[1])
+    assert x0 <= px < x1 and y0 <= py < y1
+    assert smooth.shape == geometry.canvas_hw

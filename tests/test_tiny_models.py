@@ -1,0 +1,325 @@
+"""Tiny random-weight VLM checkpoints: saved like user checkpoints, loaded through transformers' Auto classes.
+
+Every family is built once per session into a temporary folder, then loaded back with
+``AutoModelForImageTextToText`` / ``AutoProcessor`` (``local_files_only=True``) and
+checked against exact expectations: token geometry, chat text, sizes, determinism,
+left padding and SDPA == eager.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vea_engine.testing.tiny_models import (
+    BUILDER_VERSION,
+    FAMILIES,
+    MARKER_NAME,
+    build_tiny_model,
+    build_tiny_models,
+    read_marker,
+    tiny_config,
+)
+
+QUESTION = "What is the code in the yellow box?"
+#: family -> the exact chat text for one image + QUESTION (the real templates' output).
+EXPECTED_CHAT = {
+    "qwen2_vl": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{QUESTION}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
+    "llava": f"USER: <image>\n{QUESTION} ASSISTANT:",
+}
+EXPECTED_CHAT["qwen2_5_vl"] = EXPECTED_CHAT["qwen2_vl"]
+IMAGE_TOKEN = {"qwen2_vl": "<|image_pad|>", "qwen2_5_vl": "<|image_pad|>", "llava": "<image>"}
+#: (W, H) -> Qwen image_grid_thw: smart_resize to multiples of 28 (150x200 -> 140x196), 14 px patches.
+QWEN_GRIDS = {(200, 150): (1, 10, 14), (448, 448): (1, 32, 32)}
+
+
+@dataclass
+class Loaded:
+    folder: Path
+    processor: Any
+    model: Any  # SDPA, float32, eval
+
+
+def _picture(width: int, height: int, seed: int = 7) -> Image.Image:
+    """A deterministic RGB picture with a red block (structure for the vision tower)."""
+    rng = np.random.default_rng(seed)
+    array = (rng.random((height, width, 3)) * 60 + 90).astype(np.uint8)
+    array[height // 4 : height // 2, width // 2 : width * 5 // 6] = (250, 30, 30)
+    return Image.fromarray(array)
+
+
+def _chat(processor: Any, question: str = QUESTION) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _image_token_id(model: Any) -> int:
+    return int(model.config.image_token_id)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_dirs, family) -> Loaded:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = tiny_dirs[family]
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
+    return Loaded(folder, processor, model)
+
+
+# -- API errors ---------------------------------------------------------------------------
+
+
+def test_unknown_family_lists_known_ones(tmp_path):
+    for call in (lambda: build_tiny_model("blip9", tmp_path / "x"), lambda: tiny_config("blip9")):
+        with pytest.raises(ValueError, match="blip9") as info:
+            call()
+        assert all(f in str(info.value) for f in FAMILIES)
+    with pytest.raises(ValueError, match="known families"):
+        build_tiny_models(tmp_path, families=("llava", "nope"))
+    assert not (tmp_path / "llava-tiny").exists()  # validated before building anything
+
+
+def test_bad_overrides_are_rejected():
+    with pytest.raises(ValueError, match="num_layers"):
+        tiny_config("llava", num_layers=3)
+    with pytest.raises(ValueError, match="image_size.*llava"):
+        tiny_config("qwen2_vl", image_size=336)
+    with pytest.raises(ValueError, match="max_pixels"):
+        tiny_config("llava", max_pixels=1000)
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        tiny_config("qwen2_5_vl", num_key_value_heads=3)
+    with pytest.raises(ValueError, match="multiple of 14"):
+        tiny_config("llava", image_size=100)
+
+
+def test_tiny_config_applies_overrides():
+    config = tiny_config("qwen2_5_vl", num_hidden_layers=8, hidden_size=128, num_attention_heads=4)
+    assert config.model_type == "qwen2_5_vl"
+    assert config.text_config.num_hidden_layers == 8
+    assert config.text_config.rope_parameters["mrope_section"] == [4, 6, 6]  # head_dim 32 -> 16 frequencies
+    assert config.vision_config.out_hidden_size == 128
+    llava = tiny_config("llava", image_size=336)
+    assert llava.vision_config.image_size == 336 and llava.image_seq_length == 24 * 24
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        build_tiny_model("llava", folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left behind
+
+
+def test_build_tiny_models_reuses_up_to_date_and_rebuilds_stale(tmp_path):
+    first = build_tiny_models(tmp_path, families=("llava",))
+    weights = first["llava"] / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert build_tiny_models(tmp_path, families=("llava",)) == first
+    assert weights.stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+    marker = json.loads((first["llava"] / MARKER_NAME).read_text())
+    (first["llava"] / MARKER_NAME).write_text(json.dumps({**marker, "builder_version": BUILDER_VERSION - 1}))
+    build_tiny_models(tmp_path, families=("llava",))
+    assert read_marker(first["llava"])["builder_version"] == BUILDER_VERSION
+    assert weights.stat().st_mtime_ns != stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llava-tiny"]
+
+
+def test_overrides_build_and_load(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = build_tiny_model("llava", tmp_path / "big", seed=3, num_hidden_layers=2, image_size=112)
+    assert read_marker(folder) == {
+        "family": "llava",
+        "builder_version": BUILDER_VERSION,
+        "seed": 3,
+        "overrides": {"num_hidden_layers": 2, "image_size": 112},
+    }
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
+    inputs = processor(text=[_chat(processor)], images=[_picture(200, 150)], return_tensors="pt")
+    assert int((inputs["input_ids"] == _image_token_id(model)).sum()) == 8 * 8
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+
+
+# -- each family --------------------------------------------------------------------------
+
+
+def test_folder_is_a_plain_checkpoint(tiny_dirs, family):
+    folder = tiny_dirs[family]
+    names = {p.name for p in folder.iterdir()}
+    expected = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert expected | {"processor_config.json", "chat_template.jinja", MARKER_NAME} <= names
+    assert read_marker(folder) == {"family": family, "builder_version": BUILDER_VERSION, "seed": 0, "overrides": {}}
+    config_text = (folder / "config.json").read_text()
+    assert "_name_or_path" not in config_text
+    assert json.loads(config_text)["model_type"] == family
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["do_sample"] is False and generation["pad_token_id"] is not None
+
+
+def test_config_highlights(loaded, family):
+    model, processor = loaded.model, loaded.processor
+    tokenizer = processor.tokenizer
+    text = model.config.get_text_config()
+    sizes = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads)
+    assert sizes == (64, 6, 4, 2)
+    assert text.vocab_size == len(tokenizer) == model.get_input_embeddings().weight.shape[0]
+    attention = model.model.language_model.layers[0].self_attn
+    assert attention.k_proj.out_features == 2 * 16 and attention.q_proj.out_features == 4 * 16  # GQA, head_dim 16
+    assert model.dtype == torch.float32
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN[family])
+    assert _image_token_id(model) == image_id == processor.image_token_id
+    assert tokenizer.eos_token_id in np.atleast_1d(model.generation_config.eos_token_id)
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
+    vision = model.config.vision_config
+    assert vision.num_attention_heads == 2 and vision.num_hidden_layers == 2
+    if family == "llava":
+        assert vision.hidden_size == 32 and (vision.image_size, vision.patch_size) == (84, 14)
+        assert model.config.vision_feature_select_strategy == "default" and model.config.vision_feature_layer == -2
+        assert model.config.image_seq_length == 36
+        assert tokenizer.bos_token == "<s>" and tokenizer.eos_token == "</s>" and tokenizer.pad_token == "<pad>"
+    else:
+        assert text.rope_parameters["mrope_section"] == [2, 3, 3]  # sums to head_dim / 2
+        assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
+        assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+        assert processor.video_processor is not None
+    if family == "qwen2_vl":
+        assert vision.embed_dim == 32 and vision.hidden_size == 64
+    if family == "qwen2_5_vl":
+        assert vision.hidden_size == 32 and vision.out_hidden_size == 64
+        assert vision.fullatt_block_indexes == [1] and vision.window_size == 112
+
+
+def test_chat_template_matches_the_real_one(loaded, family):
+    assert _chat(loaded.processor) == EXPECTED_CHAT[family]
+
+
+def test_tokenizer_round_trip(loaded, family):
+    tokenizer = loaded.processor.tokenizer
+    ids = tokenizer("What is the Zebra code 4821?", add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == "what is the zebra code 4821?"
+    unknown = tokenizer("price: 5€", add_special_tokens=False)["input_ids"]
+    assert unknown[-1] == tokenizer.unk_token_id
+    for token in (IMAGE_TOKEN[family], tokenizer.eos_token, tokenizer.pad_token):
+        assert tokenizer(token, add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids(token)]
+
+
+@pytest.mark.parametrize("size", [(200, 150), (448, 448)], ids=["200x150", "448x448"])
+def test_image_token_count_matches_geometry(loaded, family, size):
+    processor, model = loaded.processor, loaded.model
+    inputs = processor(text=[_chat(processor)], images=[_picture(*size)], return_tensors="pt", padding=True)
+    positions = (inputs["input_ids"][0] == _image_token_id(model)).nonzero().flatten()
+    if family == "llava":
+        expected = (84 // 14) ** 2
+        assert tuple(inputs["pixel_values"].shape) == (1, 3, 84, 84)
+    else:
+        grid = tuple(int(v) for v in inputs["image_grid_thw"][0])
+        assert grid == QWEN_GRIDS[size]
+        expected = math.prod(grid) // processor.image_processor.merge_size**2
+    assert len(positions) == expected
+    assert torch.equal(positions, torch.arange(positions[0], positions[0] + expected))  # one contiguous block
+
+
+def test_forward_is_finite_and_sees_the_image(loaded):
+    processor, model = loaded.processor, loaded.model
+    logits = []
+    for seed in (1, 2):
+        inputs = processor(text=[_chat(processor)], images=[_picture(200, 150, seed)], return_tensors="pt")
+        with torch.no_grad():
+            out = model(**inputs).logits  # [1, N, vocab]
+        assert out.shape == (1, inputs["input_ids"].shape[1], model.config.get_text_config().vocab_size)
+        assert torch.isfinite(out).all()
+        logits.append(out[0, -1])
+    assert (logits[0] - logits[1]).abs().max() > 1e-3  # image features reach the text model
+
+
+def test_greedy_generate(loaded):
+    processor, model = loaded.processor, loaded.model
+    inputs = processor(text=[_chat(processor)], images=[_picture(200, 150)], return_tensors="pt")
+    runs = [model.generate(**inputs, max_new_tokens=5, do_sample=False) for _ in range(2)]
+    n = inputs["input_ids"].shape[1]
+    assert runs[0].shape[0] == 1 and n < runs[0].shape[1] <= n + 5
+    assert torch.equal(runs[0], runs[1])
+    assert isinstance(processor.batch_decode(runs[0][:, n:], skip_special_tokens=True)[0], str)
+
+
+def test_left_padded_batch_matches_single_runs(loaded, family):
+    processor, model = loaded.processor, loaded.model
+    questions = ["What is the code?", "Describe the picture in one short sentence please."]
+    images = [_picture(200, 150, 1), _picture(150, 200, 2)]
+    batch = processor(
+        text=[_chat(processor, q) for q in questions], images=images, return_tensors="pt", padding=True
+    )
+    mask = batch["attention_mask"]  # [2, N]
+    assert mask[0, 0] == 0 and mask[1].all() and mask[:, -1].all()  # the shorter prompt is padded on the left
+    expected_tokens = 36 if family == "llava" else 35
+    assert ((batch["input_ids"] == _image_token_id(model)).sum(dim=1) == expected_tokens).all()
+    with torch.no_grad():
+        batched = model(**batch).logits[:, -1]  # [2, vocab]
+        for i, (question, image) in enumerate(zip(questions, images)):
+            single = processor(text=[_chat(processor, question)], images=[image], return_tensors="pt")
+            alone = model(**single).logits[0, -1]
+            torch.testing.assert_close(batched[i], alone, atol=1e-4, rtol=1e-4)
+    generated = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    assert generated.shape[0] == 2
+
+
+def test_same_seed_same_weights(tiny_dirs, family, tmp_path):
+    from safetensors.torch import load_file
+
+    reference = load_file(tiny_dirs[family] / "model.safetensors")
+    again = load_file(build_tiny_model(family, tmp_path / "again", seed=0) / "model.safetensors")
+    other = load_file(build_tiny_model(family, tmp_path / "other", seed=1) / "model.safetensors")
+    assert reference.keys() == again.keys() == other.keys()
+    assert all(torch.equal(reference[k], again[k]) for k in reference)
+    embed = next(k for k in reference if k.endswith("embed_tokens.weight"))
+    assert not torch.equal(reference[embed], other[embed])
+    assert (tmp_path / "again" / "tokenizer.json").read_bytes() == (tiny_dirs[family] / "tokenizer.json").read_bytes()
+
+
+def test_sdpa_matches_eager_and_attention_is_not_uniform(loaded):
+    from transformers import AutoModelForImageTextToText
+
+    processor, model = loaded.processor, loaded.model
+    eager = AutoModelForImageTextToText.from_pretrained(
+        loaded.folder, local_files_only=True, attn_implementation="eager"
+    ).eval()
+    inputs = processor(text=[_chat(processor)], images=[_picture(200, 150)], return_tensors="pt")
+    with torch.no_grad():
+        fast = model(**inputs).logits
+        slow = eager(**inputs, output_attentions=True)
+    torch.testing.assert_close(fast, slow.logits, atol=1e-4, rtol=1e-4)
+    n = inputs["input_ids"].shape[1]
+    assert len(slow.attentions) == 6
+    for layer, attention in enumerate(slow.attentions):  # [1, heads, N, N]
+        row = attention[0, :, -1].mean(0)  # [N] head-mean attention of the last prompt token
+        entropy = float(-(row * row.clamp_min(1e-12).log()).sum()) / math.log(n)
+        assert row.max() > 3.0 / n and entropy < 0.95, f"layer {layer}: near-uniform attention"
