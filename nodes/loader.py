@@ -1,0 +1,95 @@
+"""VEA Load VLM and VEA Layers: the model and which of its layers to read."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .bridge import LAYERS_TYPE, VLM_TYPE, checkpoint_folders, load_handle, resolve_checkpoint
+
+HUB_ID_OPTION = "(use hub_id)"
+
+
+class VEALoadVLM(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VEALoadVLM",
+            display_name="VEA Load VLM",
+            category="VEA/loaders",
+            description="Load a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA-1.5) from models/VLM or a "
+            "hub id. ComfyUI's memory manager offloads it when other models need the memory.",
+            inputs=[
+                io.Combo.Input(
+                    "checkpoint",
+                    options=[*checkpoint_folders(), HUB_ID_OPTION],
+                    tooltip="A checkpoint folder (config.json + *.safetensors) under models/VLM, or "
+                    f"'{HUB_ID_OPTION}' to load the hub id below.",
+                ),
+                io.String.Input(
+                    "hub_id", default="", tooltip="Hub id like 'Qwen/Qwen2.5-VL-7B-Instruct', used when checkpoint "
+                    f"is '{HUB_ID_OPTION}' (needs network access or a filled hub cache)."
+                ),
+                io.Combo.Input(
+                    "dtype", options=["auto", "bfloat16", "float16", "float32"], default="auto",
+                    tooltip="Weight precision; auto keeps the checkpoint's. float32 on CPU.",
+                ),
+                io.Combo.Input(
+                    "device", options=["default", "cpu"], default="default",
+                    tooltip="default: ComfyUI's compute device (GPU when present); cpu: keep it on the CPU.",
+                ),
+                io.Combo.Input(
+                    "attention", options=["sdpa", "eager", "flash_attention_2"], default="sdpa",
+                    tooltip="Attention kernel. VEA captures its rows on any of them; sdpa is fast and needs "
+                    "no extra package.",
+                ),
+            ],
+            outputs=[VLM_TYPE.Output("model", display_name="model", tooltip="The loaded model, for attention and answers.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint: str, hub_id: str) -> bool | str:
+        if checkpoint == HUB_ID_OPTION:
+            if not hub_id.strip():
+                return f"VEA Load VLM: checkpoint is '{HUB_ID_OPTION}' but hub_id is empty; type e.g. 'org/name'."
+        elif checkpoint not in checkpoint_folders():
+            try:
+                resolve_checkpoint(checkpoint)
+            except ValueError as error:
+                return str(error)
+        return True
+
+    @classmethod
+    def execute(cls, checkpoint: str, hub_id: str, dtype: str, device: str, attention: str) -> io.NodeOutput:
+        source = hub_id.strip() if checkpoint == HUB_ID_OPTION else resolve_checkpoint(checkpoint)
+        return io.NodeOutput(load_handle(source, dtype, device, attention))
+
+
+class VEALayers(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VEALayers",
+            display_name="VEA Layers",
+            category="VEA/layers",
+            description="Choose the decoder layers whose attention VEA reads: the paper's pre-profiled layers for "
+            "known checkpoints (else the deepest half, logged), all, the deepest half, or your own list.",
+            inputs=[
+                VLM_TYPE.Input("model", tooltip="The model the layers belong to (checks depth, finds presets)."),
+                io.Combo.Input(
+                    "mode", options=["preset", "deepest_half", "all", "custom"], default="preset",
+                    tooltip="preset: paper layers for a known checkpoint; custom: the list below.",
+                ),
+                io.String.Input(
+                    "custom_layers", default="", tooltip="0-based layer indices for mode 'custom', e.g. '14,15,17,19' "
+                    "or '14-19'."
+                ),
+            ],
+            outputs=[LAYERS_TYPE.Output("layers", display_name="layers", tooltip="The selected layers and where they came from.")],
+        )
+
+    @classmethod
+    def execute(cls, model, mode: str, custom_layers: str) -> io.NodeOutput:
+        from ..vea_engine.layers import select_layers
+
+        selection = select_layers(mode, model.vlm.num_layers, model.vlm.name, custom=custom_layers)
+        return io.NodeOutput(selection)

@@ -1,0 +1,281 @@
+"""The VEA nodes and shipped workflows on a real ComfyUI server and its real front end.
+
+The tiny offline checkpoints are linked into ``models/VLM`` under the names the shipped
+workflows use, so the workflows run unmodified (answers from random weights are
+meaningless; the tests check structure, geometry and numbers, not wording).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.comfy_frontend import graph_to_prompt, load_workflow, open_frontend, screenshot
+from tests.comfy_harness import REPO, ComfyServer, execution_error, status_messages
+
+pytestmark = pytest.mark.comfy
+
+WORKFLOWS = REPO / "workflows"
+ARTIFACTS = REPO / "artifacts"
+NAMES = ("vea_basic", "vea_delegate", "vea_compare")
+LOAD_LINE = re.compile(r"loaded .*\((qwen2_5_vl|llava), \d+ decoder layers")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dirs):
+    models = {
+        "VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"],
+        "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"],
+        "VLM/nested/qwen2_vl-tiny": tiny_model_dirs["qwen2_vl"],
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    with ComfyServer(models=models, log_path=ARTIFACTS / "comfy_nodes_server.log",
+                     extra_args=("--disable-api-nodes",)) as srv:
+        (srv.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
+        yield srv
+
+
+def api(name: str, **answer_overrides) -> dict:
+    prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    for node in prompt.values():
+        if node["class_type"] in ("VEAAnswer", "VEAAllInOne"):
+            node["inputs"].update({"max_new_tokens": 6, **answer_overrides})
+    return prompt
+
+
+def node_id(prompt: dict, class_type: str, nth: int = 0) -> str:
+    return [k for k, v in prompt.items() if v["class_type"] == class_type][nth]
+
+
+def fetch_image(server, ui_image: dict) -> np.ndarray:
+    data = server.view(ui_image["filename"], ui_image.get("subfolder", ""), ui_image.get("type", "output"))
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float64) / 255.0
+
+
+def run_ok(server, prompt: dict, timeout: float = 180) -> dict:
+    answer = server.queue(prompt)
+    assert answer["http_status"] == 200 and answer.get("node_errors") == {}, answer
+    entry = server.wait(answer["prompt_id"], timeout=timeout)
+    assert entry["status"]["status_str"] == "success", execution_error(entry) or server.log_tail()
+    return entry
+
+
+def model_canvas(family_dir, image_path) -> np.ndarray:
+    from vea_engine.attribution import render_canvases
+    from vea_engine.loading import load_vlm
+
+    canvases, _, _ = render_canvases(load_vlm(family_dir), [Image.open(image_path)])
+    return canvases[0].astype(np.float64) / 255.0
+
+
+# ---- registration ---------------------------------------------------------------------------
+EXPECTED_INPUTS = {
+    "VEALoadVLM": ["checkpoint", "hub_id", "dtype", "device", "attention"],
+    "VEALayers": ["model", "mode", "custom_layers"],
+    "VEAExtractAttention": ["model", "image", "question", "layers", "question_per_line", "prompt_style"],
+    "VEADenoise": ["attention", "lam"],
+    "VEASmooth": ["sigma", "attention", "mask"],
+    "VEANormalize": ["mask"],
+    "VEAAlignMask": ["mask", "attention", "image", "fill", "answer_model"],
+    "VEABlend": ["image", "mask", "alpha"],
+    "VEAAnswer": ["model", "image", "question", "question_per_line", "prompt_style", "custom_prompt",
+                  "max_new_tokens"],
+    "VEAAllInOne": ["model", "image", "question", "question_per_line", "layers", "custom_layers", "lam", "sigma",
+                    "alpha", "max_new_tokens", "delegate"],
+}
+
+
+def test_object_info_lists_every_node_documented(server):
+    assert server.pack_load_errors() == [], server.log_tail()
+    info = server.object_info()
+    assert sorted(k for k in info if k.startswith("VEA")) == sorted(EXPECTED_INPUTS)
+    for name, inputs in EXPECTED_INPUTS.items():
+        node = info[name]
+        declared = {**node["input"]["required"], **node["input"].get("optional", {})}
+        assert sorted(declared) == sorted(inputs), name
+        assert node["category"].startswith("VEA") and len(node["description"]) > 40, name
+        for input_name, spec in declared.items():
+            assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert all(node["output_tooltips"]), f"{name} has an output without tooltip"
+    checkpoints = info["VEALoadVLM"]["input"]["required"]["checkpoint"][1]["options"]
+    assert {"Qwen2.5-VL-7B-Instruct", "llava-1.5-7b-hf", "nested/qwen2_vl-tiny"} <= set(checkpoints)
+    assert info["VEAAnswer"]["output_is_list"] == [True]
+    node_list = json.loads((REPO / "node_list.json").read_text())
+    assert sorted(node_list) == sorted(EXPECTED_INPUTS)
+
+
+# ---- shipped API workflows ------------------------------------------------------------------
+def test_basic_workflow_runs_and_highlights(server, tiny_model_dirs):
+    prompt = api("vea_basic")
+    entry = run_ok(server, prompt)
+    outputs = entry["outputs"]
+    answers = outputs[node_id(prompt, "PreviewAny")]["text"]
+    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert outputs[node_id(prompt, "VEAAnswer")]["text"] == answers
+    highlighted = fetch_image(server, outputs[node_id(prompt, "SaveImage")]["images"][0])
+    canvas = model_canvas(tiny_model_dirs["qwen2_5_vl"], WORKFLOWS / "vea_example.png")
+    assert highlighted.shape == canvas.shape
+    # out = canvas * (0.5 + 0.5 * E): never brighter, dimmed to half where E = 0, kept where E = 1
+    assert (highlighted <= canvas + 1.5 / 255).all()
+    bright = canvas > 0.3
+    gain = highlighted[bright] / canvas[bright]
+    assert gain.min() < 0.5 + 0.03 and gain.max() > 1 - 0.03
+    heat = fetch_image(server, outputs[node_id(prompt, "PreviewImage")]["images"][0])
+    assert heat.shape == canvas.shape
+
+
+def test_delegate_workflow_runs_on_the_answering_models_canvas(server, tiny_model_dirs):
+    prompt = api("vea_delegate")
+    entry = run_ok(server, prompt)
+    outputs = entry["outputs"]
+    assert len(outputs[node_id(prompt, "PreviewAny")]["text"]) == 1
+    highlighted = fetch_image(server, outputs[node_id(prompt, "SaveImage")]["images"][0])
+    llava_canvas = model_canvas(tiny_model_dirs["llava"], WORKFLOWS / "vea_example.png")
+    assert highlighted.shape == llava_canvas.shape  # the Qwen-made mask lands on LLaVA's 84x84 input
+    assert (highlighted <= llava_canvas + 1.5 / 255).all()
+
+
+def test_compare_workflow_gives_both_answers_and_a_unit_mask(server):
+    prompt = api("vea_compare")
+    entry = run_ok(server, prompt)
+    outputs = entry["outputs"]
+    base, vea = (outputs[node_id(prompt, "PreviewAny", i)]["text"] for i in (0, 1))
+    assert len(base) == len(vea) == 1
+    mask = fetch_image(server, outputs[node_id(prompt, "PreviewImage")]["images"][0])
+    assert mask.min() == 0.0 and mask.max() == 1.0  # min-max normalised evidence, shown as an image
+
+
+def test_batch_of_images_gives_one_answer_each(server):
+    prompt = api("vea_basic")
+    prompt["90"] = {"class_type": "RepeatImageBatch", "inputs": {"image": [node_id(prompt, "LoadImage"), 0],
+                                                                 "amount": 3}}
+    prompt[node_id(prompt, "VEAExtractAttention")]["inputs"]["image"] = ["90", 0]
+    entry = run_ok(server, prompt)
+    assert len(entry["outputs"][node_id(prompt, "VEAAnswer")]["text"]) == 3
+
+
+# ---- caching and interruption -----------------------------------------------------------------
+def test_running_twice_does_not_reload_the_model(server):
+    prompt = api("vea_compare")
+    run_ok(server, prompt)
+    loads_before = len(LOAD_LINE.findall(server.log_text()))
+    prompt[node_id(prompt, "PrimitiveStringMultiline")]["inputs"]["value"] = "A different question?"
+    entry = run_ok(server, prompt)
+    assert len(LOAD_LINE.findall(server.log_text())) == loads_before
+    cached = status_messages(entry).get("execution_cached", {}).get("nodes", [])
+    assert node_id(prompt, "VEALoadVLM") in cached
+    # two loader nodes with the same settings in one prompt load once
+    twin = copy.deepcopy(prompt)
+    loader = node_id(twin, "VEALoadVLM")
+    twin["99"] = copy.deepcopy(twin[loader])
+    twin["99"]["inputs"]["dtype"] = "float32"
+    twin[loader]["inputs"]["dtype"] = "float32"
+    twin[node_id(twin, "VEAAllInOne")]["inputs"]["delegate"] = ["99", 0]
+    run_ok(server, twin)
+    assert len(LOAD_LINE.findall(server.log_text())) == loads_before + 1
+
+
+def test_interrupt_stops_generation_and_the_next_prompt_succeeds(server):
+    prompt = api("vea_basic", max_new_tokens=4096)
+    prompt["90"] = {"class_type": "RepeatImageBatch", "inputs": {"image": [node_id(prompt, "LoadImage"), 0],
+                                                                 "amount": 48}}
+    answer_node = node_id(prompt, "VEAAnswer")
+    prompt[answer_node]["inputs"]["image"] = ["90", 0]
+    prompt[answer_node]["inputs"]["prompt_style"] = "custom"
+    prompt[answer_node]["inputs"]["custom_prompt"] = "{question} " * 40
+    with server.ws_events() as ws:
+        queued = server.queue(prompt, client_id=ws.client_id)
+        assert queued["node_errors"] == {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until the answer node reports generation progress
+            if any(m["type"] == "progress" and m["data"].get("node") == answer_node for m in list(ws.messages)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the answer node never reported progress")
+        started = time.monotonic()
+        server.interrupt()
+        entry = server.wait(queued["prompt_id"], timeout=60)
+    assert time.monotonic() - started < 20
+    assert entry["status"]["status_str"] == "error"
+    assert "execution_interrupted" in status_messages(entry)
+    run_ok(server, api("vea_compare"))  # the model is still usable
+
+
+# ---- bad input through the API -------------------------------------------------------------------
+def _error_of(server, prompt) -> str:
+    queued = server.queue(prompt)
+    if queued.get("node_errors"):
+        return json.dumps(queued["node_errors"])
+    if queued.get("error") and queued["http_status"] != 200:
+        return json.dumps(queued)
+    entry = server.wait(queued["prompt_id"], timeout=120)
+    error = execution_error(entry)
+    assert error is not None, "expected the prompt to fail"
+    return f"{error['node_type']}: {error['exception_message']}"
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing_model", r"checkpoint folder 'nope-model' was not found in .*models/VLM; put the checkpoint folder"),
+        ("empty_question", r"question must be a non-empty string, got '   '"),
+        ("hub_without_id", r"hub_id is empty"),
+        ("layer_out_of_range", r"layer\(s\) \[99\] out of range for a model with 6 decoder layers"),
+        ("questions_vs_batch", r"got 2 questions for 1 images"),
+        ("mask_image_mismatch", r"align it first"),
+        ("custom_without_placeholder", r"no '\{question\}' placeholder"),
+    ],
+)
+def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(server, case, expected):
+    prompt = api("vea_basic")
+    loader, extract = node_id(prompt, "VEALoadVLM"), node_id(prompt, "VEAExtractAttention")
+    question = node_id(prompt, "PrimitiveStringMultiline")
+    if case == "missing_model":
+        prompt[loader]["inputs"]["checkpoint"] = "nope-model"
+    elif case == "empty_question":
+        prompt[question]["inputs"]["value"] = "   "
+    elif case == "hub_without_id":
+        prompt[loader]["inputs"]["checkpoint"] = "(use hub_id)"
+    elif case == "layer_out_of_range":
+        layers = node_id(prompt, "VEALayers")
+        prompt[layers]["inputs"].update({"mode": "custom", "custom_layers": "1, 99"})
+    elif case == "questions_vs_batch":
+        prompt[question]["inputs"]["value"] = "What is it?\nAnd this?"
+        prompt[extract]["inputs"]["question_per_line"] = True
+    elif case == "mask_image_mismatch":
+        prompt["90"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}}
+        prompt[node_id(prompt, "VEABlend")]["inputs"]["mask"] = ["90", 0]
+    elif case == "custom_without_placeholder":
+        prompt[node_id(prompt, "VEAAnswer")]["inputs"].update({"prompt_style": "custom", "custom_prompt": "Hi"})
+    assert re.search(expected, _error_of(server, prompt)), case
+    run_ok(server, api("vea_compare"))
+
+
+# ---- shipped UI workflows in the real front end ----------------------------------------------------
+@pytest.mark.frontend
+def test_ui_workflows_load_convert_and_run(server):
+    templates = server.get_json("/api/workflow_templates")
+    assert sorted(templates.get("ComfyUI-VEA", [])) == sorted(NAMES)
+    with open_frontend(server) as page:
+        for name in NAMES:
+            workflow = server.get_json(f"/api/workflow_templates/ComfyUI-VEA/{name}.json")
+            assert workflow == json.loads((WORKFLOWS / f"{name}.json").read_text())
+            assert load_workflow(page, workflow) == [], name
+            screenshot(page, ARTIFACTS / f"frontend_{name}.png")
+            prompt = graph_to_prompt(page)
+            shipped = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+            assert {k: v["class_type"] for k, v in prompt.items()} == {
+                k: v["class_type"] for k, v in shipped.items()
+            }, f"{name}: UI and API workflows differ"
+            for node in prompt.values():
+                if node["class_type"] in ("VEAAnswer", "VEAAllInOne"):
+                    node["inputs"]["max_new_tokens"] = 6
+            run_ok(server, prompt)
