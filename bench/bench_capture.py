@@ -1,28 +1,24 @@
 """Attention capture cost vs a plain SDPA forward and vs eager ``output_attentions``.
 
 A random-weight Qwen2.5-VL (8 decoder layers, GQA) on an 80x80-patch image
-(1600 image tokens after the 2x2 merge, ~1670 tokens in all). Variants:
+(1600 image tokens after the 2x2 merge, ~1660 tokens in all). Variants:
 
-  (a) sdpa      plain forward on SDPA
-  (b) eager     eager forward with output_attentions=True (every layer's [B, H, N, N])
-  (c) capture   SDPA forward + our capture of the last-token row at 4 layers
-  (d) capture+exit   the same, stopping after the deepest captured layer (our default)
+  (a) sdpa        plain forward on SDPA
+  (b) eager+attn  eager forward with output_attentions=True (every layer's [B, H, N, N])
+  (c) capture     SDPA forward + our capture of the last-token row at 4 layers
+  (d) +early exit the same, stopping after the deepest captured layer (the engine's default)
 
-Each variant runs in its own process; peak memory is the growth of the process's
-peak resident set during the forward (``/proc/self/clear_refs`` resets the peak
-first), time is the best of ``--repeats`` runs. Ratios are to (a).
+Peak memory is the peak of live tensor bytes during one forward (CPU: allocator
+events recorded by torch.profiler, exact and repeatable; CUDA:
+``max_memory_allocated``); time is the best of ``--repeats`` interleaved runs.
+Ratios are to (a).
 
-Run: ``python bench/bench_capture.py [--repeats 3] [--grid 80] [--layers 8]``.
-On a GPU (``--device cuda``) peak memory is ``torch.cuda.max_memory_allocated``.
+Run: ``python bench/bench_capture.py [--repeats 3] [--grid 80] [--layers 8] [--device cuda]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 
 import torch
@@ -58,97 +54,83 @@ def build(grid: int, layers: int, device: str, dtype: torch.dtype):
     return model, inputs, n_image
 
 
-def _current_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def run_variant(variant: str, args) -> dict:
-    from vea_engine.capture import StopForward, capture_attention_rows
-
-    device = args.device
-    model, inputs, n_image = build(args.grid, args.layers, device, torch.float32)
-    if variant == "eager":
-        model.set_attn_implementation("eager")
-
-    def forward():
-        with torch.inference_mode():
-            if variant in ("sdpa", "eager"):
-                out = model(**inputs, use_cache=False, logits_to_keep=1, output_attentions=variant == "eager")
-                return out
-            exit_early = variant == "capture+exit"
-            with capture_attention_rows(model, CAPTURE_LAYERS, stop_after_last=exit_early) as rec:
-                try:
-                    model(**inputs, use_cache=False, logits_to_keep=1)
-                except StopForward:
-                    pass
-            return rec.stacked()
-
-    forward()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        result = forward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        del result
-    if device.startswith("cuda"):
+def tensor_peak_bytes(fn) -> int:
+    """Peak of live tensor bytes while ``fn`` runs, relative to before (see module docstring)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        result = forward()
+        fn()
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        import gc
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
 
-        gc.collect()
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS counter
-        base = _current_rss()
-        result = forward()
-        peak = _peak_rss() - base
-    return {"variant": variant, "time_s": min(times), "peak_bytes": peak, "tokens": int(inputs["input_ids"].shape[1]),
-            "image_tokens": n_image}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    current = peak = 0
+    for event in events:
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def variants(model, inputs) -> dict:
+    """The four forward passes being compared, as zero-argument functions."""
+    from vea_engine.capture import StopForward, capture_attention_rows
+
+    def sdpa():
+        with torch.inference_mode():
+            model(**inputs, use_cache=False, logits_to_keep=1)
+
+    def eager():
+        model.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                return model(**inputs, use_cache=False, logits_to_keep=1, output_attentions=True).attentions
+        finally:
+            model.set_attn_implementation("sdpa")
+
+    def capture(exit_early=False):
+        with torch.inference_mode(), capture_attention_rows(model, CAPTURE_LAYERS, stop_after_last=exit_early) as rec:
+            try:
+                model(**inputs, use_cache=False, logits_to_keep=1)
+            except StopForward:
+                pass
+        return rec.stacked()
+
+    return {"sdpa": sdpa, "eager": eager, "capture": capture, "capture+exit": lambda: capture(True)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", type=int, default=80, help="patches per side (tokens = (grid/2)^2)")
+    parser.add_argument("--grid", type=int, default=80, help="patches per side (image tokens = (grid/2)^2)")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.variant:
-        print(json.dumps(run_variant(args.variant, args)))
-        return
-    results = {}
-    for variant in ("sdpa", "eager", "capture", "capture+exit"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--grid", str(args.grid), "--layers", str(args.layers),
-               "--repeats", str(args.repeats), "--device", args.device]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
-        results[variant] = json.loads(out.strip().splitlines()[-1])
-    ref = results["sdpa"]
-    print(f"Qwen2.5-VL random weights, {args.layers} layers, {ref['tokens']} tokens ({ref['image_tokens']} image), "
-          f"device={args.device}, capture layers={list(CAPTURE_LAYERS)}")
-    print(f"{'variant':<14}{'time (s)':>10}{'peak (MiB)':>12}{'time/(a)':>10}{'peak/(a)':>10}")
-    for name, label in (("sdpa", "(a) sdpa"), ("eager", "(b) eager"), ("capture", "(c) capture"),
-                        ("capture+exit", "(d) +exit")):
-        r = results[name]
-        print(f"{label:<14}{r['time_s']:>10.3f}{r['peak_bytes'] / 2**20:>12.1f}"
-              f"{r['time_s'] / ref['time_s']:>10.2f}{r['peak_bytes'] / max(ref['peak_bytes'], 1):>10.2f}")
+    model, inputs, n_image = build(args.grid, args.layers, args.device, torch.float32)
+    runs = variants(model, inputs)
+    for fn in runs.values():
+        fn()  # warm-up
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    peaks = {name: tensor_peak_bytes(fn) for name, fn in runs.items()}
+    best = {name: min(t) for name, t in times.items()}
+    print(f"Qwen2.5-VL random weights, {args.layers} layers, {inputs['input_ids'].shape[1]} tokens "
+          f"({n_image} image), device={args.device}, fp32, capture layers={list(CAPTURE_LAYERS)}")
+    print(f"{'variant':<17}{'time (s)':>10}{'peak (MiB)':>12}{'time/(a)':>10}{'peak/(a)':>10}")
+    labels = {"sdpa": "(a) sdpa", "eager": "(b) eager+attn", "capture": "(c) capture",
+              "capture+exit": "(d) +early exit"}
+    for name, label in labels.items():
+        print(f"{label:<17}{best[name]:>10.3f}{peaks[name] / 2**20:>12.1f}"
+              f"{best[name] / best['sdpa']:>10.2f}{peaks[name] / peaks['sdpa']:>10.3f}")
     print("targets: (c)/(a) <= 1.10 for time and peak memory")
 
 
