@@ -50,8 +50,8 @@ def register_model_folder() -> None:
     """Declare ``models/VLM`` (and any ``VLM:`` entry of extra_model_paths.yaml) to ComfyUI."""
     import folder_paths
 
-    if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    # Idempotent; extra_model_paths.yaml entries (loaded before custom nodes) are kept after the default.
+    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER), is_default=True)
 
 
 def checkpoint_folders() -> list[str]:

@@ -29,15 +29,20 @@ LOAD_LINE = re.compile(r"loaded .*\((qwen2_5_vl|llava), \d+ decoder layers")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dirs):
+def server(tiny_model_dirs, tmp_path_factory):
     models = {
         "VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"],
         "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"],
         "VLM/nested/qwen2_vl-tiny": tiny_model_dirs["qwen2_vl"],
     }
+    extra = tmp_path_factory.mktemp("extra_models")  # a second VLM folder declared in extra_model_paths.yaml
+    (extra / "vlms").mkdir()
+    (extra / "vlms" / "extra-llava").symlink_to(tiny_model_dirs["llava"], target_is_directory=True)
+    (extra / "extra_model_paths.yaml").write_text(f"vea_test:\n  base_path: {extra}\n  VLM: vlms\n")
     ARTIFACTS.mkdir(exist_ok=True)
     with ComfyServer(models=models, log_path=ARTIFACTS / "comfy_nodes_server.log",
-                     extra_args=("--disable-api-nodes",)) as srv:
+                     extra_args=("--disable-api-nodes", "--extra-model-paths-config",
+                                 str(extra / "extra_model_paths.yaml"))) as srv:
         (srv.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
         yield srv
 
@@ -105,7 +110,7 @@ def test_object_info_lists_every_node_documented(server):
             assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert all(node["output_tooltips"]), f"{name} has an output without tooltip"
     checkpoints = info["VEALoadVLM"]["input"]["required"]["checkpoint"][1]["options"]
-    assert {"Qwen2.5-VL-7B-Instruct", "llava-1.5-7b-hf", "nested/qwen2_vl-tiny"} <= set(checkpoints)
+    assert {"Qwen2.5-VL-7B-Instruct", "llava-1.5-7b-hf", "nested/qwen2_vl-tiny", "extra-llava"} <= set(checkpoints)
     assert info["VEAAnswer"]["output_is_list"] == [True]
     node_list = json.loads((REPO / "node_list.json").read_text())
     assert sorted(node_list) == sorted(EXPECTED_INPUTS)
