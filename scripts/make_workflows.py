@@ -214,7 +214,7 @@ def main() -> None:
         info = server.object_info()
         for vlm in (QWEN, LLAVA):  # let the combo accept the names the workflows use
             info["VEALoadVLM"]["input"]["required"]["checkpoint"][1]["options"].append(vlm)
-        with open_frontend(server) as page:
+        with open_frontend(server, viewport=(1900, 1000)) as page:
             for name, graph in GRAPHS.items():
                 nodes = graph(sample.question)
                 ui = ui_workflow(nodes, info)
@@ -223,9 +223,13 @@ def main() -> None:
                 missing = load_workflow(page, ui)
                 if missing:
                     raise RuntimeError(f"{name}: the front end reports missing nodes {missing}")
+                # zoom in enough for the front end to draw titles and widgets (it skips them when far out)
+                page.evaluate("async () => await window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+                page.wait_for_timeout(300)
                 png = WORKFLOWS / f"{name}.png"
                 screenshot(page, png)
-                Image.open(png).convert("RGB").resize((640, 360)).save(WORKFLOWS / f"{name}.jpg", quality=85)
+                shot = Image.open(png).convert("RGB").crop((60, 130, 1900, 1000))
+                shot.resize((960, 454), Image.Resampling.LANCZOS).save(WORKFLOWS / f"{name}.jpg", quality=88)
                 png.unlink()
     print("wrote", ", ".join(GRAPHS))
 
