@@ -8,10 +8,12 @@ from .answer import VEAAllInOne, VEAAnswer
 from .attention import VEAAlignMask, VEABlend, VEADenoise, VEAExtractAttention, VEANormalize, VEASmooth
 from .bridge import register_model_folder
 from .loader import VEALayers, VEALoadVLM
+from .profile import VEAProfileLayers
 
 NODES: list[type[io.ComfyNode]] = [
     VEALoadVLM,
     VEALayers,
+    VEAProfileLayers,
     VEAExtractAttention,
     VEADenoise,
     VEASmooth,

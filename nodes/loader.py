@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from comfy_api.latest import io
 
 from .bridge import LAYERS_TYPE, VLM_TYPE, checkpoint_folders, load_handle, resolve_checkpoint
@@ -76,20 +78,30 @@ class VEALayers(io.ComfyNode):
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model the layers belong to (checks depth, finds presets)."),
                 io.Combo.Input(
-                    "mode", options=["preset", "deepest_half", "all", "custom"], default="preset",
-                    tooltip="preset: paper layers for a known checkpoint; custom: the list below.",
+                    "mode", options=["preset", "deepest_half", "all", "custom", "profile"], default="preset",
+                    tooltip="preset: paper layers for a known checkpoint; custom: the list below; profile: the layers "
+                    "of a profile JSON (VEA Profile Layers or 'python -m vea_engine profile').",
                 ),
                 io.String.Input(
                     "custom_layers", default="", tooltip="0-based layer indices for mode 'custom', e.g. '14,15,17,19' "
                     "or '14-19'."
                 ),
+                io.String.Input("profile_path", default="", optional=True,
+                                tooltip="Profile JSON for mode 'profile' (absolute, or relative to the output folder)."),
             ],
             outputs=[LAYERS_TYPE.Output("layers", display_name="layers", tooltip="The selected layers and where they came from.")],
         )
 
     @classmethod
-    def execute(cls, model, mode: str, custom_layers: str) -> io.NodeOutput:
+    def execute(cls, model, mode: str, custom_layers: str, profile_path: str = "") -> io.NodeOutput:
         from ..vea_engine.layers import select_layers
+        from ..vea_engine.profiling import LayerProfile
 
-        selection = select_layers(mode, model.vlm.num_layers, model.vlm.name, custom=custom_layers)
-        return io.NodeOutput(selection)
+        if mode == "profile":
+            import folder_paths
+
+            path = os.path.join(folder_paths.get_output_directory(), profile_path.strip())
+            selection = LayerProfile.from_json(path).selection()
+            selection.check(model.vlm.num_layers, "VEA Layers (profile)")
+            return io.NodeOutput(selection)
+        return io.NodeOutput(select_layers(mode, model.vlm.num_layers, model.vlm.name, custom=custom_layers))

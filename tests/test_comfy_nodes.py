@@ -83,7 +83,8 @@ def model_canvas(family_dir, image_path) -> np.ndarray:
 # ---- registration ---------------------------------------------------------------------------
 EXPECTED_INPUTS = {
     "VEALoadVLM": ["checkpoint", "hub_id", "dtype", "device", "attention"],
-    "VEALayers": ["model", "mode", "custom_layers"],
+    "VEALayers": ["model", "mode", "custom_layers", "profile_path"],
+    "VEAProfileLayers": ["model", "dataset", "rule", "top_fraction", "limit", "filename"],
     "VEAExtractAttention": ["model", "image", "question", "layers", "question_per_line", "prompt_style"],
     "VEADenoise": ["attention", "lam"],
     "VEASmooth": ["sigma", "attention", "mask"],
@@ -284,3 +285,45 @@ def test_ui_workflows_load_convert_and_run(server):
                 if node["class_type"] in ("VEAAnswer", "VEAAllInOne"):
                     node["inputs"]["max_new_tokens"] = 6
             run_ok(server, prompt)
+
+
+# ---- profiling node -> profile JSON -> VEA Layers (mode 'profile') -> attention --------------------------
+def test_profile_node_round_trips_into_the_attention_node(server, tmp_path):
+    from vea_engine.synthetic import write_dataset
+
+    manifest = write_dataset(tmp_path / "data", n=3, seed=5, size=(192, 160))
+    question = {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "What is the code?"}}
+    loader = {"class_type": "VEALoadVLM", "inputs": {"checkpoint": "Qwen2.5-VL-7B-Instruct", "hub_id": "",
+                                                     "dtype": "auto", "device": "default", "attention": "sdpa"}}
+    image = {"class_type": "LoadImage", "inputs": {"image": "vea_example.png"}}
+
+    def extract(layers_ref):
+        return {"class_type": "VEAExtractAttention", "inputs": {
+            "model": ["2", 0], "image": ["3", 0], "question": ["1", 0], "layers": layers_ref,
+            "question_per_line": False, "prompt_style": "qa"}}
+
+    profile_prompt = {
+        "1": question, "2": loader, "3": image,
+        "4": {"class_type": "VEAProfileLayers", "inputs": {"model": ["2", 0], "dataset": str(manifest), "rule": "any",
+                                                           "top_fraction": 0.34, "limit": 0,
+                                                           "filename": "vea/test_profile.json"}},
+        "5": extract(["4", 0]),
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 1]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
+    }
+    entry = run_ok(server, profile_prompt)
+    saved = json.loads((server.output_dir / "vea" / "test_profile.json").read_text())
+    assert len(saved["layers"]) == 3 and saved["n_samples"] + saved["n_skipped"] == 3  # ceil(0.34 * 6) layers
+    plot = fetch_image(server, entry["outputs"]["6"]["images"][0])
+    assert plot.shape[1] > plot.shape[0] > 100  # a real, landscape chart
+    reuse = {
+        "1": question, "2": loader, "3": image,
+        "4": {"class_type": "VEALayers", "inputs": {"model": ["2", 0], "mode": "profile", "custom_layers": "",
+                                                    "profile_path": "vea/test_profile.json"}},
+        "5": extract(["4", 0]),
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
+    }
+    run_ok(server, reuse)
+    bad = copy.deepcopy(reuse)
+    bad["4"]["inputs"]["profile_path"] = "vea/missing.json"
+    assert "does not exist; write one with" in _error_of(server, bad)

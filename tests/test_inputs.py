@@ -50,13 +50,17 @@ def test_non_vlm_checkpoint(tmp_path):
 
 
 def test_unsupported_model_type_lists_supported(tmp_path):
-    from transformers import PaliGemmaConfig
+    from transformers import Blip2Config
 
-    folder = tmp_path / "pali"
-    PaliGemmaConfig().save_pretrained(folder)
+    from vea_engine.families import supported_model_types
+
+    folder = tmp_path / "blip2"
+    Blip2Config().save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"'paligemma' is not supported by VEA; supported types: llava, qwen2_5_vl"):
+    listed = ", ".join(supported_model_types())
+    with pytest.raises(ValueError, match=rf"'blip-2' is not supported by VEA; supported types: {listed}\."):
         load_vlm(folder)
+    assert {"llava", "qwen2_vl", "qwen2_5_vl"} <= set(supported_model_types())
 
 
 def test_bad_dtype_and_attention(tiny_model_dirs):

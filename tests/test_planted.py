@@ -1,53 +1,18 @@
 """Plant attention on chosen image tokens; the evidence map must peak on their pixel boxes.
 
-The planting is done in the model itself, independent of the capture code: forward
-hooks add a large component along one head dimension to the key projections of the
-chosen image tokens and to the query projection of the last token, in the selected
-layers. That dimension pairs with the lowest RoPE frequency, so rotation leaves
-``q . k`` almost unchanged and those keys dominate the softmax.
+The planting is done in the model itself, independent of the capture code
+(see ``tests/planting.py``).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import pytest
 import torch
 
 from conftest import ENGINE_FAMILIES
+from tests.planting import planted
 from vea_engine.attribution import evidence_map, extract_attention, model_inputs, render_canvases
-from vea_engine.capture import decoder_attention_modules
 from vea_engine.config import build_prompt
-
-STRENGTH = 40.0
-
-
-@contextmanager
-def planted(vlm, layers, key_positions, query_position=-1):
-    modules = decoder_attention_modules(vlm.model)
-    handles = []
-    for layer in layers:
-        attn = modules[layer]
-        head_dim = attn.head_dim
-        dim = head_dim // 2 - 1  # pairs with dim head_dim - 1 at the lowest rotary frequency
-
-        def add_k(module, args, output, dim=dim, head_dim=head_dim):
-            out = output.clone()
-            for pos in key_positions:
-                out[:, pos, dim::head_dim] += STRENGTH
-            return out
-
-        def add_q(module, args, output, dim=dim, head_dim=head_dim):
-            out = output.clone()
-            out[:, query_position, dim::head_dim] += STRENGTH
-            return out
-
-        handles += [attn.k_proj.register_forward_hook(add_k), attn.q_proj.register_forward_hook(add_q)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @pytest.mark.parametrize("family", ENGINE_FAMILIES)

@@ -25,6 +25,7 @@ _EXPORTS = {
     "select_layers": "layers",
     "LayerSelection": "layers",
     "extract_attention": "attribution",
+    "layer_scores": "attribution",
     "AttentionMap": "attribution",
     "denoise_scores": "attribution",
     "paint_scores": "attribution",
@@ -42,6 +43,14 @@ _EXPORTS = {
     "ImageGeometry": "geometry",
     "remap_mask": "geometry",
     "build_prompt": "config",
+    "profile_layers": "profiling",
+    "LayerProfile": "profiling",
+    "evidence_labels": "profiling",
+    "plot_profile": "profiling",
+    "evaluate": "evaluation",
+    "summarize": "evaluation",
+    "load_manifest": "data",
+    "load_good_samples": "data",
     "DEFAULTS": "config",
 }
 

@@ -125,7 +125,7 @@ def render_canvases(vlm: VLM, images: Any) -> tuple[list[np.ndarray], list[tuple
 
 
 @torch.inference_mode()
-def extract_attention(
+def layer_scores(
     vlm: VLM,
     images: Any,
     questions: str | Sequence[str],
@@ -134,22 +134,23 @@ def extract_attention(
     template: str | None = None,
     early_exit: bool = True,
     progress: Progress | None = None,
-) -> AttentionMap:
-    """Per-token evidence scores of each image for its question (paper step 2).
+) -> tuple[torch.Tensor, ImageGeometry, list[np.ndarray], list[str]]:
+    """Per-layer attention of the last prompt token over each image's tokens (one forward pass).
 
     Args:
         vlm: a loaded model.
         images: ``[B, H, W, C]`` tensor in [0, 1], or a list of same-size images
             (PIL, arrays, paths).
         questions: one question, or one per image.
-        layers: decoder layers to average (0-based).
+        layers: decoder layers to read (0-based).
         prompt_style: prompt of the attribution pass; the paper uses ``qa``.
         template: for ``custom`` prompts.
-        early_exit: stop the forward pass after the deepest selected layer.
+        early_exit: stop the forward pass after the deepest requested layer.
         progress: called per decoder layer; may raise to cancel.
 
     Returns:
-        :class:`AttentionMap` with ``scores [B, n_tokens]``.
+        ``(scores [L, B, n_tokens] float32 CPU in sorted layer order, geometry shared by
+        the batch, canvases [H, W, 3] uint8, questions one per image)``.
     """
     canvases, boxes, originals = render_canvases(vlm, images)
     questions = broadcast_questions(questions, len(canvases))
@@ -175,13 +176,37 @@ def extract_attention(
             vlm.model(**inputs, use_cache=False, logits_to_keep=1)
         except StopForward:
             pass
-    rows = recorder.stacked()[:, :, -1, :].mean(dim=0)  # [L, B, 1, K] -> [B, K]
-    scores = torch.stack([rows[i, pos] for i, pos in enumerate(positions)]).to("cpu", MASK_DTYPE)  # [B, n_tokens]
+    rows = recorder.stacked()[:, :, -1, :].to("cpu", MASK_DTYPE)  # [L, B, K]
+    scores = torch.stack([rows[:, i, pos.cpu()] for i, pos in enumerate(positions)], dim=1)  # [L, B, n_tokens]
+    return scores, geometry, canvases, questions
+
+
+def extract_attention(
+    vlm: VLM,
+    images: Any,
+    questions: str | Sequence[str],
+    layers: Sequence[int],
+    prompt_style: str = "qa",
+    template: str | None = None,
+    early_exit: bool = True,
+    progress: Progress | None = None,
+) -> AttentionMap:
+    """Per-token evidence scores of each image for its question (paper step 2).
+
+    Head-mean attention of the last prompt token, averaged over ``layers`` and
+    restricted to the image tokens; arguments as :func:`layer_scores`.
+
+    Returns:
+        :class:`AttentionMap` with ``scores [B, n_tokens]``.
+    """
+    scores, geometry, canvases, questions = layer_scores(
+        vlm, images, questions, layers, prompt_style, template, early_exit, progress
+    )
     return AttentionMap(
-        scores=scores,
+        scores=scores.mean(dim=0),  # [B, n_tokens]
         geometry=geometry,
         canvas=uint8_to_tensor(canvases),
-        layers=layers,
+        layers=tuple(sorted({int(layer) for layer in layers})),
         model_name=vlm.name,
         questions=tuple(questions),
     )

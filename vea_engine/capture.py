@@ -72,7 +72,8 @@ class AttentionRecorder:
                 f"attention of layers {missing} was not recorded; the forward pass did not reach them "
                 "(was it interrupted, or do these layers not use the attention interface?)"
             )
-        return torch.stack([self.rows[layer] for layer in self.layers])
+        device = self.rows[self.layers[0]].device  # layers may sit on different devices (device_map="auto")
+        return torch.stack([self.rows[layer].to(device) for layer in self.layers])
 
 
 def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:

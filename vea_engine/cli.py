@@ -1,8 +1,12 @@
-"""Command line: ``python -m vea_engine {run,demo,make-tiny-models} ...``.
+"""Command line: ``python -m vea_engine {run,demo,profile,eval,make-tiny-models} ...``.
 
 ``run`` answers one question about one image with and without VEA and writes
 the highlighted image and the heat map; ``demo`` does the same on a tiny
 random-weight model and a synthetic picture when no real model is at hand.
+``profile`` selects a model's evidence layers from a manifest with boxes
+(paper step 1); ``eval`` answers a manifest with VEA, the baselines and the
+ablations, resumably, and prints the score table. ``eval`` runs data-parallel
+under ``accelerate launch -m vea_engine eval ...`` (or ``torchrun``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ def _add_vea_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs", help="folder for highlighted.png and heatmap.png")
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread one model over devices)")
+    parser.add_argument("--attn", default="sdpa", help="attention kernel: sdpa, eager, flash_attention_2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vea_engine", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -50,6 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--family", default="qwen2_5_vl", help="tiny model family to build")
     demo.add_argument("--models-dir", default=".cache/tiny-models", help="where tiny checkpoints are built")
     _add_vea_options(demo)
+    profile = sub.add_parser("profile", help="rank decoder layers by evidence localisation (paper step 1)")
+    profile.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    profile.add_argument("--data", required=True, help="JSONL manifest with evidence boxes")
+    profile.add_argument("--rule", default="any", choices=["any", "half", "all"], help="token evidence label rule")
+    profile.add_argument("--top-fraction", type=float, default=DEFAULTS.top_layer_fraction,
+                         help="fraction of layers kept (paper: 0.10, at least one)")
+    profile.add_argument("--out", default="profile.json", help="profile JSON to write")
+    profile.add_argument("--plot", default=None, help="also draw the per-layer scores to this PNG")
+    profile.add_argument("--limit", type=int, default=None, help="use the first N good rows only")
+    _add_model_options(profile)
+    ev = sub.add_parser("eval", help="evaluate VEA, baselines and ablations on a manifest (resumable)")
+    ev.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    ev.add_argument("--data", required=True, help="JSONL manifest")
+    ev.add_argument("--methods", default="base,inst,vea",
+                    help="comma list of base, inst, vea, vea_no_denoise, vea_no_smooth, vea_all_layers, vea_no_hint")
+    ev.add_argument("--out", default="preds.jsonl", help="predictions JSONL (appended to; resumes)")
+    choice = ev.add_mutually_exclusive_group()
+    choice.add_argument("--layers", default=None, help="'14,15,17', 'all', 'deepest_half' or 'preset' (default)")
+    choice.add_argument("--profile", default=None, help="a profile.json from 'profile': use its layers")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N good rows only")
+    ev.add_argument("--lam", type=float, default=DEFAULTS.lam, help="denoise threshold (paper: 10)")
+    ev.add_argument("--sigma", type=float, default=DEFAULTS.sigma, help="smoothing; <=1 relative, >1 px, 0 off")
+    ev.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="brightness of non-evidence (paper: 0.5)")
+    ev.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
+    _add_model_options(ev)
     tiny = sub.add_parser("make-tiny-models", help="build tiny random-weight checkpoints for tests and demos")
     tiny.add_argument("out", help="folder to build into")
     return parser
@@ -104,6 +139,67 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
     }
 
 
+def profile_command(args: argparse.Namespace) -> dict:
+    """Profile a model's layers on a manifest; writes the JSON (and plot); returns a summary."""
+    from .data import load_good_samples
+    from .loading import load_vlm
+    from .profiling import plot_profile, profile_layers
+
+    samples = load_good_samples(args.data, args.limit, require_boxes=True)
+    vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
+    profile = profile_layers(vlm, samples, rule=args.rule, top_fraction=args.top_fraction,
+                             progress=lambda done, total: log.debug("profile: %d/%d samples", done, total))
+    out = profile.to_json(args.out)
+    summary = {
+        "model": vlm.name,
+        "layers": list(profile.layers),
+        "auroc_selected": [round(profile.auroc[layer], 4) for layer in profile.layers],
+        "n_samples": profile.n_samples,
+        "n_skipped": profile.n_skipped,
+        "profile": str(out),
+    }
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot_profile(profile).save(args.plot)
+        summary["plot"] = str(args.plot)
+    return summary
+
+
+def eval_command(args: argparse.Namespace) -> str | None:
+    """Evaluate a manifest (this rank's shard); returns the summary table on rank 0, else None."""
+    from .data import load_good_samples
+    from .evaluation import check_methods, dist_context, evaluate, summarize
+    from .loading import load_vlm
+
+    methods = check_methods(args.methods)  # fail before loading anything
+    layers = _layers_arg(args.layers)
+    if args.profile:
+        from .profiling import LayerProfile
+
+        layers = LayerProfile.from_json(args.profile).selection()
+    samples = load_good_samples(args.data, args.limit, require_boxes=False)
+    context = dist_context()
+    device = args.device
+    if context.world > 1:
+        if str(device) == "auto":
+            raise ValueError(
+                "--device auto spreads ONE model over all GPUs, but accelerate launch runs one model per rank; "
+                "drop --device (each rank uses its own device) or run a single process with --device auto."
+            )
+        device = device or context.device
+    vlm = load_vlm(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn)
+    if not hasattr(layers, "layers"):
+        from .layers import select_layers
+
+        layers = select_layers(layers, vlm.num_layers, vlm.name)
+    out = evaluate(
+        vlm, samples, methods, args.out, layers=layers, lam=args.lam, sigma=args.sigma, alpha=args.alpha,
+        max_new_tokens=args.max_new_tokens, context=context,
+        progress=lambda done, total: log.debug("eval: %d/%d", done, total),
+    )
+    return str(summarize(out)) if context.rank == 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -126,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
             summary["reference_answers"] = sample.answers
             summary["warning"] = RANDOM_WEIGHTS_WARNING
             print(json.dumps(summary, indent=2))
+        elif args.command == "profile":
+            print(json.dumps(profile_command(args), indent=2))
+        elif args.command == "eval":
+            table = eval_command(args)
+            if table is not None:
+                print(table)
     except ValueError as error:
         log.error("%s", error)
         return 2

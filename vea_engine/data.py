@@ -437,3 +437,30 @@ def convert_visual_cot(json_path: str | Path, image_root: str | Path, out_path: 
             row["boxes"] = record["bboxs"]
         rows.append(row)
     return _write_rows(rows, out_path, fn, skipped)
+
+
+def load_good_samples(path: str | Path, limit: int | None = None, require_boxes: bool = False) -> list[Sample]:
+    """The good rows of a manifest, for a long run: bad rows are logged (``path:line: reason``) and skipped.
+
+    Args:
+        path: the JSONL manifest.
+        limit: keep the first ``limit`` good rows (None = all).
+        require_boxes: rows without evidence boxes count as bad (profiling).
+
+    Raises:
+        ValueError: the manifest is missing, ``limit < 1``, or no row is usable.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}.")
+    try:
+        samples, bad = load_manifest(path, require_boxes=require_boxes)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from error
+    for row in bad:
+        logger.warning("%s:%d: skipped: %s", path, row.line, row.reason)
+    if bad:
+        logger.warning("%s: %d bad row(s) skipped, %d good", path, len(bad), len(samples))
+    if not samples:
+        what = "rows with evidence boxes" if require_boxes else "rows"
+        raise ValueError(f"{path}: no usable {what}; see the warnings above.")
+    return samples[:limit] if limit else samples

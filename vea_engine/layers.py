@@ -34,7 +34,13 @@ class LayerSelection:
     scores: tuple[float, ...] | None = None
 
     def check(self, num_layers: int, who: str = "layers") -> tuple[int, ...]:
-        """The layers, after checking they exist in a model with ``num_layers`` decoder layers."""
+        """The layers, after checking they exist in a model with ``num_layers`` decoder layers
+        (and that the selection was made for a model of that depth, when it records one)."""
+        if self.num_layers is not None and self.num_layers != num_layers:
+            raise ValueError(
+                f"{who}: the layers {list(self.layers)} ({self.source}) were chosen for a model with "
+                f"{self.num_layers} decoder layers, but this model has {num_layers}; choose layers for this model."
+            )
         bad = [layer for layer in self.layers if not 0 <= layer < num_layers]
         if bad:
             raise ValueError(
