@@ -54,10 +54,11 @@ class VEALoadVLM(io.ComfyNode):
             if not hub_id.strip():
                 return f"VEA Load VLM: checkpoint is '{HUB_ID_OPTION}' but hub_id is empty; type e.g. 'org/name'."
         elif checkpoint not in checkpoint_folders():
-            try:
-                resolve_checkpoint(checkpoint)
-            except ValueError as error:
-                return str(error)
+            return (
+                f"VEA Load VLM: checkpoint folder {checkpoint!r} is not in models/VLM (or a 'VLM:' folder of "
+                "extra_model_paths.yaml); put the checkpoint folder (config.json + *.safetensors) there and "
+                "refresh, or choose '(use hub_id)'."
+            )
         return True
 
     @classmethod

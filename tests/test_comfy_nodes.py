@@ -231,7 +231,8 @@ def _error_of(server, prompt) -> str:
 @pytest.mark.parametrize(
     "case,expected",
     [
-        ("missing_model", r"checkpoint folder 'nope-model' was not found in .*models/VLM; put the checkpoint folder"),
+        ("missing_model", r"checkpoint folder 'nope-model' is not in models/VLM .*put the checkpoint folder"),
+        ("path_outside_models", r"checkpoint folder '\.\./\.\./VLM/llava-1\.5-7b-hf' is not in models/VLM"),
         ("empty_question", r"question must be a non-empty string, got '   '"),
         ("hub_without_id", r"hub_id is empty"),
         ("layer_out_of_range", r"layer\(s\) \[99\] out of range for a model with 6 decoder layers"),
@@ -246,6 +247,8 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(server, case
     question = node_id(prompt, "PrimitiveStringMultiline")
     if case == "missing_model":
         prompt[loader]["inputs"]["checkpoint"] = "nope-model"
+    elif case == "path_outside_models":
+        prompt[loader]["inputs"]["checkpoint"] = "../../VLM/llava-1.5-7b-hf"
     elif case == "empty_question":
         prompt[question]["inputs"]["value"] = "   "
     elif case == "hub_without_id":
