@@ -32,28 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_capture, also when run from elsewhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # vea_engine
 
-from bench_capture import build
-
-
-def tensor_peak_bytes(fn) -> int:
-    """Peak of live tensor bytes while ``fn`` runs, relative to before (see module docstring)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
-    current = peak = 0
-    for event in events:
-        current += event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+from bench_capture import build, tensor_peak_bytes
 
 
 def variants(model, inputs, layers: int) -> dict:

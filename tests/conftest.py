@@ -46,6 +46,17 @@ def eager_vlms(tiny_model_dirs):
     }
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest, and identically in every process, on one thread (2 threads thrash on 2 cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def scene_image() -> Image.Image:
     """A deterministic 200x150 RGB picture with some structure."""

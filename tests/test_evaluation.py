@@ -33,6 +33,8 @@ METHODS = ("base", "inst", "vea")
 LAYERS = LayerSelection((2, 4), "custom", 6)
 TOKENS = 4
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Stop(Exception):
     """Raised from a progress callback to interrupt a run."""
@@ -46,13 +48,6 @@ def _stop_after(n: int):
     return progress
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest, and identically in every process, on one thread (2 threads thrash on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ from vea_engine.synthetic import write_dataset
 
 PLANTED_LAYERS = (2, 4)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _grid(cells: list[tuple[int, int]], rows: int = 4, cols: int = 4) -> list[int]:
     """Token indices (row-major) of ``(row, col)`` cells."""
@@ -133,13 +135,6 @@ def test_n_top_layers_matches_paper_presets():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest, and identically in every process, on one thread (2 threads thrash on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
