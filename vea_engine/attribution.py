@@ -161,7 +161,7 @@ def layer_scores(
     if len(set(geometries)) != 1:
         raise ValueError("images in one batch must share a size (their token layouts differ); split the batch.")
     geometry = geometries[0]
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"])
+    positions = vlm.adapter.image_token_positions(inputs["input_ids"], geometries)
     for i, pos in enumerate(positions):
         if pos.numel() != geometry.n_tokens:
             raise RuntimeError(

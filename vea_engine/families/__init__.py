@@ -5,10 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from .base import FamilyAdapter
+from .gemma3 import Gemma3Adapter
+from .idefics3 import Idefics3Adapter, SmolVLMAdapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
+from .llava_onevision import LlavaOnevisionAdapter
+from .paligemma import PaliGemmaAdapter
+from .qwen3_vl import Qwen3VLAdapter
 from .qwen_vl import QwenVLAdapter
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, LlavaAdapter)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (
+    QwenVLAdapter,
+    LlavaAdapter,
+    Gemma3Adapter,
+    LlavaNextAdapter,
+    Qwen3VLAdapter,
+    LlavaOnevisionAdapter,
+    Idefics3Adapter,
+    SmolVLMAdapter,
+    InternVLAdapter,
+    PaliGemmaAdapter,
+)
 
 
 def supported_model_types() -> list[str]:

@@ -14,6 +14,7 @@ nothing else in the engine changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,8 +58,14 @@ class FamilyAdapter:
             return int(self.processor.tokenizer.convert_tokens_to_ids(token))
         raise ValueError(f"{self.family}: cannot find the image token id in the config or processor.")
 
-    def image_token_positions(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
-        """Positions of the image tokens of each sequence: ``[B, N] -> B x [n_b]`` (sorted)."""
+    def image_token_positions(
+        self, input_ids: torch.Tensor, geometries: Sequence[ImageGeometry] | None = None
+    ) -> list[torch.Tensor]:
+        """Positions of the image tokens of each sequence: ``[B, N] -> B x [n_b]`` (sorted).
+
+        ``geometries`` (one per sequence, from :meth:`geometry`) lets a family whose
+        placeholders include non-grid tokens (e.g. row newlines) find which to drop.
+        """
         hits = input_ids == self.image_token_id  # [B, N]
         return [row.nonzero(as_tuple=True)[0] for row in hits]
 

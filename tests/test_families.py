@@ -1,0 +1,539 @@
+"""Every VLM family beyond LLaVA-1.5 / Qwen2-VL / Qwen2.5-VL, on tiny real-architecture checkpoints.
+
+For each family:
+
+* captured attention rows equal eager ``output_attentions`` rows at every layer
+  (single image and a left-padded batch of two), also for image-token query rows
+  (bidirectional image attention, sliding windows, prefix-LM masks);
+* **the token -> pixel-box map is right, checked against the model itself**: with
+  the vision encoder layers short-circuited (each visual token then depends on
+  its own pixels only), changing the pixels of one token's canvas box changes
+  exactly that token among the grids that show the canvas unresampled, and the
+  most-changed token of every grid covers the changed pixels;
+* planted attention on a 2x2 block of every grid -- every tile of tiled families --
+  makes the evidence map peak on that block's pixel boxes. The keys and the query
+  are *pinned* along the lowest-RoPE-frequency head dim (not added to, as in
+  ``tests/planting.py``): the planted keys then share the row evenly, and the pin
+  survives the per-head q/k norms of Gemma 3 and Qwen3;
+* the canvas is stable: encoding the rendered (or highlighted) canvas gives the
+  same token layout as the attribution pass of the original;
+* ``python -m vea_engine run`` works end to end.
+
+Plus delegates across families (Qwen2.5-VL -> LLaVA-NeXT, LLaVA-1.5 -> Gemma 3),
+and the canvases of LLaVA-NeXT / OneVision / Idefics3 / SmolVLM / InternVL over
+many image sizes with the released configs (pure geometry, no model).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from vea_engine.attribution import evidence_map, extract_attention, model_inputs, render_canvases
+from vea_engine.capture import _text_model, capture_attention_rows, decoder_attention_modules
+from vea_engine.config import build_prompt
+from vea_engine.geometry import mask_from_original, remap_mask
+from vea_engine.mask import paint
+from vea_engine.pipeline import align_mask, run_vea
+
+NEW_FAMILIES = (
+    "gemma3",
+    "llava_next",
+    "qwen3_vl",
+    "llava_onevision",
+    "idefics3",
+    "smolvlm",
+    "internvl",
+    "paligemma",
+)
+QUESTIONS = ["What is written on the red sign in the picture?", "Which colour?"]
+TEXT_ROWS = (-1, -2, -4, -7)
+#: grids (part indices) whose pixels are the canvas itself, not a resampled copy of it
+EXACT_PARTS = {
+    "gemma3": {0},
+    "llava_next": {1},
+    "qwen3_vl": {0},
+    "llava_onevision": set(),  # its large tile grid is shrunk by interpolation
+    "idefics3": {0, 1, 2, 3},  # the tiles; the last grid is the global image
+    "smolvlm": {0, 1, 2, 3},
+    "internvl": {0, 1, 2, 3},  # the tiles; the last grid is the thumbnail
+    "paligemma": {0},
+}
+STRENGTH = 40.0
+
+
+@pytest.fixture(scope="session")
+def vlm_of(tiny_model_dirs):
+    """``vlm_of(family, attn="sdpa")``: tiny checkpoints loaded once per session, float32."""
+    from vea_engine.loading import load_vlm
+
+    cache = {}
+
+    def get(family: str, attn: str = "sdpa"):
+        if (family, attn) not in cache:
+            cache[family, attn] = load_vlm(tiny_model_dirs[family], dtype="float32", attn_implementation=attn)
+        return cache[family, attn]
+
+    return get
+
+
+def _inputs(vlm, images, questions):
+    """Encoded canvases and their geometry, laid out in the engine's order (geometry before token positions)."""
+    canvases, boxes, originals = render_canvases(vlm, images)
+    inputs = model_inputs(vlm, canvases, [build_prompt(q) for q in questions])
+    geometries = {vlm.adapter.geometry(inputs, i, originals[i], boxes[i]) for i in range(len(canvases))}
+    assert len(geometries) == 1
+    return inputs, geometries.pop()
+
+
+# -- capture == eager ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+@pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded-batch"])
+def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
+    vlm, eager = vlm_of(family), vlm_of(family, "eager")
+    images = [scene_image, scene_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if padded else [scene_image]
+    inputs, geometry = _inputs(vlm, images, QUESTIONS[: len(images)])
+    n = inputs["input_ids"].shape[1]
+    if padded:
+        assert (inputs["attention_mask"][1] == 0).any(), "the second prompt must be left-padded"
+    # text query rows, and image-token query rows that are image tokens in every sequence of the batch
+    all_positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry] * len(images))
+    image_offsets = [{int(p) - n for p in pos} for pos in all_positions]
+    common = sorted(set.intersection(*image_offsets))
+    rows = TEXT_ROWS + tuple(common[:: max(1, len(common) // 4)][:4])
+    assert len(rows) == 8
+    with torch.inference_mode():
+        out = eager.model(**inputs, use_cache=False, output_attentions=True)
+        expected = torch.stack([a.float().mean(1)[:, list(rows)] for a in out.attentions])  # [L, B, R, N]
+        plain = vlm.model(**inputs, use_cache=False).logits
+        with capture_attention_rows(vlm.model, tuple(range(vlm.num_layers)), rows) as recorder:
+            captured = vlm.model(**inputs, use_cache=False).logits
+    got = recorder.stacked()
+    assert got.shape == expected.shape == (vlm.num_layers, len(images), len(rows), n)
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert torch.equal(captured, plain)
+    torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5, rtol=0)
+    if padded:
+        assert got[:, 1, :, inputs["attention_mask"][1] == 0].abs().max().item() == 0.0
+    if family == "gemma3":
+        _check_gemma3_masks_were_exercised(vlm, inputs, got, rows, image_offsets[0])
+    if family == "paligemma":  # the prefix (image + prompt) is bidirectional: image rows see the last prompt token
+        image_rows = [i for i, r in enumerate(rows) if r in image_offsets[0]]
+        assert image_rows and got[:, 0, image_rows, -1].min() > 0
+
+
+def _check_gemma3_masks_were_exercised(vlm, inputs, rows_got, rows, image_offsets):
+    """The comparison above covered Gemma 3's sliding window and its bidirectional image block."""
+    n = inputs["input_ids"].shape[1]
+    text = vlm.model.config.text_config
+    sliding = [i for i, t in enumerate(text.layer_types) if t == "sliding_attention"]
+    first_image = min(image_offsets) + n
+    assert sliding and n - 1 - first_image >= text.sliding_window, "the window must cut the image off"
+    last = rows_got[sliding[0], 0, rows.index(-1)]  # [N]
+    assert last[: n - text.sliding_window].max() == 0 and last[n - text.sliding_window :].sum() > 0.99
+    image_row = next(i for i, r in enumerate(rows) if r in image_offsets)
+    later_image = [o + n for o in image_offsets if o > rows[image_row]]
+    assert rows_got[:, 0, image_row][:, later_image].sum(-1).min() > 0  # image tokens see later image tokens
+
+
+# -- token -> pixel box, checked against the model ----------------------------------------
+
+
+@contextmanager
+def _local_vision(model):
+    """Short-circuit every vision-encoder layer: each visual token then depends on its own pixels only."""
+    text_modules = {id(m) for m in _text_model(model).modules()}
+    handles = []
+
+    def identity(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    for module in model.modules():
+        if id(module) in text_modules or not isinstance(module, torch.nn.ModuleList) or not len(module):
+            continue
+        if any(key in type(module[0]).__name__ for key in ("EncoderLayer", "Block", "Layer")):
+            # prepend: transformers records per-layer hidden states with hooks of its own; they must see ours
+            handles += [layer.register_forward_hook(identity, with_kwargs=True, prepend=True) for layer in module]
+    assert handles, "no vision encoder layers found"
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _image_embeddings(vlm, canvas):
+    """The decoder's input vectors at the image tokens (token order), ``[n_tokens, D]``."""
+    inputs = model_inputs(vlm, [canvas], [build_prompt("What?")])
+    geometry = vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+    handle = _text_model(vlm.model).layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            vlm.model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
+    return seen["x"][0, positions], geometry
+
+
+def _intersects(boxes, box, margin=0.0):
+    x0, y0, x1, y1 = box
+    horizontal = (boxes[:, 0] < x1 + margin) & (boxes[:, 2] > x0 - margin)
+    return horizontal & (boxes[:, 1] < y1 + margin) & (boxes[:, 3] > y0 - margin)
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_token_boxes_match_the_pixels_each_token_sees(family, vlm_of, scene_image):
+    vlm = vlm_of(family)
+    canvas = render_canvases(vlm, [scene_image])[0][0]
+    with _local_vision(vlm.model):
+        reference, geometry = _image_embeddings(vlm, canvas)
+        assert reference.shape[0] == geometry.n_tokens
+        boxes = geometry.cell_boxes()  # [n, 4] canvas pixels
+        for target_part, part in enumerate(geometry.parts):
+            token = part.token_start + (part.rows * 2 // 3) * part.cols + part.cols * 2 // 3
+            x0, y0, x1, y1 = boxes[token].tolist()
+            ys, xs = slice(int(np.ceil(y0)), int(y1)), slice(int(np.ceil(x0)), int(x1))
+            changed = canvas.copy()
+            changed[ys, xs] = 255 - changed[ys, xs]
+            delta = (_image_embeddings(vlm, changed)[0] - reference).abs().amax(-1)  # [n]
+            hit = (xs.start, ys.start, xs.stop, ys.stop)
+            for index, other in enumerate(geometry.parts):
+                span = slice(other.token_start, other.token_start + other.n_tokens)
+                moved = delta[span] > 1e-5
+                if not moved.any():  # a grid that does not show the changed pixels (another tile)
+                    assert not _intersects(boxes[span], hit).any(), f"part {index} covers the pixels but did not change"
+                    continue
+                top = other.token_start + int(delta[span].argmax())
+                assert _intersects(boxes[top : top + 1], hit)[0], f"part {index}: the most-changed token is elsewhere"
+                if index == target_part:
+                    assert top == token
+                if index in EXACT_PARTS[family]:
+                    assert torch.equal(moved, _intersects(boxes[span], hit)), f"part {index}: wrong tokens changed"
+                else:  # resampled copies: changes stay within one cell of the changed pixels
+                    cell = max((other.box[2] - other.box[0]) / other.cols, (other.box[3] - other.box[1]) / other.rows)
+                    assert bool(_intersects(boxes[span][moved], hit, margin=cell).all())
+
+
+# -- planted attention on every grid ------------------------------------------------------
+
+
+@contextmanager
+def _planted(vlm, layers, key_positions, seq_len):
+    """Pin the chosen keys and the last query of every head to ``STRENGTH`` along one head dim.
+
+    The dim pairs with the lowest RoPE frequency, so rotation leaves ``q . k`` = ``STRENGTH^2``
+    (times the scale) for every chosen key alike, far above any other key: they share the
+    attention row evenly. Hooks ``k_proj`` / ``q_proj``, or ``k_norm`` / ``q_norm`` where the
+    model normalises queries and keys per head (Gemma 3, Qwen3): the pin must survive that.
+    """
+    modules = decoder_attention_modules(vlm.model)
+    handles = []
+
+    def pin(out, positions, dim, head_dim):
+        out = out.clone()
+        if out.ndim == 3:  # [B, N, heads * head_dim]
+            view = out.view(*out.shape[:2], -1, head_dim)[:, positions]  # [B, P, heads, head_dim]
+            view.zero_()
+            view[..., dim] = STRENGTH
+            out.view(*out.shape[:2], -1, head_dim)[:, positions] = view
+        elif out.shape[2] == seq_len:  # [B, heads, N, head_dim]
+            out[:, :, positions] = 0
+            out[:, :, positions, dim] = STRENGTH
+        else:  # [B, N, heads, head_dim]
+            out[:, positions] = 0
+            out[:, positions, :, dim] = STRENGTH
+        return out
+
+    for layer in layers:
+        attn = modules[layer]
+        head_dim = attn.head_dim
+        dim = head_dim // 2 - 1
+        k_site, q_site = (attn.k_norm, attn.q_norm) if hasattr(attn, "k_norm") else (attn.k_proj, attn.q_proj)
+        handles += [
+            k_site.register_forward_hook(lambda m, a, out, d=dim, h=head_dim: pin(out, list(key_positions), d, h)),
+            q_site.register_forward_hook(lambda m, a, out, d=dim, h=head_dim: pin(out, [seq_len - 1], d, h)),
+        ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _global_layers(vlm):
+    """Two decoder layers whose last query row can see every image token (no sliding window there)."""
+    types = getattr(vlm.model.config.get_text_config(), "layer_types", None) or ["full_attention"] * vlm.num_layers
+    full = [i for i, t in enumerate(types) if t == "full_attention" and 0 < i < vlm.num_layers]
+    return (full[0], full[-1]) if len(full) > 1 else (1, vlm.num_layers - 2)
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_planted_attention_peaks_on_every_grid(family, vlm_of, scene_image):
+    vlm = vlm_of(family)
+    question = "What does the sign say?"
+    inputs, geometry = _inputs(vlm, [scene_image], [question])
+    positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
+    boxes = geometry.cell_boxes()
+    layers = _global_layers(vlm)
+    for index, part in enumerate(geometry.parts):
+        assert part.rows >= 2 and part.cols >= 2, "every grid must hold a 2x2 block"
+        r0, c0 = part.rows - 2, max(part.cols - 3, 0)
+        tokens = [part.token_start + (r0 + dr) * part.cols + c0 + dc for dr in (0, 1) for dc in (0, 1)]
+        with _planted(vlm, layers, [int(positions[t]) for t in tokens], inputs["input_ids"].shape[1]):
+            attention = extract_attention(vlm, [scene_image], question, layers)
+        scores = attention.scores[0]
+        assert attention.geometry == geometry
+        assert scores[tokens].sum() > 0.9, f"part {index}: planted tokens must take almost all attention"
+        x0, y0 = boxes[tokens, 0].min().item(), boxes[tokens, 1].min().item()
+        x1, y1 = boxes[tokens, 2].max().item(), boxes[tokens, 3].max().item()
+        sharp = evidence_map(attention, apply_smooth=False)[0]
+        marked = torch.zeros(1, geometry.n_tokens)
+        marked[0, tokens] = 1.0
+        inside = paint(geometry.split(marked)[index], geometry.canvas_hw, part.box)[0] > 0  # the block's pixels
+        assert sharp[inside].min() > sharp[~inside].max(), f"part {index}: the map does not peak on the block"
+        assert sharp[inside].max() == 1.0
+        smooth = evidence_map(attention, sigma=0.1)[0]
+        py, px = divmod(int(smooth.argmax()), smooth.shape[1])
+        assert x0 - 1 <= px < x1 + 1 and y0 - 1 <= py < y1 + 1, f"part {index}: smoothed peak outside the block"
+
+
+# -- canvas stability, end to end ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
+    vlm = vlm_of(family)
+    first = extract_attention(vlm, [scene_image], "What?", [1])
+    again = extract_attention(vlm, first.canvas, "What?", [1])  # e.g. the highlighted canvas
+    assert again.geometry.parts == first.geometry.parts and again.geometry.canvas_hw == first.geometry.canvas_hw
+    assert first.canvas.shape[1:3] == first.geometry.canvas_hw
+    assert (again.canvas - first.canvas).abs().max() <= 1 / 255 + 1e-6
+    # the canvas shows the original image: the region it covers overlaps the original almost entirely
+    x0, y0, x1, y1 = first.geometry.canvas_in_original
+    overlap = (min(x1, 200) - max(x0, 0)) * (min(y1, 150) - max(y0, 0))
+    assert overlap >= 0.9 * 200 * 150
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_cli_run(family, tiny_model_dirs, tmp_path, scene_image, vlm_of):
+    image_path = tmp_path / "scene.png"
+    scene_image.save(image_path)
+    cmd = [sys.executable, "-m", "vea_engine", "run", "--model", str(tiny_model_dirs[family]), "--image",
+           str(image_path), "--question", "What is written?", "--layers", "1,2", "--max-new-tokens", "3",
+           "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
+    canvas_hw = render_canvases(vlm_of(family), [scene_image])[0][0].shape[:2]
+    assert Image.open(summary["highlighted"]).size == Image.open(summary["heatmap"]).size == canvas_hw[::-1]
+
+
+# -- delegates ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mask_family", "answer_family"), [("qwen2_5_vl", "llava_next"), ("llava", "gemma3")])
+def test_delegate_mask_lands_on_the_answering_canvas(mask_family, answer_family, vlm_of, scene_image):
+    mask_model, answering = vlm_of(mask_family), vlm_of(answer_family)
+    result = run_vea(answering, [scene_image], "What is it?", layers=[1, 3], delegate=mask_model, max_new_tokens=2)
+    target = extract_attention(answering, [scene_image], "What is it?", [1]).geometry
+    assert result.attention.model_name == mask_model.name
+    assert result.evidence.shape[1:] == target.canvas_hw == result.highlighted.shape[1:3]
+    expected, image = align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image], answering)
+    torch.testing.assert_close(result.evidence, expected)
+    # a hand-made box in the original frame (x 120..170, y 40..80: the red block) lands on the same pixels
+    source = result.attention.geometry
+    box = torch.zeros(1, 150, 200)
+    box[:, 40:80, 120:170] = 1.0
+    on_source = mask_from_original(box, source)
+    moved = remap_mask(on_source, source, target)[0]
+    cx0, cy0, cx1, cy1 = target.original_boxes_to_canvas(torch.tensor([[120, 40, 170, 80]]))[0].tolist()
+    inner = moved[int(cy0) + 3 : int(cy1) - 3, int(cx0) + 3 : int(cx1) - 3]
+    assert inner.min() > 0.95, "the box interior must stay on"
+    outside = moved.clone()
+    outside[max(int(cy0) - 4, 0) : int(cy1) + 4, max(int(cx0) - 4, 0) : int(cx1) + 4] = 0
+    assert outside.max() < 0.05, "nothing may land away from the box"
+    # the red block really is there on the answering model's canvas
+    red = image[0][int(cy0) + 3 : int(cy1) - 3, int(cx0) + 3 : int(cx1) - 3]
+    assert red[..., 0].min() > 0.85 and red[..., 1].max() < 0.25
+
+
+# -- LLaVA-NeXT layout over many sizes (no model) ----------------------------------------
+
+
+def _anyres_adapter(tile, pinpoints, family="llava_next"):
+    """A LLaVA-NeXT / OneVision adapter on a bare config: pure layout arithmetic, no model."""
+    from vea_engine.families.llava_next import LlavaNextAdapter
+    from vea_engine.families.llava_onevision import LlavaOnevisionAdapter
+
+    config = SimpleNamespace(
+        vision_config=SimpleNamespace(image_size=tile, patch_size=14),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default" if family == "llava_next" else "full",
+        vision_aspect_ratio="anyres_max_9",
+        image_token_index=0,
+    )
+    processor = SimpleNamespace(image_processor=SimpleNamespace(image_grid_pinpoints=pinpoints))
+    return (LlavaNextAdapter if family == "llava_next" else LlavaOnevisionAdapter)(processor, config)
+
+
+LLAVA_V16_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+CASES = {
+    "llava_next-tiny": ("llava_next", 56, [[r * 56, c * 56] for r, c in ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))]),
+    "llava-v1.6": ("llava_next", 336, LLAVA_V16_PINPOINTS),
+    "onevision-tiny": ("llava_onevision", 56, [[r * 56, c * 56] for r in range(1, 7) for c in range(1, 7)]),
+    "onevision-qwen2": ("llava_onevision", 384, [[r * 384, c * 384] for r in range(1, 7) for c in range(1, 7)]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_anyres_canvas_layout_is_a_fixed_point(case):
+    """For any original size: the canvas (kept cells of the page) keeps exactly the same cells when re-encoded."""
+    family, tile, pinpoints = CASES[case]
+    adapter = _anyres_adapter(tile, pinpoints, family)
+    cell = tile / adapter.base_side  # 14, or 384 / 27 for OneVision
+    rng = np.random.default_rng(0)
+    sizes = [(int(h), int(w)) for h, w in rng.integers(tile, 6 * tile, size=(150, 2))] + [(150, 200), (tile, tile)]
+    downsampled = 0
+    for size in sizes:
+        layout = adapter.layout(size)
+        x0, y0, x1, y1 = layout.kept_page_box
+        canvas_hw = (y1 - y0, x1 - x0)
+        again = adapter.layout(canvas_hw)
+        assert again.tokens_hw == layout.tokens_hw, size  # the same token grid ...
+        assert again.resized_hw == canvas_hw, size  # ... on the canvas as it is (not resized again) ...
+        assert again.page_to_input(again.kept_page_box) == (0, 0, canvas_hw[1], canvas_hw[0]), size  # ... all of it
+        # when the canvas is itself a smaller pinpoint, the processor cuts it there (other tile borders, same
+        # token boxes); the canvas is a fixed point either way
+        assert again.best_hw == layout.best_hw or list(again.best_hw) in pinpoints and again.paste_yx == (0, 0)
+        assert adapter.layout(canvas_hw) == again
+        # the canvas shows the resized original up to at most one cell in all
+        (nh, nw), (py, px) = layout.resized_hw, layout.paste_yx
+        assert abs((y1 - y0) - nh) <= cell + 1 and abs((x1 - x0) - nw) <= cell + 1, size
+        assert max(abs(y0 - py), abs(x0 - px), abs(y1 - py - nh), abs(x1 - px - nw)) <= cell + 1, size
+        downsampled += layout.tokens_hw != (layout.kept[1] - layout.kept[0], layout.kept[3] - layout.kept[2])
+    assert (downsampled > 0) == (family == "llava_onevision")  # anyres_max_9 shrinks large grids
+
+
+def test_llava_next_newlines_of_an_ambiguous_count_follow_the_geometry():
+    """336x112 and 1008x28 canvases of llava-v1.6 both give 792 placeholders, with rows of 8 and 2 cells."""
+    adapter = _anyres_adapter(336, LLAVA_V16_PINPOINTS)
+    assert adapter._grids_by_count[792] == {(24, 8), (72, 2)}
+    ids = torch.zeros(1, 800, dtype=torch.long)
+    ids[0, 3:795] = 0  # image_token_index = 0 everywhere
+    ids[0, :3] = ids[0, 795:] = 7
+    with pytest.raises(ValueError, match=r"grid shapes \[\(24, 8\), \(72, 2\)\] all give 792"):
+        adapter.image_token_positions(ids)
+    for canvas_hw, (rows, cols) in (((336, 112), (24, 8)), ((1008, 28), (72, 2)), ((336, 112), (24, 8))):
+        geometry = adapter.geometry({"image_sizes": torch.tensor([canvas_hw])}, 0, canvas_hw, (0, 0, 1, 1))
+        assert (geometry.parts[1].rows, geometry.parts[1].cols) == (rows, cols)
+        kept = adapter.image_token_positions(ids, [geometry])[0]
+        newlines = sorted(set(range(3, 795)) - set(kept.tolist()))
+        assert newlines == [3 + 576 + r * (cols + 1) + cols for r in range(rows)]
+    # an unambiguous count needs no geometry first
+    fresh = _anyres_adapter(336, LLAVA_V16_PINPOINTS)
+    assert fresh.tiled_grid_for_count(576 + 48 * 49) == (48, 48)
+
+
+def test_llava_next_newlines_are_excluded(vlm_of, scene_image):
+    vlm = vlm_of("llava_next")
+    inputs, geometry = _inputs(vlm, [scene_image], ["What?"])
+    placeholders = (inputs["input_ids"][0] == vlm.adapter.image_token_id).nonzero().flatten()
+    kept = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
+    rows, cols = geometry.parts[1].rows, geometry.parts[1].cols
+    assert placeholders.numel() == 16 + rows * (cols + 1) and kept.numel() == geometry.n_tokens
+    newlines = sorted(set(placeholders.tolist()) - set(kept.tolist()))
+    assert newlines == [int(placeholders[16 + r * (cols + 1) + cols]) for r in range(rows)]
+    # the model fills those positions with its image_newline vector
+    embeds = _image_embeddings_all(vlm, inputs)
+    newline = vlm.model.model.image_newline
+    torch.testing.assert_close(embeds[newlines], newline.expand(len(newlines), -1))
+    assert (embeds[kept] - newline).abs().amax(-1).min() > 1e-3
+
+
+def _image_embeddings_all(vlm, inputs):
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+    handle = _text_model(vlm.model).layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            vlm.model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    return seen["x"][0]
+
+
+def test_geometry_rejects_an_unrendered_llava_next_input(vlm_of, scene_image):
+    vlm = vlm_of("llava_next")
+    inputs = model_inputs(vlm, [np.asarray(scene_image)], [build_prompt("What?")])  # the original, not the canvas
+    with pytest.raises(ValueError, match="adapter.render"):
+        vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
+
+
+
+# -- Idefics3 / SmolVLM / InternVL canvases over many sizes (no model) ---------------------
+
+
+@pytest.mark.parametrize(("longest", "tile"), [(4 * 364, 364), (4 * 512, 512), (224, 112)],
+                         ids=["idefics3", "smolvlm2", "tiny"])
+def test_split_image_canvas_is_a_fixed_point(longest, tile):
+    """The processor's resized image (the canvas) is resized to itself when fed back: same tiles, same pixels."""
+    from transformers import Idefics3ImageProcessor
+    from transformers.image_utils import SizeDict
+
+    ip = Idefics3ImageProcessor(size={"longest_edge": longest}, max_image_size={"longest_edge": tile})
+
+    def processed_hw(h, w):
+        pixels = torch.zeros(1, 3, h, w, dtype=torch.uint8)  # only the sizes matter
+        pixels = ip.resize(pixels, SizeDict(longest_edge=longest))
+        return tuple(ip.resize_for_vision_encoder(pixels, tile).shape[-2:])
+
+    rng = np.random.default_rng(0)
+    for h, w in [(150, 200), (tile, tile)] + [tuple(int(v) for v in s) for s in rng.integers(40, 3 * longest, (40, 2))]:
+        canvas = processed_hw(h, w)
+        assert canvas[0] % tile == 0 and canvas[1] % tile == 0 and max(canvas) == longest, (h, w)
+        assert processed_hw(*canvas) == canvas, (h, w)
+
+
+@pytest.mark.parametrize(("tile", "max_tiles"), [(448, 12), (112, 4)], ids=["internvl3.5", "tiny"])
+def test_internvl_canvas_keeps_its_tile_grid(tile, max_tiles):
+    from transformers import InternVLProcessor
+
+    from vea_engine.families.internvl import InternVLAdapter
+
+    image_processor = SimpleNamespace(
+        size={"height": tile, "width": tile}, crop_to_patches=False, min_patches=1, max_patches=max_tiles
+    )
+    config = SimpleNamespace(vision_config=SimpleNamespace(patch_size=[14, 14]), downsample_ratio=0.5)
+    processor = InternVLProcessor.__new__(InternVLProcessor)  # its class defaults only: crop_to_patches=True
+    processor.image_processor = image_processor
+    adapter = InternVLAdapter(processor, config)
+    assert adapter.crop_to_patches
+    rng = np.random.default_rng(0)
+    grids = set()
+    for h, w in [(150, 200), (tile, tile)] + [tuple(int(v) for v in s) for s in rng.integers(20, 6 * tile, (300, 2))]:
+        rows, cols = adapter.tile_grid((h, w))
+        grids.add((rows, cols))
+        assert adapter.tile_grid((rows * tile, cols * tile)) == (rows, cols), (h, w)
+    assert len(grids) > 5  # many different grids were exercised

@@ -1,0 +1,65 @@
+"""Gemma 3: one fixed square input, patches average-pooled to a square token grid.
+
+The image processor resizes every image (no aspect ratio kept) to
+``size = (S, S)`` (896 for the released models); the SigLIP tower cuts
+``patch``-px patches (``S / patch = 64`` per side) and the projector
+average-pools them ``k x k`` to ``mm_tokens_per_image`` tokens (16 x 16 = 256),
+emitted row-major between ``<start_of_image>`` and ``<end_of_image>``. So the
+canvas is the resized ``S x S`` image, showing the whole original, and token
+``(r, c)`` covers the ``(S / side)``-px square ``(r, c)`` of it.
+
+The text decoder mixes sliding-window and global layers and lets the image
+tokens attend to each other bidirectionally (``token_type_ids``); the captured
+rows use the mask each layer really receives, so they equal eager attention.
+
+Pan-and-scan (``do_pan_and_scan``) adds crops with their own token blocks; it is
+not supported (geometry raises).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..geometry import Box, ImageGeometry
+from .base import FamilyAdapter
+from .common import encode_chat, processor_pixels_to_uint8
+
+
+class Gemma3Adapter(FamilyAdapter):
+    family = "gemma3"
+    model_types = ("gemma3",)
+    fallback_template = "<start_of_turn>user\n{image}{prompt}<end_of_turn>\n<start_of_turn>model\n"
+
+    @property
+    def tokens_per_side(self) -> int:
+        side = math.isqrt(int(self.config.mm_tokens_per_image))
+        if side * side != int(self.config.mm_tokens_per_image):
+            raise ValueError(f"gemma3: mm_tokens_per_image={self.config.mm_tokens_per_image} is not a square.")
+        return side
+
+    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
+        # The chat template writes <bos> itself (no second one from the tokenizer); one image per text.
+        return encode_chat(self.processor, [self.chat_text(p) for p in prompts], images, nested=True)
+
+    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
+        ip = self.processor.image_processor
+        pixels = ip(images=[image], return_tensors="pt", do_pan_and_scan=False)["pixel_values"][0]  # [3, S, S]
+        h0, w0 = image.shape[:2]
+        return processor_pixels_to_uint8(pixels, ip), (0.0, 0.0, float(w0), float(h0))
+
+    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
+        pixels = inputs["pixel_values"]  # [n_images, 3, S, S]
+        if pixels.shape[0] != inputs["input_ids"].shape[0]:
+            raise ValueError(
+                f"gemma3: {pixels.shape[0]} image crops for {inputs['input_ids'].shape[0]} prompts; pan-and-scan "
+                "crops are not supported by VEA. Set do_pan_and_scan=False in the processor config."
+            )
+        h, w = pixels.shape[-2:]
+        side = self.tokens_per_side
+        return ImageGeometry.single_grid(
+            rows=side, cols=side, canvas_hw=(h, w), original_hw=original_hw, canvas_in_original=canvas_in_original
+        )
