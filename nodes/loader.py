@@ -18,8 +18,9 @@ class VEALoadVLM(io.ComfyNode):
             node_id="VEALoadVLM",
             display_name="VEA Load VLM",
             category="VEA/loaders",
-            description="Load a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA-1.5) from models/VLM or a "
-            "hub id. ComfyUI's memory manager offloads it when other models need the memory.",
+            description="Load a vision-language model (Qwen2/2.5/3-VL, LLaVA-1.5/NeXT/OneVision, Gemma 3, InternVL, "
+            "Idefics3, SmolVLM, PaliGemma) from models/VLM or a hub id. ComfyUI's memory manager offloads it when "
+            "other models need the memory.",
             inputs=[
                 io.Combo.Input(
                     "checkpoint",
