@@ -75,6 +75,21 @@ def tensor_peak_bytes(fn) -> int:
     return peak
 
 
+def best_times(runs: dict, repeats: int, device: str) -> dict[str, float]:
+    """Best wall time of each zero-argument function over ``repeats`` interleaved rounds
+    (interleaved, so machine load and drift hit every variant alike)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            result = fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+            del result
+    return {name: min(values) for name, values in times.items()}
+
+
 def variants(model, inputs) -> dict:
     """The four forward passes being compared, as zero-argument functions."""
     from vea_engine.capture import StopForward, capture_attention_rows
@@ -113,16 +128,8 @@ def main() -> None:
     runs = variants(model, inputs)
     for fn in runs.values():
         fn()  # warm-up
-    times = {name: [] for name in runs}
-    for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+    best = best_times(runs, args.repeats, args.device)
     peaks = {name: tensor_peak_bytes(fn) for name, fn in runs.items()}
-    best = {name: min(t) for name, t in times.items()}
     print(f"Qwen2.5-VL random weights, {args.layers} layers, {inputs['input_ids'].shape[1]} tokens "
           f"({n_image} image), device={args.device}, fp32, capture layers={list(CAPTURE_LAYERS)}")
     print(f"{'variant':<17}{'time (s)':>10}{'peak (MiB)':>12}{'time/(a)':>10}{'peak/(a)':>10}")

@@ -13,9 +13,9 @@ exactly as in ``extract_attention``. Variants, each in its own process:
   (c) capture       SDPA forward + capture of the last-token row at 4 layers
   (d) capture+exit  the same, stopping after the deepest captured layer (the engine's default)
 
-Peak memory is the growth of the process's peak resident set during the forward
-(``/proc/self/clear_refs`` resets the peak first; on CUDA ``max_memory_allocated``);
-time is the best of ``--repeats`` runs. Ratios are to (a).
+Peak memory is the peak of live tensor bytes during one forward (CPU: allocator events
+from torch.profiler; CUDA: ``max_memory_allocated``), as in ``bench_capture.py``; time is
+the best of ``--repeats`` runs. Ratios are to (a).
 
 ``--device cuda --real-size`` instead builds 7B-shaped random-weight models of every
 family in memory (32 decoder layers of width 4096, the released vision towers and
@@ -38,13 +38,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_capture, also when run from elsewhere
+sys.path.insert(0, str(REPO))  # vea_engine
+
+from bench_capture import best_times, tensor_peak_bytes  # noqa: E402
 
 VARIANTS = ("sdpa", "eager", "capture", "capture+exit")
 QUESTION = "What is written on the sign in the top left corner of the picture?"
@@ -135,16 +138,6 @@ def _capture_layers(num_layers: int) -> tuple[int, ...]:
 # -- one variant in this process --------------------------------------------------------------
 
 
-def _current_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-
-
 def measure(model, inputs: dict, variant: str, layers: tuple[int, ...], repeats: int, device: str) -> dict:
     """Best time and peak memory growth of one forward of ``variant`` (model already on its attention kernel)."""
     from vea_engine.capture import StopForward, capture_attention_rows
@@ -160,32 +153,11 @@ def measure(model, inputs: dict, variant: str, layers: tuple[int, ...], repeats:
                     pass
             return recorder.stacked()
 
-    cuda = device.startswith("cuda")
     forward()  # warm-up (its result is dropped at once)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = forward()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        del result
+    best = best_times({variant: forward}, repeats, device)[variant]
     gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        result = forward()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS counter
-        base = _current_rss()
-        result = forward()
-        peak = _peak_rss() - base
-    del result
-    return {"variant": variant, "time_s": min(times), "peak_bytes": int(peak)}
+    peak = tensor_peak_bytes(forward)
+    return {"variant": variant, "time_s": best, "peak_bytes": int(peak)}
 
 
 def run_cpu_variant(args) -> dict:

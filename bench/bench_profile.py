@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_capture, also when run from elsewhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # vea_engine
 
-from bench_capture import build, tensor_peak_bytes
+from bench_capture import best_times, build, tensor_peak_bytes
 
 
 def variants(model, inputs, layers: int) -> dict:
@@ -69,16 +68,8 @@ def main() -> None:
     model, inputs, n_image = build(args.grid, args.layers, args.device, torch.float32)
     runs = variants(model, inputs, args.layers)
     rows = {name: fn() for name, fn in runs.items()}  # warm-up, and the rows to compare
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):  # interleaved, so machine load affects both alike
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+    best = best_times(runs, args.repeats, args.device)
     peaks = {name: tensor_peak_bytes(fn) for name, fn in runs.items()}
-    best = {name: min(values) for name, values in times.items()}
     diff = (rows["capture"].double() - rows["eager"].double()).abs().max().item()
     tokens = int(inputs["input_ids"].shape[1])
     print(f"Qwen2.5-VL random weights, {args.layers} layers (all profiled), {tokens} tokens ({n_image} image), "

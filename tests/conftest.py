@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,18 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava")
+
+
+def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m vea_engine ARGS`` from the repository root, output captured."""
+    cmd = [sys.executable, "-m", "vea_engine", *(str(a) for a in args)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def vea_run_args(model_dir, image_path, out_dir) -> list:
+    """Arguments of a short ``run`` (layers 1-2, three new tokens)."""
+    return ["run", "--model", model_dir, "--image", image_path, "--question", "What is written?", "--layers", "1,2",
+            "--max-new-tokens", "3", "--out", out_dir]
 
 
 def pytest_configure(config):

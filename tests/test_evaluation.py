@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO
 
 from vea_engine.data import load_manifest

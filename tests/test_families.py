@@ -27,8 +27,6 @@ many image sizes with the released configs (pure geometry, no model).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -37,7 +35,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import run_cli, vea_run_args
 from vea_engine.attribution import evidence_map, extract_attention, model_inputs, render_canvases
 from vea_engine.capture import _text_model, capture_attention_rows, decoder_attention_modules
 from vea_engine.config import build_prompt
@@ -178,19 +176,8 @@ def _image_embeddings(vlm, canvas):
     """The decoder's input vectors at the image tokens (token order), ``[n_tokens, D]``."""
     inputs = model_inputs(vlm, [canvas], [build_prompt("What?")])
     geometry = vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
-    seen = {}
-
-    def grab(module, args, kwargs):
-        seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
-
-    handle = _text_model(vlm.model).layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.inference_mode():
-            vlm.model(**inputs, use_cache=False)
-    finally:
-        handle.remove()
     positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
-    return seen["x"][0, positions], geometry
+    return _image_embeddings_all(vlm, inputs)[positions], geometry
 
 
 def _intersects(boxes, box, margin=0.0):
@@ -336,10 +323,7 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
 def test_cli_run(family, tiny_model_dirs, tmp_path, scene_image, vlm_of):
     image_path = tmp_path / "scene.png"
     scene_image.save(image_path)
-    cmd = [sys.executable, "-m", "vea_engine", "run", "--model", str(tiny_model_dirs[family]), "--image",
-           str(image_path), "--question", "What is written?", "--layers", "1,2", "--max-new-tokens", "3",
-           "--out", str(tmp_path / "out")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = run_cli(*vea_run_args(tiny_model_dirs[family], image_path, tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import run_cli, vea_run_args
 from vea_engine.answer import answer
 from vea_engine.attribution import evidence_map, extract_attention, model_inputs
 from vea_engine.config import build_prompt
@@ -124,15 +122,13 @@ def test_delegate_qwen_mask_llava_answer(tiny_vlms, scene_image):
 def test_cli_run_writes_images_and_json(tiny_model_dirs, tmp_path, scene_image):
     image_path = tmp_path / "scene.png"
     scene_image.save(image_path)
-    cmd = [sys.executable, "-m", "vea_engine", "run", "--model", str(tiny_model_dirs["llava"]), "--image",
-           str(image_path), "--question", "What is written?", "--layers", "1,2", "--max-new-tokens", "3",
-           "--out", str(tmp_path / "out")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    args = vea_run_args(tiny_model_dirs["llava"], image_path, tmp_path / "out")
+    done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
     highlighted = Image.open(summary["highlighted"])
     heat = Image.open(summary["heatmap"])
     assert highlighted.size == heat.size == (84, 84)
-    bad = subprocess.run(cmd[:7] + ["/nope.png"] + cmd[8:], capture_output=True, text=True, cwd=REPO, timeout=300)
+    bad = run_cli(*args[:4], "/nope.png", *args[5:])
     assert bad.returncode == 2 and "no image file at '/nope.png'" in bad.stderr

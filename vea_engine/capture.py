@@ -168,7 +168,7 @@ def _capturing_attention(
 
 def _base_name(module: nn.Module) -> str:
     name = getattr(module.config, "_attn_implementation", "sdpa") or "sdpa"
-    return name[len(_CAPTURE_PREFIX) :] if name.startswith(_CAPTURE_PREFIX) else name
+    return name.removeprefix(_CAPTURE_PREFIX)
 
 
 def attention_rows(

@@ -110,7 +110,7 @@ def _sample(mask: torch.Tensor, src_region: Box, dst_hw: tuple[int, int], dst_re
     Both regions are boxes in one shared coordinate frame (the original image).
     Bilinear, pixel centres aligned (``align_corners=False``); ``fill`` outside.
     """
-    B, h, w = mask.shape
+    B = mask.shape[0]
     H, W = dst_hw
     sx0, sy0, sx1, sy1 = src_region
     dx0, dy0, dx1, dy1 = dst_region

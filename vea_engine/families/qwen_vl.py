@@ -56,7 +56,7 @@ class QwenVLAdapter(FamilyAdapter):
         return canvas, (0.0, 0.0, float(w0), float(h0))
 
     def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
-        t, gh, gw = (int(v) for v in inputs["image_grid_thw"][index])
+        _, gh, gw = (int(v) for v in inputs["image_grid_thw"][index])  # [t, h, w] in patches
         m = self.merge_size
         return ImageGeometry.single_grid(
             rows=gh // m,
