@@ -63,6 +63,15 @@ def test_unsupported_model_type_lists_supported(tmp_path):
     assert {"llava", "qwen2_vl", "qwen2_5_vl"} <= set(supported_model_types())
 
 
+def test_model_type_transformers_does_not_know(tmp_path):
+    folder = tmp_path / "mystery"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "made_up_vlm", "vision_config": {}}))
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"model: cannot read the config of .*mystery.*made_up_vlm"):
+        load_vlm(folder)
+
+
 def test_bad_dtype_and_attention(tiny_model_dirs):
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_vlm(tiny_model_dirs["llava"], dtype="int8")
