@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .bridge import ATTENTION_TYPE, LAYERS_TYPE, VLM_TYPE, progress_callback, split_questions
+from .bridge import ATTENTION_TYPE, LAYERS_TYPE, VLM_TYPE, mask_batch, progress_callback, split_questions
 
 PROMPT_TIP = "Prompt of the attribution pass: 'qa' (the paper's) or 'vea' (with the highlight hint)."
 QUESTION_TIP = "The question about the image(s). One question is used for every image of the batch."
@@ -103,7 +103,7 @@ class VEASmooth(io.ComfyNode):
 
         if (attention is None) == (mask is None):
             raise ValueError("VEA Smooth: connect exactly one of 'attention' or 'mask'.")
-        return io.NodeOutput(gaussian_smooth(paint_scores(attention) if mask is None else mask, sigma))
+        return io.NodeOutput(gaussian_smooth(paint_scores(attention) if mask is None else mask_batch(mask), sigma))
 
 
 class VEANormalize(io.ComfyNode):
@@ -122,7 +122,7 @@ class VEANormalize(io.ComfyNode):
     def execute(cls, mask) -> io.NodeOutput:
         from ..vea_engine.mask import minmax_normalize
 
-        return io.NodeOutput(minmax_normalize(mask))
+        return io.NodeOutput(minmax_normalize(mask_batch(mask)))
 
 
 class VEAAlignMask(io.ComfyNode):
@@ -154,7 +154,7 @@ class VEAAlignMask(io.ComfyNode):
         from ..vea_engine.pipeline import align_mask
 
         target = answer_model.vlm if answer_model is not None else None
-        return io.NodeOutput(*align_mask(mask, attention.geometry, image, target, fill))
+        return io.NodeOutput(*align_mask(mask_batch(mask), attention.geometry, image, target, fill))
 
 
 class VEABlend(io.ComfyNode):
@@ -179,4 +179,4 @@ class VEABlend(io.ComfyNode):
     def execute(cls, image, mask, alpha) -> io.NodeOutput:
         from ..vea_engine.mask import blend
 
-        return io.NodeOutput(blend(image, mask, alpha))
+        return io.NodeOutput(blend(image, mask_batch(mask), alpha))

@@ -122,3 +122,8 @@ def split_questions(text: str, per_line: bool) -> str | list[str]:
     if not per_line:
         return text
     return [line.strip() for line in text.splitlines() if line.strip()] or [text]
+
+
+def mask_batch(mask: torch.Tensor) -> torch.Tensor:
+    """A ComfyUI MASK as ``[B, H, W]`` (some nodes emit a single ``[H, W]`` mask)."""
+    return mask[None] if mask.ndim == 2 else mask
