@@ -7,7 +7,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from vea_engine.mask import blend, denoise, evidence_from_grid, gaussian_smooth, heatmap, minmax_normalize, paint
+from vea_engine.attribution import AttentionMap, evidence_map
+from vea_engine.geometry import ImageGeometry
+from vea_engine.mask import blend, denoise, gaussian_smooth, heatmap, minmax_normalize, paint
 
 RNG = np.random.default_rng(1234)
 
@@ -176,7 +178,9 @@ def test_evidence_pipeline_matches_reference(grid_hw, patch):
     grid = RNG.random(grid_hw).astype(np.float32)
     grid[0, 0] = 50.0
     canvas_hw = (grid_hw[0] * patch, grid_hw[1] * patch)
-    ours = evidence_from_grid(t(grid), canvas_hw)[0].numpy()
+    geometry = ImageGeometry.single_grid(*grid_hw, canvas_hw, canvas_hw, (0, 0, canvas_hw[1], canvas_hw[0]))
+    attention = AttentionMap(t(grid).flatten(1), geometry, torch.zeros(1, *canvas_hw, 3), (0,), "hand-made", ("?",))
+    ours = evidence_map(attention)[0].numpy()
     ref = normalize_ref(smooth_ref(paint_ref(denoise_ref(grid, 10.0), patch, patch), 0.5))
     np.testing.assert_allclose(ours, ref, atol=1e-4)
     assert ours.min() == 0.0 and abs(ours.max() - 1.0) < 1e-6

@@ -200,31 +200,6 @@ def blend(images: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alph
     return (images.to(MASK_DTYPE) * gain).clamp(0.0, 1.0)
 
 
-def evidence_from_grid(
-    grid: torch.Tensor,
-    canvas_hw: tuple[int, int],
-    lam: float = DEFAULTS.lam,
-    sigma: float = DEFAULTS.sigma,
-    apply_denoise: bool = True,
-    apply_smooth: bool = True,
-) -> torch.Tensor:
-    """The paper's whole mask pipeline for one grid covering the canvas.
-
-    Args:
-        grid: ``[B, h, w]`` token scores.
-        canvas_hw: ``(H, W)`` of the model-input image.
-
-    Returns:
-        ``[B, H, W]`` evidence in ``[0, 1]``.
-    """
-    if apply_denoise:
-        grid = denoise(grid, lam)
-    pixel_map = paint(grid, canvas_hw)
-    if apply_smooth:
-        pixel_map = gaussian_smooth(pixel_map, sigma)
-    return minmax_normalize(pixel_map)
-
-
 _JET = torch.tensor(
     [[0.0, 0.0, 0.5], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0]]
 )
