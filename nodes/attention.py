@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .bridge import ATTENTION_TYPE, LAYERS_TYPE, VLM_TYPE, mask_batch, progress_callback, split_questions
+from .bridge import (
+    ATTENTION_TYPE,
+    LAYERS_TYPE,
+    VLM_TYPE,
+    check_question,
+    mask_batch,
+    progress_callback,
+    split_questions,
+)
 
 PROMPT_TIP = "Prompt of the attribution pass: 'qa' (the paper's) or 'vea' (with the highlight hint)."
 QUESTION_TIP = "The question about the image(s). One question is used for every image of the batch."
@@ -30,17 +38,23 @@ class VEAExtractAttention(io.ComfyNode):
                 io.Combo.Input("prompt_style", options=["qa", "vea"], default="qa", tooltip=PROMPT_TIP),
             ],
             outputs=[
-                ATTENTION_TYPE.Output("attention", display_name="attention", tooltip="Token scores, token grid and model-input geometry."),
-                io.Image.Output("heatmap", display_name="heatmap", tooltip="Raw token scores over the model-input image (preview)."),
-                io.Image.Output("model_image", display_name="model_image", tooltip="The model-input rendering [B, H, W, 3]; masks align with it."),
+                ATTENTION_TYPE.Output(
+                    "attention", display_name="attention", tooltip="Token scores, token grid and model-input geometry."
+                ),
+                io.Image.Output(
+                    "heatmap", display_name="heatmap", tooltip="Raw token scores over the model-input image (preview)."
+                ),
+                io.Image.Output(
+                    "model_image",
+                    display_name="model_image",
+                    tooltip="The model-input rendering [B, H, W, 3]; masks align with it.",
+                ),
             ],
         )
 
     @classmethod
     def validate_inputs(cls, question: str | None = None) -> bool | str:
-        if isinstance(question, str) and not question.strip():
-            return "VEA Extract Attention: question is empty; type the question to ask about the image."
-        return True
+        return check_question("VEA Extract Attention", question)
 
     @classmethod
     def execute(cls, model, image, question, layers, question_per_line, prompt_style) -> io.NodeOutput:
@@ -48,8 +62,12 @@ class VEAExtractAttention(io.ComfyNode):
 
         vlm = model.ready()
         attention = extract_attention(
-            vlm, image, split_questions(question, question_per_line), layers.check(vlm.num_layers, "VEA Layers"),
-            prompt_style=prompt_style, progress=progress_callback(),
+            vlm,
+            image,
+            split_questions(question, question_per_line),
+            layers.check(vlm.num_layers, "VEA Layers"),
+            prompt_style=prompt_style,
+            progress=progress_callback(),
         )
         return io.NodeOutput(attention, attention_preview(attention), attention.canvas)
 
@@ -65,8 +83,14 @@ class VEADenoise(io.ComfyNode):
             "the mean of its neighbours, on the token grid (paper step 3).",
             inputs=[
                 ATTENTION_TYPE.Input("attention", tooltip="Token scores from VEA Extract Attention."),
-                io.Float.Input("lam", default=10.0, min=1.0, max=1000.0, step=0.5,
-                               tooltip="Spike threshold; larger replaces fewer tokens. Paper: 10."),
+                io.Float.Input(
+                    "lam",
+                    default=10.0,
+                    min=1.0,
+                    max=1000.0,
+                    step=0.5,
+                    tooltip="Spike threshold; larger replaces fewer tokens. Paper: 10.",
+                ),
             ],
             outputs=[ATTENTION_TYPE.Output("denoised", display_name="denoised", tooltip="Denoised token scores.")],
         )
@@ -90,10 +114,20 @@ class VEASmooth(io.ComfyNode):
             inputs=[
                 ATTENTION_TYPE.Input("attention", optional=True, tooltip="Token scores to paint and smooth."),
                 io.Mask.Input("mask", optional=True, tooltip="Or a MASK [B, H, W] to smooth instead."),
-                io.Float.Input("sigma", default=0.5, min=0.0, max=4096.0, step=0.05,
-                               tooltip="<= 1: fraction of the shorter side; > 1: pixels; 0: paint only. Paper: 0.5."),
+                io.Float.Input(
+                    "sigma",
+                    default=0.5,
+                    min=0.0,
+                    max=4096.0,
+                    step=0.05,
+                    tooltip="<= 1: fraction of the shorter side; > 1: pixels; 0: paint only. Paper: 0.5.",
+                ),
             ],
-            outputs=[io.Mask.Output("smoothed", display_name="smoothed", tooltip="Smoothed map [B, H, W] (not yet normalised).")],
+            outputs=[
+                io.Mask.Output(
+                    "smoothed", display_name="smoothed", tooltip="Smoothed map [B, H, W] (not yet normalised)."
+                )
+            ],
         )
 
     @classmethod
@@ -115,7 +149,9 @@ class VEANormalize(io.ComfyNode):
             category="VEA/mask",
             description="Min-max rescale each mask of the batch to [0, 1]; a constant mask becomes 0.",
             inputs=[io.Mask.Input("mask", tooltip="Map [B, H, W] from VEA Smooth (any range).")],
-            outputs=[io.Mask.Output("normalized", display_name="normalized", tooltip="Evidence map [B, H, W] in [0, 1].")],
+            outputs=[
+                io.Mask.Output("normalized", display_name="normalized", tooltip="Evidence map [B, H, W] in [0, 1].")
+            ],
         )
 
     @classmethod
@@ -138,14 +174,29 @@ class VEAAlignMask(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="Mask on the mask model's input image."),
                 ATTENTION_TYPE.Input("attention", tooltip="The attention the mask was made from (its geometry)."),
                 io.Image.Input("image", tooltip="The original images given to the mask model."),
-                VLM_TYPE.Input("answer_model", optional=True,
-                               tooltip="The model that will answer; without it the mask is aligned to the originals."),
-                io.Float.Input("fill", default=0.0, min=0.0, max=1.0, step=0.05,
-                               tooltip="Mask value where the mask model saw nothing (cropped away)."),
+                VLM_TYPE.Input(
+                    "answer_model",
+                    optional=True,
+                    tooltip="The model that will answer; without it the mask is aligned to the originals.",
+                ),
+                io.Float.Input(
+                    "fill",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    tooltip="Mask value where the mask model saw nothing (cropped away).",
+                ),
             ],
             outputs=[
-                io.Mask.Output("aligned_mask", display_name="aligned_mask", tooltip="The mask aligned with the image output."),
-                io.Image.Output("aligned_image", display_name="aligned_image", tooltip="The answering model's input rendering (or the originals)."),
+                io.Mask.Output(
+                    "aligned_mask", display_name="aligned_mask", tooltip="The mask aligned with the image output."
+                ),
+                io.Image.Output(
+                    "aligned_image",
+                    display_name="aligned_image",
+                    tooltip="The answering model's input rendering (or the originals).",
+                ),
             ],
         )
 
@@ -169,8 +220,14 @@ class VEABlend(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="Images [B, H, W, C] the mask is aligned with."),
                 io.Mask.Input("mask", tooltip="Evidence [B, H, W] or [1, H, W] in [0, 1]."),
-                io.Float.Input("alpha", default=0.5, min=0.0, max=1.0, step=0.05,
-                               tooltip="Brightness kept where the mask is 0 (1 = no change). Paper: 0.5."),
+                io.Float.Input(
+                    "alpha",
+                    default=0.5,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    tooltip="Brightness kept where the mask is 0 (1 = no change). Paper: 0.5.",
+                ),
             ],
             outputs=[io.Image.Output("highlighted", display_name="highlighted", tooltip="The highlighted images.")],
         )

@@ -51,7 +51,9 @@ def register_model_folder() -> None:
     import folder_paths
 
     # Idempotent; extra_model_paths.yaml entries (loaded before custom nodes) are kept after the default.
-    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER), is_default=True)
+    folder_paths.add_model_folder_path(
+        MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER), is_default=True
+    )
 
 
 def checkpoint_folders() -> list[str]:
@@ -115,6 +117,13 @@ def progress_callback(total: int | None = None):
         bar.update_absolute(done, total)
 
     return progress
+
+
+def check_question(node: str, question: str | None) -> bool | str:
+    """``validate_inputs`` check of a question widget (None when it comes through a link)."""
+    if isinstance(question, str) and not question.strip():
+        return f"{node}: question is empty; type the question to ask about the image."
+    return True
 
 
 def split_questions(text: str, per_line: bool) -> str | list[str]:

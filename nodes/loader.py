@@ -29,24 +29,34 @@ class VEALoadVLM(io.ComfyNode):
                     f"'{HUB_ID_OPTION}' to load the hub id below.",
                 ),
                 io.String.Input(
-                    "hub_id", default="", tooltip="Hub id like 'Qwen/Qwen2.5-VL-7B-Instruct', used when checkpoint "
-                    f"is '{HUB_ID_OPTION}' (needs network access or a filled hub cache)."
+                    "hub_id",
+                    default="",
+                    tooltip="Hub id like 'Qwen/Qwen2.5-VL-7B-Instruct', used when checkpoint "
+                    f"is '{HUB_ID_OPTION}' (needs network access or a filled hub cache).",
                 ),
                 io.Combo.Input(
-                    "dtype", options=["auto", "bfloat16", "float16", "float32"], default="auto",
+                    "dtype",
+                    options=["auto", "bfloat16", "float16", "float32"],
+                    default="auto",
                     tooltip="Weight precision; auto keeps the checkpoint's. float32 on CPU.",
                 ),
                 io.Combo.Input(
-                    "device", options=["default", "cpu"], default="default",
+                    "device",
+                    options=["default", "cpu"],
+                    default="default",
                     tooltip="default: ComfyUI's compute device (GPU when present); cpu: keep it on the CPU.",
                 ),
                 io.Combo.Input(
-                    "attention", options=["sdpa", "eager", "flash_attention_2"], default="sdpa",
+                    "attention",
+                    options=["sdpa", "eager", "flash_attention_2"],
+                    default="sdpa",
                     tooltip="Attention kernel. VEA captures its rows on any of them; sdpa is fast and needs "
                     "no extra package.",
                 ),
             ],
-            outputs=[VLM_TYPE.Output("model", display_name="model", tooltip="The loaded model, for attention and answers.")],
+            outputs=[
+                VLM_TYPE.Output("model", display_name="model", tooltip="The loaded model, for attention and answers.")
+            ],
         )
 
     @classmethod
@@ -80,18 +90,29 @@ class VEALayers(io.ComfyNode):
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model the layers belong to (checks depth, finds presets)."),
                 io.Combo.Input(
-                    "mode", options=["preset", "deepest_half", "all", "custom", "profile"], default="preset",
+                    "mode",
+                    options=["preset", "deepest_half", "all", "custom", "profile"],
+                    default="preset",
                     tooltip="preset: paper layers for a known checkpoint; custom: the list below; profile: the layers "
                     "of a profile JSON (VEA Profile Layers or 'python -m vea_engine profile').",
                 ),
                 io.String.Input(
-                    "custom_layers", default="", tooltip="0-based layer indices for mode 'custom', e.g. '14,15,17,19' "
-                    "or '14-19'."
+                    "custom_layers",
+                    default="",
+                    tooltip="0-based layer indices for mode 'custom', e.g. '14,15,17,19' or '14-19'.",
                 ),
-                io.String.Input("profile_path", default="", optional=True,
-                                tooltip="Profile JSON for mode 'profile' (absolute, or relative to the output folder)."),
+                io.String.Input(
+                    "profile_path",
+                    default="",
+                    optional=True,
+                    tooltip="Profile JSON for mode 'profile' (absolute, or relative to the output folder).",
+                ),
             ],
-            outputs=[LAYERS_TYPE.Output("layers", display_name="layers", tooltip="The selected layers and where they came from.")],
+            outputs=[
+                LAYERS_TYPE.Output(
+                    "layers", display_name="layers", tooltip="The selected layers and where they came from."
+                )
+            ],
         )
 
     @classmethod

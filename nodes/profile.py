@@ -22,15 +22,32 @@ class VEAProfileLayers(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model to profile."),
-                io.String.Input("dataset", default="", tooltip="Path of a JSONL manifest with image, question and "
-                                "evidence 'boxes' (xyxy pixels of the original image). The paper uses ~100 rows."),
-                io.Combo.Input("rule", options=["any", "half", "all"], default="any",
-                               tooltip="A token is evidence if its patch overlaps a box at all / by half / fully."),
-                io.Float.Input("top_fraction", default=0.10, min=0.01, max=1.0, step=0.01,
-                               tooltip="Fraction of layers kept (at least one). Paper: 0.10."),
+                io.String.Input(
+                    "dataset",
+                    default="",
+                    tooltip="Path of a JSONL manifest with image, question and "
+                    "evidence 'boxes' (xyxy pixels of the original image). The paper uses ~100 rows.",
+                ),
+                io.Combo.Input(
+                    "rule",
+                    options=["any", "half", "all"],
+                    default="any",
+                    tooltip="A token is evidence if its patch overlaps a box at all / by half / fully.",
+                ),
+                io.Float.Input(
+                    "top_fraction",
+                    default=0.10,
+                    min=0.01,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Fraction of layers kept (at least one). Paper: 0.10.",
+                ),
                 io.Int.Input("limit", default=100, min=0, max=100000, tooltip="Use the first N good rows (0 = all)."),
-                io.String.Input("filename", default="vea/layer_profile.json",
-                                tooltip="Where the profile JSON goes, relative to ComfyUI's output folder."),
+                io.String.Input(
+                    "filename",
+                    default="vea/layer_profile.json",
+                    tooltip="Where the profile JSON goes, relative to ComfyUI's output folder.",
+                ),
             ],
             outputs=[
                 LAYERS_TYPE.Output("layers", display_name="layers", tooltip="The selected layers (with their AUROC)."),
@@ -57,4 +74,6 @@ class VEAProfileLayers(io.ComfyNode):
         profile = profile_layers(model.ready(), samples, rule, top_fraction, progress=progress_callback(len(samples)))
         path = profile.to_json(os.path.join(folder_paths.get_output_directory(), filename))
         plot = uint8_to_tensor([np.asarray(plot_profile(profile).convert("RGB"))])
-        return io.NodeOutput(profile.selection(str(path)), plot, ui={"text": [f"{path}: layers {list(profile.layers)}"]})
+        return io.NodeOutput(
+            profile.selection(str(path)), plot, ui={"text": [f"{path}: layers {list(profile.layers)}"]}
+        )
