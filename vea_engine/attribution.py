@@ -199,6 +199,7 @@ def extract_attention(
     Returns:
         :class:`AttentionMap` with ``scores [B, n_tokens]``.
     """
+    layers = tuple(sorted({int(layer) for layer in layers}))
     scores, geometry, canvases, questions = layer_scores(
         vlm, images, questions, layers, prompt_style, template, early_exit, progress
     )
@@ -206,7 +207,7 @@ def extract_attention(
         scores=scores.mean(dim=0),  # [B, n_tokens]
         geometry=geometry,
         canvas=uint8_to_tensor(canvases),
-        layers=tuple(sorted({int(layer) for layer in layers})),
+        layers=layers,
         model_name=vlm.name,
         questions=tuple(questions),
     )
