@@ -1,20 +1,29 @@
-"""Metrics against their reference implementations (qa-metrics, scikit-learn) and hand-computed cases.
+"""Metrics against their reference implementations (qa-metrics, NLTK, scikit-learn) and hand-computed cases.
 
-``qa-metrics`` and ``scikit-learn`` are declared test dependencies: when one is
-missing, the parity tests fail (they never skip).
+``qa-metrics``, ``nltk`` and ``scikit-learn`` are declared test dependencies:
+when one is missing, the parity tests fail (they never skip). NLTK's *data*
+(tagger model, WordNet) cannot be downloaded here: the WordNet tests skip
+without a WordNet dictionary directory (Debian's ``wordnet-base``), and the
+test against qa-metrics' fully real lemmatiser skips without NLTK's data.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import random
+import shutil
+import subprocess
 import sys
 import unicodedata
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vea_engine import answer_words as AW
 from vea_engine import metrics as M
 
 
@@ -133,32 +142,183 @@ def test_exact_match_hand_cases(pred, refs, expected):
 
 
 # ---- token F1 ----------------------------------------------------------------------------------
-def _qa_best_f1(f1_module, pred: str, refs: list[str]) -> float:
-    return max(f1_module.f1_score_with_precision_recall(ref, pred)["f1"] for ref in refs)
+# qa-metrics' F1 splits lemmatize_text(normalize_answer(s)); lemmatize_text = nltk.word_tokenize
+# (Punkt + Treebank) + per-word pos_tag + WordNet lemmatiser. Punkt, the tagger and WordNet need
+# NLTK data that this machine cannot download, so the oracle below runs qa-metrics' own code with
+# only those parts replaced: Punkt by an untrained PunktSentenceTokenizer (it can only split at
+# . ? !, which normalisation removes -- checked below), the tagger by a stand-in, and the
+# lemmatiser by the identity (or by NLTK's WordNetLemmatizer over a WordNet copy, further down).
+CONTRACTION_PIECES = [
+    "cannot", "Cannot", "CANNOT", "can", "not", "can not", "gonna", "Gonna", "gon", "na", "wanna", "WaNNa", "wan",
+    "gimme", "gim", "me", "lemme", "let", "gotta", "got", "ta", "don't", "dont", "do", "n't", "it's", "its", "it",
+    "can't", "won't", "I'm", "'tis", "'twas", "d'ye", "more'n", "whaddya", "whatcha", "the", "a", "An", "x", "1",
+    "3.14", "1,000", "cannot!", "can-not", "wanna.", "(gonna)", "“lemme”", "wannabe", "cannots", "_cannot",
+    "2cannot", "e\u0301cannot", "cannot\u0301", "İ", "ß", "½", "cats", "running", "geese", "better",
+]  # fmt: skip
+
+# Hand-picked pairs: contractions, punctuation, articles, numbers, several references.
+F1_PAIRS = [
+    ("I cannot answer", ["cannot"]),
+    ("I can not answer", ["cannot"]),
+    ("Cannot!", ["can not", "no"]),
+    ("can-not", ["cannot"]),
+    ("can't", ["cannot"]),
+    ("we're gonna win", ["going to win", "gon na"]),
+    ("wanna", ["wan na"]),
+    ("i wanna go", ["want to go"]),
+    ("gimme five", ["gim me"]),
+    ("lemme see", ["let me see"]),
+    ("gotta go", ["got ta", "go"]),
+    ("don't know", ["dont"]),
+    ("don't know", ["do not know"]),
+    ("It's red.", ["its", "it is red"]),
+    ("the answer is 4,821", ["4821", "the answer"]),
+    ("3.14 cannot", ["314"]),
+    ("An apple, a pear", ["apple pear", "the pear"]),
+    ("", ["cannot"]),
+    ("cannot", [""]),
+    ("whaddya want", ["what do you want"]),
+    ("'Tis the season", ["tis season", "it is season"]),
+]
 
 
-def test_token_f1_equals_qa_metrics_with_identity_lemmatizer(monkeypatch):
+def _contraction_corpus(n: int, seed: int) -> list[tuple[str, list[str]]]:
+    rng = random.Random(seed)
+
+    def text(max_pieces: int) -> str:
+        pieces = CONTRACTION_PIECES + PIECES[:20]
+        return "".join(rng.choice(pieces) + rng.choice(SEPARATORS) for _ in range(rng.randint(0, max_pieces)))
+
+    return [(text(5), [text(3) for _ in range(rng.randint(1, 3))]) for _ in range(n)]
+
+
+CONTRACTION_CORPUS = F1_PAIRS + _contraction_corpus(1500, seed=2510)
+
+
+class _IdentityLemmatizer:
+    def lemmatize(self, word: str, pos: str = "n") -> str:
+        return word
+
+
+def _toy_tag(word: str) -> str:
+    """A deterministic stand-in for NLTK's tagger that produces all four WordNet classes."""
+    for suffix, tag in (("ing", "VBG"), ("ed", "VBD"), ("ly", "RB"), ("est", "JJS"), ("er", "JJR")):
+        if word.endswith(suffix):
+            return tag
+    return "CD" if word[:1].isdigit() else "NN"
+
+
+@pytest.fixture
+def qa_f1(monkeypatch):
+    """qa-metrics' own F1, without lemmatisation (see the comment above); returns best F1 over refs."""
     f1_module = _require("qa_metrics.f1")
-    monkeypatch.setattr(f1_module, "lemmatize_text", lambda text: text)
-    nonzero = 0
-    for pred, refs in CORPUS:
-        expected = _qa_best_f1(f1_module, pred, refs)
-        assert abs(M.token_f1(pred, refs) - expected) <= 1e-9, (pred, refs)
-        nonzero += 0 < expected < 1
-    assert nonzero > 200
+    tools = _require("qa_metrics.utils.tools")
+    nltk = _require("nltk")
+    from nltk.corpus.reader import wordnet as wordnet_module
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    punkt, treebank = PunktSentenceTokenizer(), NLTKWordTokenizer()
+    monkeypatch.setattr(
+        tools, "word_tokenize", lambda text: [w for sent in punkt.tokenize(text) for w in treebank.tokenize(sent)]
+    )
+    monkeypatch.setattr(nltk, "pos_tag", lambda tokens: [(t, _toy_tag(t)) for t in tokens])
+    monkeypatch.setattr(tools, "wordnet", wordnet_module)  # only its ADJ/NOUN/VERB/ADV constants are read
+    monkeypatch.setattr(tools, "lemmatizer", _IdentityLemmatizer())
+
+    def best(pred: str, refs: list[str]) -> float:
+        return max(f1_module.f1_score_with_precision_recall(ref, pred)["f1"] for ref in refs)
+
+    best.tools = tools
+    return best
 
 
-def test_token_f1_lemmatize_hook_sits_where_qa_metrics_lemmatizes(monkeypatch):
-    f1_module = _require("qa_metrics.f1")
+def test_punkt_keeps_normalised_answers_in_one_sentence():
+    _require("nltk")
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
 
-    def toy_lemmatizer(text: str) -> str:  # deterministic stand-in for NLTK: strip a plural "s"
-        return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in text.split(" "))
+    punkt = PunktSentenceTokenizer()
+    for pred, refs in CORPUS[:1000] + CONTRACTION_CORPUS:
+        for s in (pred, *refs):
+            text = M.normalize_answer(s)
+            assert punkt.tokenize(text) == ([text] if text else []), repr(s)
 
-    monkeypatch.setattr(f1_module, "lemmatize_text", toy_lemmatizer)
-    for pred, refs in CORPUS[:1000]:
-        assert abs(M.token_f1(pred, refs, lemmatize=toy_lemmatizer) - _qa_best_f1(f1_module, pred, refs)) <= 1e-9
-    assert M.token_f1("three cats", ["cat"], lemmatize=toy_lemmatizer) == pytest.approx(2 / 3)
-    assert M.token_f1("three cats", ["cat"]) == 0.0
+
+def test_treebank_words_equal_nltk_word_tokenizer():
+    _require("nltk")
+    from nltk.tokenize import NLTKWordTokenizer
+
+    treebank = NLTKWordTokenizer()
+    texts = [M.normalize_answer(s) for pred, refs in CORPUS + CONTRACTION_CORPUS for s in (pred, *refs)]
+    rng = random.Random(11)  # punctuation-free text around the word boundaries of the contraction rules
+    alphabet = ["can", "not", "cannot", "CanNot", "gon", "na", "gonna", "gim", "me", "lem", "wan", "wanna", "got",
+                "ta", "x", "1", " ", " ", "  ", "\t", "\n", "\u00a0", "\u0301", "é", "ß", "中", "\u0130", "\u212a",
+                "²"]  # fmt: skip
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(20000)]
+    split = 0
+    for text in texts:
+        words = AW.treebank_words(text)
+        assert words == treebank.tokenize(text), repr(text)
+        assert AW.treebank_words(" ".join(words)) == words  # idempotent
+        split += words != text.split()
+    assert split > 1000  # the rules fire
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("i cannot answer", ["i", "can", "not", "answer"]),
+        ("gonna wanna gimme lemme gotta", ["gon", "na", "wan", "na", "gim", "me", "lem", "me", "got", "ta"]),
+        ("wanna", ["wan", "na"]),  # NLTK pads the text, so a final "wanna" is split too
+        ("dont its cant", ["dont", "its", "cant"]),  # apostrophes are gone by now: nothing to split
+        ("cannotx xcannot 2cannot cannot2", ["cannotx", "xcannot", "2cannot", "cannot2"]),  # whole words only
+        ("", []),
+    ],
+)
+def test_treebank_words_hand_cases(text, words):
+    assert AW.treebank_words(text) == words
+
+
+def test_treebank_words_refuses_punctuation():
+    with pytest.raises(ValueError, match="normalize_answer"):
+        AW.treebank_words("can't")
+    with pytest.raises(ValueError, match="punctuation"):
+        AW.treebank_words("gonna…")
+
+
+def test_token_f1_equals_qa_metrics_without_lemmatisation(qa_f1):
+    for pred, refs in CORPUS + CONTRACTION_CORPUS:
+        expected = qa_f1(pred, refs)
+        assert M.token_f1(pred, refs, lemmatize=False) == expected, (pred, refs)
+        assert M.token_f1(pred, refs, lemmatize=None) == expected
+        assert M.token_f1(pred, refs, lemmatize=lambda text: text) == expected  # the hook sees tokenised text
+    tokenisation_matters = sum(  # pairs where the old whitespace split gave another F1
+        qa_f1(pred, refs) != max(_whitespace_f1(pred, ref) for ref in refs) for pred, refs in CONTRACTION_CORPUS
+    )
+    assert tokenisation_matters > 100
+
+
+def _whitespace_f1(pred: str, ref: str) -> float:
+    """The old rule: F1 over whitespace-split normalised words (no Treebank split)."""
+    p, r = set(M.normalize_answer(pred).split()), set(M.normalize_answer(ref).split())
+    tp = len(p & r)
+    return 0.0 if tp == 0 else 2 * (tp / len(r)) * (tp / len(p)) / (tp / len(r) + tp / len(p))
+
+
+def test_token_f1_lemmatize_hook_sits_where_qa_metrics_lemmatizes(qa_f1, monkeypatch):
+    class ToyLemmatizer:  # deterministic stand-in for WordNet: strip a plural "s"
+        def lemmatize(self, word: str, pos: str = "n") -> str:
+            return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+    monkeypatch.setattr(qa_f1.tools, "lemmatizer", ToyLemmatizer())
+
+    def toy(text: str) -> str:
+        return " ".join(ToyLemmatizer().lemmatize(w) for w in text.split(" "))
+
+    for pred, refs in CORPUS[:1000] + CONTRACTION_CORPUS:
+        assert M.token_f1(pred, refs, lemmatize=toy) == qa_f1(pred, refs), (pred, refs)
+    assert M.token_f1("three cats", ["cat"], lemmatize=toy) == pytest.approx(2 / 3)
+    assert M.token_f1("three cats", ["cat"], lemmatize=False) == 0.0
 
 
 def test_token_f1_equals_qa_metrics_with_real_nltk_lemmatizer():
@@ -169,9 +329,12 @@ def test_token_f1_equals_qa_metrics_with_real_nltk_lemmatizer():
     except LookupError:
         pytest.skip("NLTK data (punkt_tab, averaged_perceptron_tagger_eng, wordnet) is not installed; "
                     "qa-metrics downloads it from the internet, which this machine cannot reach")  # fmt: skip
-    for pred, refs in CORPUS[:300]:
-        expected = _qa_best_f1(f1_module, pred, refs)
-        assert abs(M.token_f1(pred, refs, lemmatize=tools.lemmatize_text) - expected) <= 1e-9
+    lemmatizer, description = AW.load_qa_lemmatizer()
+    for pred, refs in CORPUS[:300] + CONTRACTION_CORPUS[:300]:
+        expected = max(f1_module.f1_score_with_precision_recall(ref, pred)["f1"] for ref in refs)
+        assert M.token_f1(pred, refs, lemmatize=tools.lemmatize_text) == expected
+        if lemmatizer is not None:  # the default: the same tagger and WordNet, loaded by answer_words
+            assert M.token_f1(pred, refs) == expected, (pred, refs, description)
 
 
 @pytest.mark.parametrize(
@@ -182,10 +345,209 @@ def test_token_f1_equals_qa_metrics_with_real_nltk_lemmatizer():
         ("red", ["blue", "red car", "red"], 1.0),  # best over references
         ("", [""], 0.0),  # two empty answers score 0 (qa-metrics)
         ("nothing", ["shared"], 0.0),
+        # Treebank splits, by qa-metrics' rule:
+        ("I cannot answer", ["cannot"], 2 / 3),  # {i, can, not, answer} vs {can, not}: p=1, r=1/2
+        ("CANNOT", ["can not"], 1.0),
+        ("Can-not", ["cannot"], 1.0),  # "-" is deleted first, then "cannot" is split
+        ("can't", ["cannot"], 0.0),  # "cant" is not split
+        ("gonna win", ["going to win"], 1 / 3),  # {gon, na, win} vs {going, to, win}
+        ("wanna", ["wan na"], 1.0),
+        ("gimme five", ["gim me"], 0.8),
+        ("lemme see", ["let me see"], 2 / 3),
+        ("gotta go", ["got ta", "go"], 0.8),  # best of 0.8 and 0.5
+        ("don't know", ["dont"], 2 / 3),  # the apostrophe goes, nothing is split
+        ("It's red.", ["its"], 2 / 3),
+        ("cannotx", ["can"], 0.0),  # whole words only
     ],
 )
 def test_token_f1_hand_cases(pred, refs, expected):
-    assert M.token_f1(pred, refs) == pytest.approx(expected, abs=1e-12)
+    assert M.token_f1(pred, refs, lemmatize=False) == pytest.approx(expected, abs=1e-12)
+
+
+def test_token_f1_rejects_bad_lemmatize():
+    with pytest.raises(TypeError, match="lemmatize must be True, False, None or a callable"):
+        M.token_f1("a", ["a"], lemmatize="wordnet")
+    with pytest.raises(TypeError, match="lemmatize returned a list"):
+        M.token_f1("a", ["a"], lemmatize=str.split)
+
+
+# ---- token F1: default lemmatiser ---------------------------------------------------------------
+@pytest.fixture
+def fresh_lemmatizer(monkeypatch):
+    """Forget the cached lemmatiser and the 'warned once' flag, before and after the test."""
+    load = AW.load_qa_lemmatizer  # the cached original, even when a test replaces it
+    load.cache_clear()
+    monkeypatch.setattr(AW, "_warned", False)
+    yield
+    load.cache_clear()
+
+
+def test_token_f1_default_without_lemmatiser_warns_once(fresh_lemmatizer, monkeypatch, caplog):
+    monkeypatch.setattr(AW, "load_qa_lemmatizer", lambda: (None, "test: no tagger"))
+    with caplog.at_level(logging.WARNING, logger="vea_engine.answer_words"):
+        assert M.token_f1("three cats", ["cat"]) == 0.0
+        assert M.token_f1("I cannot answer", ["cannot"]) == pytest.approx(2 / 3)  # still Treebank words
+    warnings_logged = [r for r in caplog.records if "without lemmatisation" in r.getMessage()]
+    assert len(warnings_logged) == 1 and "test: no tagger" in warnings_logged[0].getMessage()
+
+
+def test_token_f1_default_uses_the_lemmatiser(fresh_lemmatizer, monkeypatch):
+    lemmatizer = AW.QaLemmatizer(_toy_tag, lambda word, pos: word.rstrip("s") if pos == "n" else word, "toy")
+    monkeypatch.setattr(AW, "load_qa_lemmatizer", lambda: (lemmatizer, "toy"))
+    assert M.token_f1("three cats", ["cat"]) == pytest.approx(2 / 3)
+    assert M.token_f1("three cats", ["cat"], lemmatize=False) == 0.0
+
+
+def test_load_qa_lemmatizer_names_what_is_missing(fresh_lemmatizer, monkeypatch, tmp_path):
+    nltk = _require("nltk")
+    monkeypatch.setenv("WNSEARCHDIR", str(tmp_path))  # an empty directory: no WordNet there
+    lemmatizer, description = AW.load_qa_lemmatizer()
+    if lemmatizer is not None:  # NLTK's own tagger and wordnet corpus are installed here
+        assert lemmatizer("cats") == "cat" and "NLTK's corpora/wordnet" in description
+        return
+    try:
+        nltk.data.find("taggers/averaged_perceptron_tagger_eng/")
+    except LookupError:
+        assert "averaged_perceptron_tagger_eng is not on NLTK's data path" in description
+    if AW._nltk_wordnet_lemmatize(load=False) is None:
+        assert f"a dictionary directory at {tmp_path}" in description
+
+
+def test_engine_imports_and_scores_without_nltk():
+    code = (
+        "import sys; sys.modules['nltk'] = None\n"  # makes 'import nltk' fail
+        "from vea_engine import metrics as M, answer_words as AW\n"
+        "assert M.exact_match('The answer is 4821.', ['4821']) == 1.0\n"
+        "assert abs(M.token_f1('I cannot answer', ['cannot']) - 2 / 3) < 1e-12\n"
+        "lemmatizer, why = AW.load_qa_lemmatizer()\n"
+        "assert lemmatizer is None and 'nltk is not installed' in why, why\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "without lemmatisation (nltk is not installed" in result.stderr  # the one warning
+
+
+# ---- token F1: WordNet (skipped without a WordNet dictionary directory) ------------------------
+@pytest.fixture(scope="module")
+def wordnet_dir():
+    directory = AW._wordnet_dir()
+    if directory is None:
+        pytest.skip("no WordNet dictionary directory: apt-get install wordnet-base, or set WNSEARCHDIR")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def nltk_wordnet(wordnet_dir, tmp_path_factory):
+    """NLTK's own WordNetCorpusReader over a copy of the same dictionary files.
+
+    NLTK 3.10 reads corpora only inside its data path and opens two files that
+    Debian does not ship: ``lexnames`` (names of the synset files; stub names
+    here, morphy never reads them) and ``index.sense`` (empty here; only NLTK's
+    version mapping reads it).
+    """
+    nltk = _require("nltk")
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    root = tmp_path_factory.mktemp("nltk_data")
+    corpus = root / "corpora" / "wordnet"
+    corpus.mkdir(parents=True)
+    names = [f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")]
+    for name in names + [f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")]:
+        shutil.copyfile(wordnet_dir / name, corpus / name)
+    (corpus / "lexnames").write_text("".join(f"{i:02d} lexname{i} 0\n" for i in range(45)))
+    (corpus / "index.sense").write_text("")
+    nltk.data.path.insert(0, str(root))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "multilingual functions are not available"
+            return WordNetCorpusReader(str(corpus), None)
+    finally:
+        nltk.data.path.remove(str(root))
+
+
+def test_wordnet_dict_equals_nltk_morphy(wordnet_dir, nltk_wordnet):
+    ours = AW.WordNetDict(wordnet_dir)
+    rng = random.Random(5)
+    lemmas = sorted(nltk_wordnet._lemma_pos_offset_map)
+    words = set(rng.sample(lemmas, 4000))
+    for lemma in rng.sample(lemmas, 4000):  # inflect: every suffix rule and its reverse
+        for suffix in ("s", "es", "ies", "ves", "xes", "zes", "ches", "shes", "men", "ed", "ing", "er", "est"):
+            words.add(lemma + suffix)
+            words.add(lemma[:-1] + suffix)
+    for pos in "nvar":
+        words.update(nltk_wordnet._exception_map[pos])
+    words.update(["geese", "children", "better", "best", "ran", "running", "mice", "us", "cats", "was", "axes"])
+    for word in sorted(words):
+        for pos in "nvar":
+            assert ours.morphy(word, pos) == nltk_wordnet._morphy(word, pos), (word, pos)
+    assert ours.lemmatize("geese") == "goose" and ours.lemmatize("running", "v") == "run"
+    assert ours.lemmatize("better", "a") == "good"  # shortest of better / good / well, first of equal length
+    with pytest.raises(ValueError, match="pos must be one of"):
+        ours.morphy("cats", "x")
+
+
+def test_token_f1_with_wordnet_equals_qa_metrics(qa_f1, monkeypatch, wordnet_dir, nltk_wordnet):
+    nltk = _require("nltk")
+    from nltk.stem import WordNetLemmatizer
+
+    # qa-metrics with NLTK's real WordNet lemmatiser (reading the copy) and the stand-in tagger ...
+    monkeypatch.setattr(nltk.corpus, "wordnet", nltk_wordnet)
+    monkeypatch.setattr(qa_f1.tools, "wordnet", nltk_wordnet)
+    monkeypatch.setattr(qa_f1.tools, "lemmatizer", WordNetLemmatizer())
+    # ... against ours with the same tagger and WordNetDict on the original files.
+    ours = AW.QaLemmatizer(_toy_tag, AW.WordNetDict(wordnet_dir).lemmatize, "toy tagger")
+    pairs = [
+        ("three cats", ["cat"]),
+        ("The geese were running", ["goose run", "geese"]),
+        ("children played", ["child play"]),
+        ("better answers", ["good answer"]),
+        ("mice", ["mouse", "mice"]),
+    ]
+    lemmatised = 0
+    for pred, refs in pairs + CONTRACTION_CORPUS + CORPUS[:1000]:
+        expected = qa_f1(pred, refs)
+        assert M.token_f1(pred, refs, lemmatize=ours) == expected, (pred, refs)
+        lemmatised += expected != M.token_f1(pred, refs, lemmatize=False)
+    assert lemmatised >= len(pairs)  # each hand pair changes when lemmatised
+    assert M.token_f1("three cats", ["cat"], lemmatize=ours) == pytest.approx(2 / 3)  # cats -> cat
+    assert M.token_f1("geese", ["goose"], lemmatize=ours) == 1.0  # WordNet exception list
+    assert M.token_f1("I cannot answer", ["cannot"], lemmatize=ours) == pytest.approx(2 / 3)
+
+
+class _StandInPerceptronTagger:
+    """Takes the place of nltk.tag.perceptron.PerceptronTagger, whose model cannot be downloaded here."""
+
+    def tag(self, tokens):
+        return [(t, _toy_tag(t)) for t in tokens]
+
+
+def test_default_lemmatiser_is_built_from_tagger_and_wordnet(
+    fresh_lemmatizer, qa_f1, monkeypatch, wordnet_dir, nltk_wordnet
+):
+    nltk = _require("nltk")
+    import nltk.tag.perceptron as perceptron
+    from nltk.stem import WordNetLemmatizer
+
+    monkeypatch.setattr(perceptron, "PerceptronTagger", _StandInPerceptronTagger)
+    monkeypatch.setattr(nltk.corpus, "wordnet", nltk_wordnet)  # for qa-metrics' WordNetLemmatizer
+    monkeypatch.setattr(qa_f1.tools, "wordnet", nltk_wordnet)
+    monkeypatch.setattr(qa_f1.tools, "lemmatizer", WordNetLemmatizer())
+    pairs = [("three cats", ["cat"]), ("The geese were running", ["goose run"])] + CONTRACTION_CORPUS[:300]
+
+    monkeypatch.setenv("WNSEARCHDIR", str(wordnet_dir))  # 1. WordNet from the dictionary directory
+    lemmatizer, description = AW.load_qa_lemmatizer()
+    assert lemmatizer is not None and "averaged-perceptron tagger" in description
+    for pred, refs in pairs:
+        assert M.token_f1(pred, refs) == qa_f1(pred, refs), (pred, refs, description)
+    assert M.token_f1("three cats", ["cat"]) == pytest.approx(2 / 3)
+
+    AW.load_qa_lemmatizer.cache_clear()  # 2. NLTK's own corpora/wordnet, found on its data path
+    data_root = str(Path(nltk_wordnet.root.path).parents[1])
+    monkeypatch.setattr(nltk.data, "path", [data_root, *nltk.data.path])
+    lemmatizer, description = AW.load_qa_lemmatizer()
+    assert lemmatizer is not None and "NLTK's corpora/wordnet" in description
+    for pred, refs in pairs:
+        assert M.token_f1(pred, refs) == qa_f1(pred, refs), (pred, refs, description)
 
 
 @pytest.mark.parametrize("fn", [M.exact_match, M.token_f1, M.anls, M.vqa_accuracy])

@@ -15,13 +15,17 @@ Answer metrics (one prediction against the references of one question):
     every non-empty prediction; an empty prediction never matches.
   - **F1 is over word sets**, not bags: repeated words count once.
 
-  ``qa-metrics`` lemmatises before F1 with NLTK (WordNet lemmatiser driven by
-  the averaged-perceptron POS tagger), which needs NLTK's downloadable data.
-  This module has no such dependency: :func:`token_f1` takes a ``lemmatize``
-  callable, default none (identity). Pass
-  ``qa_metrics.utils.tools.lemmatize_text`` to reproduce ``qa-metrics``
-  exactly on a machine with the NLTK data; without it, F1 can differ only on
-  inflected words (``"cats"`` vs ``"cat"``). EM never lemmatises.
+  F1 words are made as ``qa-metrics`` makes them (see :mod:`vea_engine.answer_words`):
+  NLTK's Treebank word tokenisation of the normalised text, which splits
+  ``cannot`` / ``gimme`` / ``gonna`` / ``gotta`` / ``lemme`` / ``wanna``
+  (``"I cannot answer"`` vs ``"cannot"`` scores 2/3), re-implemented exactly
+  so that it needs no package; then NLTK's WordNet lemmatisation driven by its
+  POS tagger, used when NLTK, the tagger model and WordNet are installed.
+  Without them F1 runs unlemmatised (one logged warning) and can differ from
+  ``qa-metrics`` only on words the lemmatiser changes (``"cats"`` vs
+  ``"cat"``). NLTK is imported only when F1 first looks for the lemmatiser,
+  so the engine imports, and EM and F1 run, without it; EM never tokenises
+  or lemmatises.
 * :func:`anls` is the DocVQA / InfographicVQA convention.
 * :func:`vqa_accuracy` is the TextVQA / VQAv2 convention (EvalAI answer
   processing, ``min(1, matches / 3)`` over the leave-one-out subsets).
@@ -42,6 +46,8 @@ import unicodedata
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from .answer_words import default_lemmatizer, treebank_words
 
 __all__ = [
     "normalize_answer",
@@ -191,12 +197,14 @@ def exact_match(pred: str, refs: str | Sequence[str]) -> float:
     return 1.0 if any(_em_normalize(ref) in candidate for ref in refs) else 0.0
 
 
-def token_f1(pred: str, refs: str | Sequence[str], lemmatize: Callable[[str], str] | None = None) -> float:
+def token_f1(pred: str, refs: str | Sequence[str], lemmatize: bool | Callable[[str], str] | None = True) -> float:
     """qa-metrics token F1, best over references.
 
     For each reference, as ``qa_metrics.f1.f1_score_with_precision_recall``:
-    both texts are normalised (:func:`normalize_answer`), passed through
-    ``lemmatize``, split on whitespace into word *sets*; with
+    both texts are normalised (:func:`normalize_answer`), split into words by
+    NLTK's Treebank rules (:func:`vea_engine.answer_words.treebank_words`:
+    ``"cannot"`` -> ``can not``, likewise gimme, gonna, gotta, lemme, wanna),
+    lemmatised (see ``lemmatize``) and made into word *sets*; with
     ``tp = |R & P|``, ``precision = tp / |R|``, ``recall = tp / |P|`` and
     ``F1 = 2 p r / (p + r)`` (0 when ``p + r = 0``, so two empty answers score 0).
     The result is the maximum over references, as the VEA reference picks the
@@ -205,22 +213,38 @@ def token_f1(pred: str, refs: str | Sequence[str], lemmatize: Callable[[str], st
     Args:
         pred: the model's answer.
         refs: acceptable answers (non-empty list; a bare str is one reference).
-        lemmatize: ``str -> str`` applied after normalisation; ``None`` = identity.
-            ``qa_metrics.utils.tools.lemmatize_text`` reproduces qa-metrics exactly
-            (needs NLTK data).
+        lemmatize: ``True`` (default): qa-metrics' lemmatiser (NLTK's POS tagger
+            + WordNet lemmatiser) when NLTK, its tagger model and WordNet are
+            installed (:func:`vea_engine.answer_words.load_qa_lemmatizer`);
+            otherwise no lemmatisation, with one logged warning per process.
+            ``False`` or ``None``: no lemmatisation. A callable ``str -> str``:
+            applied to the tokenised words joined by spaces, its result split on
+            whitespace (``qa_metrics.utils.tools.lemmatize_text`` fits).
 
     Returns:
         F1 in [0, 1].
     """
     pred = _check_pred("token_f1", pred)
     refs = _check_refs("token_f1", refs)
-    if lemmatize is not None and not callable(lemmatize):
-        raise TypeError(f"token_f1: lemmatize must be a callable str -> str or None, got {lemmatize!r}.")
-    norm = (lambda s: lemmatize(normalize_answer(s))) if lemmatize is not None else normalize_answer
-    words_pred = set(norm(pred).split())
+    if lemmatize is True:
+        lemmatize = default_lemmatizer()
+    elif lemmatize is False:
+        lemmatize = None
+    elif lemmatize is not None and not callable(lemmatize):
+        raise TypeError(f"token_f1: lemmatize must be True, False, None or a callable str -> str, got {lemmatize!r}.")
+
+    def words(text: str) -> set[str]:
+        joined = " ".join(treebank_words(normalize_answer(text)))
+        if lemmatize is not None:
+            joined = lemmatize(joined)
+            if not isinstance(joined, str):
+                raise TypeError(f"token_f1: lemmatize returned a {type(joined).__name__}, expected a str.")
+        return set(joined.split())
+
+    words_pred = words(pred)
     best = 0.0
     for ref in refs:
-        words_ref = set(norm(ref).split())
+        words_ref = words(ref)
         tp = len(words_ref & words_pred)
         fp = len(words_ref - words_pred)
         fn = len(words_pred - words_ref)
