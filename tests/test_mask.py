@@ -9,7 +9,16 @@ from scipy.ndimage import gaussian_filter
 
 from vea_engine.attribution import AttentionMap, evidence_map
 from vea_engine.geometry import ImageGeometry
-from vea_engine.mask import blend, denoise, gaussian_smooth, heatmap, minmax_normalize, paint
+from vea_engine.mask import (
+    ROUNDING_MODES,
+    blend,
+    denoise,
+    gaussian_smooth,
+    heatmap,
+    highlight_uint8,
+    minmax_normalize,
+    paint,
+)
 
 RNG = np.random.default_rng(1234)
 
@@ -48,6 +57,13 @@ def normalize_ref(pixel_map: np.ndarray) -> np.ndarray:
     if hi <= lo:
         return np.zeros_like(pixel_map, np.float32)
     return ((pixel_map - lo) / (hi - lo)).astype(np.float32)
+
+
+def highlight_ref(image: np.ndarray, evidence_map: np.ndarray, alpha: float) -> np.ndarray:
+    """The reference code's highlight, verbatim (float32 map, Python-float alpha, uint8 truncation)."""
+    arr = np.asarray(image, np.float32)
+    gain = (alpha + (1.0 - alpha) * evidence_map)[..., None]
+    return np.clip(arr * gain, 0, 255).astype(np.uint8)
 
 
 def t(x: np.ndarray) -> torch.Tensor:
@@ -108,6 +124,15 @@ def test_paint_hand_computed_with_box():
     assert torch.equal(out, expected)
 
 
+def test_paint_box_reaching_past_the_canvas_is_cut_off():
+    grid = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # 2x2 cells of 2x2 px over the box (-1, -1)..(3, 3)
+    out = paint(grid, (3, 4), box=(-1, -1, 3, 3))[0]
+    expected = torch.tensor([[1, 2, 2, 0], [3, 4, 4, 0], [3, 4, 4, 0]], dtype=torch.float32)
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="does not overlap the canvas"):
+        paint(grid, (3, 4), box=(4, 0, 6, 2))
+
+
 # ---- smooth ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "hw,sigma",
@@ -116,14 +141,14 @@ def test_paint_hand_computed_with_box():
 def test_gaussian_matches_scipy(hw, sigma):
     pixel_map = RNG.random(hw).astype(np.float32)
     ours = gaussian_smooth(t(pixel_map), sigma)[0].numpy()
-    np.testing.assert_allclose(ours, smooth_ref(pixel_map, sigma), atol=1e-4)
+    np.testing.assert_allclose(ours, smooth_ref(pixel_map, sigma), atol=1e-5, rtol=0)
 
 
 def test_gaussian_large_sigma_full_resolution():
     pixel_map = np.zeros((256, 320), np.float32)
     pixel_map[100:140, 50:90] = 1.0
     ours = gaussian_smooth(t(pixel_map), 0.5)[0].numpy()
-    np.testing.assert_allclose(ours, smooth_ref(pixel_map, 0.5), atol=1e-4)
+    np.testing.assert_allclose(ours, smooth_ref(pixel_map, 0.5), atol=1e-5, rtol=0)
 
 
 def test_gaussian_hand_computed_and_off():
@@ -136,6 +161,54 @@ def test_gaussian_hand_computed_and_off():
         gaussian_smooth(x, -1.0)
 
 
+def _test_map(hw: tuple[int, int], kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A float32 map: uniform noise, nearly flat (range 1e-4), or painted 14-px cells with one spike."""
+    if kind == "random":
+        return rng.random(hw).astype(np.float32)
+    if kind == "flat":
+        return (0.5 + 1e-4 * rng.random(hw)).astype(np.float32)
+    cells = rng.random((-(-hw[0] // 14), -(-hw[1] // 14))).astype(np.float32)
+    cells[0, 0] = 5.0
+    return np.kron(cells, np.ones((14, 14), np.float32))[: hw[0], : hw[1]].copy()
+
+
+# sigma <= 1 is relative to the shorter side, > 1 absolute pixels; 0.01 * 50 = 0.5 px and 0.02 * 50 = 1 px
+SIGMAS = [0.5, 1.0, 0.25, 2.0, 1.5, 1.01, 3.0, 0.01, 0.02]
+
+
+@pytest.mark.parametrize("kind", ["random", "flat", "cells"])
+@pytest.mark.parametrize("hw", [(84, 84), (50, 60), (28, 252), (17, 31), (7, 9), (1, 40), (33, 1)])
+def test_gaussian_and_minmax_within_1e5_of_scipy_for_every_sigma(hw, kind):
+    # float32 round-off in the FFT used to reach 8.8e-3 after min-max at sigma 1.0 (nearly flat map)
+    rng = np.random.default_rng([*hw, len(kind)])  # deterministic (str hashes are salted per process)
+    pixel_map = _test_map(hw, kind, rng)
+    for sigma in SIGMAS:
+        ref = smooth_ref(pixel_map, sigma)
+        ours = gaussian_smooth(t(pixel_map), sigma)[0].numpy()
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0, err_msg=f"sigma={sigma}")
+        np.testing.assert_allclose(
+            minmax_normalize(t(ours))[0].numpy(), normalize_ref(ref), atol=1e-5, rtol=0, err_msg=f"sigma={sigma}"
+        )
+
+
+def test_gaussian_rounds_each_axis_to_float32_like_scipy():
+    # scipy filters each axis of a float32 map in double and stores it as float32: so do we, hence equal
+    # bit for bit here (a float32 FFT differs in most pixels; one rounding at the end in some).
+    pixel_map = _test_map((84, 84), "flat", np.random.default_rng(7))
+    for sigma in (1.0, 2.0, 0.5):
+        np.testing.assert_array_equal(gaussian_smooth(t(pixel_map), sigma)[0].numpy(), smooth_ref(pixel_map, sigma))
+
+
+def test_gaussian_batched_equals_one_by_one():
+    rng = np.random.default_rng(3)
+    maps = np.stack([_test_map((30, 45), kind, rng) for kind in ("random", "flat", "cells")])
+    batch = gaussian_smooth(torch.from_numpy(maps), 1.0)
+    assert batch.shape == (3, 30, 45) and batch.dtype == torch.float32
+    for b in range(3):
+        assert torch.equal(batch[b], gaussian_smooth(torch.from_numpy(maps[b])[None], 1.0)[0])
+
+
 # ---- normalise -----------------------------------------------------------------------------
 def test_minmax_matches_reference_and_constant_is_zero():
     maps = RNG.random((3, 8, 5)).astype(np.float32) * 7 - 2
@@ -146,6 +219,18 @@ def test_minmax_matches_reference_and_constant_is_zero():
     assert (ours[1] == 0).all()
     hand = minmax_normalize(torch.tensor([[[2.0, 4.0], [6.0, 10.0]]]))
     assert torch.equal(hand, torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
+
+
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (7.0, -2.0), (1e-4, 0.5), (3e4, 1e-3), (1e-6, -1e3)])
+def test_minmax_bit_identical_to_reference(scale, offset):
+    rng = np.random.default_rng(int(scale * 1000) % 997)
+    maps = (rng.random((4, 23, 17)) * scale + offset).astype(np.float32)
+    maps[2] = maps[2, 0, 0]  # a constant map -> zeros
+    ours = minmax_normalize(torch.from_numpy(maps)).numpy()
+    assert ours.dtype == np.float32
+    for b in range(4):
+        np.testing.assert_array_equal(ours[b], normalize_ref(maps[b]))
+    assert (ours[2] == 0).all()
 
 
 # ---- blend -------------------------------------------------------------------------------
@@ -172,17 +257,102 @@ def test_blend_rejects_mismatched_sizes_with_fix():
         blend(torch.zeros(3, 4, 4, 3), torch.zeros(2, 4, 4))
 
 
+# ---- highlight_uint8 ---------------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [0.5, 0.3, 0.0, 1.0, 0.7, 0.1])
+def test_highlight_uint8_bit_identical_to_reference(alpha):
+    rng = np.random.default_rng(int(alpha * 10))
+    canvas = rng.integers(0, 256, (3, 19, 23, 3), dtype=np.uint8)
+    emap = rng.random((3, 19, 23)).astype(np.float32)
+    emap[:, 0, :4] = [0.0, 1.0, 0.5, 0.25]
+    ours = highlight_uint8(torch.from_numpy(canvas), torch.from_numpy(emap), alpha)
+    assert ours.dtype == torch.uint8 and ours.shape == (3, 19, 23, 3)
+    np.testing.assert_array_equal(ours.numpy(), highlight_ref(canvas, emap, alpha))
+
+
+def test_highlight_uint8_on_integer_boundaries():
+    # gains that make pixel * gain land exactly on integers (and one float32 step either side of them)
+    pixels = np.arange(256, dtype=np.uint8)
+    canvas = np.broadcast_to(pixels[None, None, :, None], (1, 1, 256, 3)).copy()
+    for alpha in (0.5, 0.25, 0.75):
+        for e in (0.0, 0.25, 0.5, 0.75, 1.0, 1 / 3):
+            e32 = np.float32(e)
+            for value in (e32, np.nextafter(e32, np.float32(0)), np.nextafter(e32, np.float32(1))):
+                emap = np.full((1, 1, 256), np.clip(value, 0, 1), np.float32)
+                ref = highlight_ref(canvas, emap, alpha)
+                ours = highlight_uint8(torch.from_numpy(canvas), torch.from_numpy(emap), alpha).numpy()
+                np.testing.assert_array_equal(ours, ref, err_msg=f"alpha={alpha}, e={value!r}")
+                rounded = highlight_uint8(torch.from_numpy(canvas), torch.from_numpy(emap), alpha, rounding="round")
+                gain = (alpha + (1.0 - alpha) * emap)[..., None]
+                expected = np.rint(np.clip(canvas.astype(np.float32) * gain, 0, 255)).astype(np.uint8)  # ties to even
+                np.testing.assert_array_equal(rounded.numpy(), expected)
+
+
+def test_highlight_uint8_hand_computed():
+    canvas = torch.tensor([[[[255, 3, 5], [255, 3, 5], [200, 100, 0]]]], dtype=torch.uint8)  # [1, 1, 3, 3]
+    mask = torch.tensor([[[0.0, 1.0, 0.5]]])
+    out = highlight_uint8(canvas, mask, alpha=0.5)
+    # mask 0: 255 * 0.5 = 127.5 -> 127, 3 * 0.5 = 1.5 -> 1, 5 * 0.5 = 2.5 -> 2; mask 1 keeps the pixel;
+    # mask 0.5: gain 0.75 -> 150, 75, 0
+    expected = torch.tensor([[[[127, 1, 2], [255, 3, 5], [150, 75, 0]]]], dtype=torch.uint8)
+    assert torch.equal(out, expected)
+    rounded = highlight_uint8(canvas, mask, alpha=0.5, rounding="round")  # ties to even: 127.5 -> 128, 2.5 -> 2
+    assert torch.equal(rounded, torch.tensor([[[[128, 2, 2], [255, 3, 5], [150, 75, 0]]]], dtype=torch.uint8))
+    assert torch.equal(highlight_uint8(canvas, mask, alpha=1.0), canvas)  # alpha 1: nothing dimmed
+    assert torch.equal(highlight_uint8(canvas, torch.zeros(1, 1, 3), alpha=0.0), torch.zeros_like(canvas))
+    over = highlight_uint8(torch.full((1, 1, 1, 3), 250, dtype=torch.uint8), torch.full((1, 1, 1), 1.5), 0.5)
+    assert torch.equal(over, torch.full((1, 1, 1, 3), 255, dtype=torch.uint8))  # clipped, as np.clip
+
+
+def test_highlight_uint8_one_mask_for_batch_and_inputs_untouched():
+    rng = np.random.default_rng(11)
+    canvas = torch.from_numpy(rng.integers(0, 256, (4, 6, 5, 3), dtype=np.uint8))
+    mask = torch.from_numpy(rng.random((1, 6, 5)).astype(np.float32))
+    before = canvas.clone(), mask.clone()
+    out = highlight_uint8(canvas, mask)
+    assert torch.equal(canvas, before[0]) and torch.equal(mask, before[1])
+    for b in range(4):
+        np.testing.assert_array_equal(out[b].numpy(), highlight_ref(canvas[b].numpy(), mask[0].numpy(), 0.5))
+    # a float64 mask is used as the reference's float32 map
+    assert torch.equal(highlight_uint8(canvas, mask.double()), out)
+
+
+def test_highlight_uint8_rejects_bad_input_with_fix():
+    canvas, mask = torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.zeros(1, 4, 4)
+    assert ROUNDING_MODES == ("truncate", "round")
+    with pytest.raises(ValueError, match=r"rounding must be one of \('truncate', 'round'\), got 'floor'"):
+        highlight_uint8(canvas, mask, rounding="floor")
+    with pytest.raises(ValueError, match="canvas must be uint8.*blend"):
+        highlight_uint8(canvas.float(), mask)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        highlight_uint8(canvas, torch.full((1, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        highlight_uint8(canvas, torch.full((1, 4, 4), float("inf")))
+    with pytest.raises(ValueError, match="alpha must be in"):
+        highlight_uint8(canvas, mask, alpha=1.5)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        highlight_uint8(canvas, mask, alpha=float("nan"))
+    with pytest.raises(ValueError, match="align it first"):
+        highlight_uint8(torch.zeros(1, 8, 8, 3, dtype=torch.uint8), mask)
+    with pytest.raises(ValueError, match="2 masks for 3 images"):
+        highlight_uint8(torch.zeros(3, 4, 4, 3, dtype=torch.uint8), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match=r"expected a 4D tensor \[B, H, W, 3\] uint8 canvas"):
+        highlight_uint8(torch.zeros(4, 4, 3, dtype=torch.uint8), mask)
+    with pytest.raises(ValueError, match="expected a 3D tensor"):
+        highlight_uint8(canvas, torch.zeros(4, 4))
+
+
 # ---- whole pipeline ------------------------------------------------------------------------
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 0.25, 2.0])
 @pytest.mark.parametrize("grid_hw,patch", [((6, 6), 14), ((5, 7), 28), ((1, 9), 28), ((2, 2), 14)])
-def test_evidence_pipeline_matches_reference(grid_hw, patch):
+def test_evidence_pipeline_matches_reference(grid_hw, patch, sigma):
     grid = RNG.random(grid_hw).astype(np.float32)
     grid[0, 0] = 50.0
     canvas_hw = (grid_hw[0] * patch, grid_hw[1] * patch)
     geometry = ImageGeometry.single_grid(*grid_hw, canvas_hw, canvas_hw, (0, 0, canvas_hw[1], canvas_hw[0]))
     attention = AttentionMap(t(grid).flatten(1), geometry, torch.zeros(1, *canvas_hw, 3), (0,), "hand-made", ("?",))
-    ours = evidence_map(attention)[0].numpy()
-    ref = normalize_ref(smooth_ref(paint_ref(denoise_ref(grid, 10.0), patch, patch), 0.5))
-    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    ours = evidence_map(attention, sigma=sigma)[0].numpy()
+    ref = normalize_ref(smooth_ref(paint_ref(denoise_ref(grid, 10.0), patch, patch), sigma))
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)  # min-max of a nearly flat map at sigma 1.0 too
     assert ours.min() == 0.0 and abs(ours.max() - 1.0) < 1e-6
 
 

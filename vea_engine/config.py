@@ -14,9 +14,11 @@ import torch
 #: dtype of every attention score, evidence map and mask the engine produces.
 MASK_DTYPE = torch.float32
 
+#: The paper's prompt prefix, byte for byte as the reference code writes it: the
+#: abstention answer stands in typographic quotes (U+201C, U+201D).
 QA_PREFIX = (
     "Directly answer the question based on the image, no explanation is needed. "
-    'If the image does not contain any relevant evidence, output "I cannot answer based on the given image." '
+    "If the image does not contain any relevant evidence, output \u201cI cannot answer based on the given image.\u201d "
 )
 VEA_HINT = (
     "Only use words from the picture, especially those in the highlighted region, to answer the question. "
@@ -24,6 +26,18 @@ VEA_HINT = (
 
 #: Prompt styles. ``custom`` takes a user template containing ``{question}``.
 PROMPT_STYLES = ("qa", "vea", "custom")
+
+#: How float pixels become 8-bit levels: ``truncate`` (the reference code's cast, the
+#: default) or ``round`` (to the nearest level; an opt-in).
+ROUNDING_MODES = ("truncate", "round")
+
+#: The reference code loads every processor with ``max_pixels = 512 * 512``.
+PAPER_MAX_PIXELS = 512 * 512
+
+#: Input resolution choices (besides a pixel count): ``paper`` caps processors that
+#: take a pixel budget at :data:`PAPER_MAX_PIXELS` (the default); ``checkpoint``
+#: keeps the checkpoint's own limits.
+RESOLUTION_MODES = ("paper", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,8 @@ def build_prompt(question: str, style: str = "qa", template: str | None = None) 
     """The text prompt for one question.
 
     Args:
-        question: the user's question; must contain a non-space character.
+        question: the user's question; must contain a non-space character. It is
+            inserted as given (not stripped), as the reference code does.
         style: ``qa`` (prefix + question), ``vea`` (prefix + highlight hint + question)
             or ``custom`` (``template.format(question=question)``).
         template: required for ``custom``; must contain ``{question}``.
@@ -74,7 +89,6 @@ def build_prompt(question: str, style: str = "qa", template: str | None = None) 
     """
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"question must be a non-empty string, got {question!r}; type the question to ask.")
-    question = question.strip()
     if style == "qa":
         return f"{QA_PREFIX}Question: {question}"
     if style == "vea":

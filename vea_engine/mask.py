@@ -1,7 +1,8 @@
 """Mask stages of VEA as batched torch functions (float32, on any device).
 
 Token scores -> grid -> :func:`denoise` -> :func:`paint` onto the model-input
-canvas -> :func:`gaussian_smooth` -> :func:`minmax_normalize` -> :func:`blend`.
+canvas -> :func:`gaussian_smooth` -> :func:`minmax_normalize` -> :func:`blend` (float
+images) or :func:`highlight_uint8` (the reference's uint8 canvas).
 Each function is one paper step with the paper's default, takes a batch and
 returns a new tensor (inputs are never modified).
 """
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULTS, MASK_DTYPE
+from .config import DEFAULTS, MASK_DTYPE, ROUNDING_MODES
 
 
 def _check_batch(name: str, x: torch.Tensor, ndim: int, what: str) -> None:
@@ -63,29 +64,34 @@ def paint(grid: torch.Tensor, canvas_hw: tuple[int, int], box: tuple[int, int, i
     fills pixel ``(y, x)`` when ``r = floor((y - y0) * h / (y1 - y0))`` and
     ``c = floor((x - x0) * w / (x1 - x0))``; for a box that is a whole number
     of patches this is each cell filling its own patch box. Pixels outside
-    ``box`` are 0.
+    ``box`` are 0; the part of ``box`` outside the canvas is cut off (a grid may
+    show a little more than the canvas, e.g. LLaVA-NeXT's base image).
 
     Args:
         grid: ``[B, h, w]``.
         canvas_hw: ``(H, W)`` of the model-input image.
-        box: region of the canvas the grid covers; default the whole canvas.
+        box: integer region the grid covers, in canvas pixels (it may reach past the
+            canvas edges); default the whole canvas.
 
     Returns:
         ``[B, H, W]`` float32.
     """
     _check_batch("paint", grid, 3, "[B, h, w] grid")
     H, W = (int(v) for v in canvas_hw)
-    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
-    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-        raise ValueError(f"paint: box {box} does not lie inside the canvas {W}x{H} (W x H).")
+    x0, y0, x1, y1 = (int(v) for v in box) if box is not None else (0, 0, W, H)
+    if not (x0 < x1 and y0 < y1 and x0 < W and y0 < H and x1 > 0 and y1 > 0):
+        raise ValueError(f"paint: box {box} does not overlap the canvas {W}x{H} (W x H).")
     _, h, w = grid.shape
-    rows = torch.div(torch.arange(y1 - y0, device=grid.device) * h, y1 - y0, rounding_mode="floor")  # [y1-y0]
-    cols = torch.div(torch.arange(x1 - x0, device=grid.device) * w, x1 - x0, rounding_mode="floor")  # [x1-x0]
-    region = grid.to(MASK_DTYPE)[:, rows][:, :, cols]  # [B, y1-y0, x1-x0]
-    if (x0, y0, x1, y1) == (0, 0, W, H):
+    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, H), max(x0, 0), min(x1, W)  # the part of the box on the canvas
+    ys = torch.arange(cy0 - y0, cy1 - y0, device=grid.device)  # [cy1 - cy0] pixel offsets in the box
+    xs = torch.arange(cx0 - x0, cx1 - x0, device=grid.device)
+    rows = torch.div(ys * h, y1 - y0, rounding_mode="floor")
+    cols = torch.div(xs * w, x1 - x0, rounding_mode="floor")
+    region = grid.to(MASK_DTYPE)[:, rows][:, :, cols]  # [B, cy1 - cy0, cx1 - cx0]
+    if (cx0, cy0, cx1, cy1) == (0, 0, W, H):
         return region
     canvas = grid.new_zeros((grid.shape[0], H, W), dtype=MASK_DTYPE)
-    canvas[:, y0:y1, x0:x1] = region
+    canvas[:, cy0:cy1, cx0:cx1] = region
     return canvas
 
 
@@ -117,33 +123,54 @@ def folded_gaussian(n: int, sigma_px: float, truncate: float = 4.0) -> np.ndarra
     return np.bincount(taps % (2 * n), weights=weights, minlength=2 * n)
 
 
+#: Precision of the FFT inside :func:`gaussian_smooth`; each axis is rounded to float32 afterwards.
+_SMOOTH_DTYPE = torch.float64
+
+
 def _smooth_axis(x: torch.Tensor, sigma_px: float, dim: int) -> torch.Tensor:
-    """Gaussian along ``dim`` with reflect boundaries via an FFT of length ``2n``."""
+    """Gaussian along ``dim`` with reflect boundaries via an FFT of length ``2n``, in float64.
+
+    ``x`` is float32; the convolution runs in float64 and the result is rounded
+    to float32 -- what scipy does per axis for a float32 input (it filters in
+    double and stores each axis into a float32 array).
+    """
     n = x.shape[dim]
-    spectrum = torch.fft.rfft(torch.from_numpy(folded_gaussian(n, sigma_px))).real  # [n + 1], real: kernel symmetric
+    spectrum = torch.fft.rfft(torch.from_numpy(folded_gaussian(n, sigma_px))).real  # [n + 1] float64, kernel symmetric
     shape = [1] * x.ndim
     shape[dim] = -1
-    extended = torch.cat([x, x.flip(dim)], dim)  # one period of the reflected signal
+    wide = x.to(_SMOOTH_DTYPE)
+    extended = torch.cat([wide, wide.flip(dim)], dim)  # one period of the reflected signal
     out = torch.fft.irfft(
-        torch.fft.rfft(extended, dim=dim) * spectrum.to(x.device, MASK_DTYPE).view(shape), n=2 * n, dim=dim
+        torch.fft.rfft(extended, dim=dim) * spectrum.to(x.device, _SMOOTH_DTYPE).view(shape), n=2 * n, dim=dim
     )
-    return out.narrow(dim, 0, n)
+    return out.narrow(dim, 0, n).to(MASK_DTYPE)
 
 
 def gaussian_smooth(pixel_map: torch.Tensor, sigma: float = DEFAULTS.sigma) -> torch.Tensor:
     """Isotropic Gaussian blur with ``reflect`` boundaries (paper Eq. 3).
 
-    Equals ``scipy.ndimage.gaussian_filter(map, sigma_px)`` (scipy's defaults:
-    ``mode="reflect"``, ``truncate=4``, as the reference code uses) but costs
-    ``O(B * H * W * log(H * W))`` whatever the sigma: each axis is one circular
-    convolution of the reflected signal, done by FFT (see :func:`folded_gaussian`).
+    Equals ``scipy.ndimage.gaussian_filter(map, sigma_px)`` on a float32 map
+    (scipy's defaults: ``mode="reflect"``, ``truncate=4``, as the reference code
+    uses) but costs ``O(B * H * W * log(H * W))`` whatever the sigma: each axis
+    is one circular convolution of the reflected signal, done by FFT (see
+    :func:`folded_gaussian`).
+
+    Precision: like scipy with a float32 input, each axis (H first, then W) is
+    filtered in float64 and rounded to float32 before the next, so the result
+    is in practice bit-identical to scipy -- which matters at large sigma, where
+    the smoothed map is nearly flat and :func:`minmax_normalize` amplifies any
+    round-off (an all-float32 FFT differed from scipy by ~1e-3 to 1e-2 after
+    min-max at ``sigma = 1.0``). Costs ~1.5-2.5x the float32 FFT on CPU and
+    twice its memory for the intermediate. float64 runs on CPU and CUDA; on
+    Apple MPS, which has no float64, the FFT runs on the CPU and the result is
+    moved back.
 
     Args:
         pixel_map: ``[B, H, W]``.
         sigma: ``<= 1`` relative to the shorter side, ``> 1`` absolute pixels, ``0`` off.
 
     Returns:
-        ``[B, H, W]`` float32.
+        ``[B, H, W]`` float32 on the input's device.
     """
     _check_batch("gaussian_smooth", pixel_map, 3, "[B, H, W] map")
     pixel_map = pixel_map.to(MASK_DTYPE)
@@ -151,11 +178,19 @@ def gaussian_smooth(pixel_map: torch.Tensor, sigma: float = DEFAULTS.sigma) -> t
     sigma_px = resolve_sigma(sigma, (H, W))
     if sigma_px == 0:
         return pixel_map.clone()
-    return _smooth_axis(_smooth_axis(pixel_map, sigma_px, 1), sigma_px, 2)
+    device = pixel_map.device
+    work = pixel_map.cpu() if device.type == "mps" else pixel_map  # MPS has no float64
+    out = _smooth_axis(_smooth_axis(work, sigma_px, 1), sigma_px, 2)
+    return out.to(device)
 
 
 def minmax_normalize(pixel_map: torch.Tensor) -> torch.Tensor:
     """Rescale each map of the batch to ``[0, 1]``; a constant map becomes zeros.
+
+    Bit-identical to the reference's numpy ``lo, hi = float(m.min()), float(m.max())``;
+    ``((m - lo) / (hi - lo)).astype(float32)`` on a float32 map (NumPy 2 scalar
+    rules): ``m - lo`` in float32, the span ``hi - lo`` in float64 then rounded
+    to float32, the division in float32.
 
     Args:
         pixel_map: ``[B, H, W]``.
@@ -168,13 +203,36 @@ def minmax_normalize(pixel_map: torch.Tensor) -> torch.Tensor:
     flat = pixel_map.flatten(1)  # [B, H*W]
     lo = flat.min(dim=1).values[:, None, None]  # [B, 1, 1]
     hi = flat.max(dim=1).values[:, None, None]
-    span = hi - lo
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (pixel_map - lo) / safe, torch.zeros_like(pixel_map))
+    # The span in float64, as Python's ``hi - lo``, then rounded to float32 (MPS has no float64: via the CPU).
+    # It stays a [B, 1, 1] tensor: a true division, never a multiplication by a reciprocal.
+    wide = torch.device("cpu") if hi.device.type == "mps" else hi.device
+    span = (hi.to(wide, torch.float64) - lo.to(wide, torch.float64)).to(pixel_map.device, MASK_DTYPE)
+    positive = span > 0
+    safe = torch.where(positive, span, torch.ones_like(span))
+    return torch.where(positive, (pixel_map - lo) / safe, torch.zeros_like(pixel_map))
+
+
+def _check_image_and_mask(name: str, images: torch.Tensor, mask: torch.Tensor, alpha: float, what: str) -> None:
+    """Shared checks of :func:`blend` and :func:`highlight_uint8`: layouts, sizes, batch, alpha."""
+    _check_batch(name, images, 4, what)
+    _check_batch(name, mask, 3, "[B, H, W] mask")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{name}: alpha must be in [0, 1], got {alpha}; 0.5 is the paper's value.")
+    if mask.shape[1:] != images.shape[1:3]:
+        raise ValueError(
+            f"{name}: mask is {mask.shape[2]}x{mask.shape[1]} but the image is {images.shape[2]}x{images.shape[1]} "
+            "(W x H); blend the mask onto the image it was made for, or align it first (VEA Align Mask / "
+            "vea_engine.geometry.remap_mask)."
+        )
+    if mask.shape[0] not in (1, images.shape[0]):
+        raise ValueError(f"{name}: {mask.shape[0]} masks for {images.shape[0]} images; give one mask or one per image.")
 
 
 def blend(images: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alpha) -> torch.Tensor:
     """Dim everything but the evidence (paper Eq. 4): ``clip(img * (alpha + (1 - alpha) * E), 0, 1)``.
+
+    Float in, float out (ComfyUI IMAGE); for the reference's quantised 0..255
+    canvas use :func:`highlight_uint8`.
 
     Args:
         images: ``[B, H, W, C]`` float in ``[0, 1]`` (ComfyUI IMAGE layout).
@@ -184,20 +242,65 @@ def blend(images: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alph
     Returns:
         ``[B, H, W, C]`` float32 in ``[0, 1]``.
     """
-    _check_batch("blend", images, 4, "[B, H, W, C] image")
-    _check_batch("blend", mask, 3, "[B, H, W] mask")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"blend: alpha must be in [0, 1], got {alpha}; 0.5 is the paper's value.")
-    if mask.shape[1:] != images.shape[1:3]:
-        raise ValueError(
-            f"blend: mask is {mask.shape[2]}x{mask.shape[1]} but the image is {images.shape[2]}x{images.shape[1]} "
-            "(W x H); blend the mask onto the image it was made for, or align it first (VEA Align Mask / "
-            "vea_engine.geometry.remap_mask)."
-        )
-    if mask.shape[0] not in (1, images.shape[0]):
-        raise ValueError(f"blend: {mask.shape[0]} masks for {images.shape[0]} images; give one mask or one per image.")
+    _check_image_and_mask("blend", images, mask, alpha, "[B, H, W, C] image")
     gain = alpha + (1.0 - alpha) * mask.to(images.device, MASK_DTYPE)[..., None]  # [B, H, W, 1]
     return (images.to(MASK_DTYPE) * gain).clamp(0.0, 1.0)
+
+
+
+
+def highlight_uint8(
+    canvas: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alpha, rounding: str = "truncate"
+) -> torch.Tensor:
+    """Paper Eq. 4 on a uint8 canvas, bit-identical to the reference code.
+
+    The reference computes, with ``evidence_map`` float32 and ``alpha`` a Python float::
+
+        arr = np.asarray(image, np.float32)
+        gain = (alpha + (1.0 - alpha) * evidence_map)[..., None]  # float32
+        np.clip(arr * gain, 0, 255).astype(np.uint8)               # truncation
+
+    This does the same float32 operations in the same order, so with
+    ``rounding="truncate"`` (the default) the result is equal bit for bit.
+    ``rounding="round"`` (opt-in, not the paper) rounds to the nearest grey
+    level, ties to even (``torch.round``), instead of truncating.
+
+    Args:
+        canvas: ``[B, H, W, 3]`` uint8, the model-input rendering of the image.
+        mask: ``[B, H, W]`` or ``[1, H, W]`` evidence in ``[0, 1]`` (made float32,
+            as the reference's map); NaN or inf is rejected.
+        alpha: brightness kept where the evidence is 0, in ``[0, 1]``.
+        rounding: one of :data:`ROUNDING_MODES`.
+
+    Returns:
+        ``[B, H, W, 3]`` uint8 on the canvas's device.
+    """
+    _check_image_and_mask("highlight_uint8", canvas, mask, alpha, "[B, H, W, 3] uint8 canvas")
+    if canvas.dtype != torch.uint8:
+        raise ValueError(
+            f"highlight_uint8: canvas must be uint8 (0..255), got {canvas.dtype}; for a float image in [0, 1] use "
+            "blend(), or convert it first (e.g. (image * 255).to(torch.uint8), which truncates like the reference)."
+        )
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(
+            f"highlight_uint8: rounding must be one of {ROUNDING_MODES}, got {rounding!r}; use 'truncate' "
+            "(the reference's uint8 cast, the default) or 'round' (nearest, ties to even)."
+        )
+    evidence = mask.to(canvas.device, MASK_DTYPE)  # [B|1, H, W]
+    if not torch.isfinite(evidence).all():
+        raise ValueError(
+            "highlight_uint8: the mask contains NaN or inf; give a finite evidence map in [0, 1] "
+            "(e.g. the output of minmax_normalize)."
+        )
+    # float32 scalars rounded from Python doubles, as NumPy 2 does with weak Python scalars; mul then add
+    # (two kernels, never a fused multiply-add), in the reference's order.
+    keep = torch.tensor(1.0 - alpha, dtype=MASK_DTYPE, device=canvas.device)
+    floor = torch.tensor(alpha, dtype=MASK_DTYPE, device=canvas.device)
+    gain = (evidence * keep + floor)[..., None]  # [B|1, H, W, 1]
+    value = (canvas.to(MASK_DTYPE) * gain).clamp(0.0, 255.0)  # [B, H, W, 3]
+    if rounding == "round":
+        value = torch.round(value)
+    return value.to(torch.uint8)  # float -> uint8 truncates toward zero, as numpy's astype
 
 
 _JET = torch.tensor(
