@@ -113,15 +113,15 @@ def _picture(width: int, height: int) -> np.ndarray:
 
 
 def _inputs(vlm, size: tuple[int, int], device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[dict, int]:
-    """Processor inputs for one ``size = (W, H)`` picture rendered and laid out like ``extract_attention`` does."""
+    """Processor inputs for one ``size = (W, H)`` picture, encoded and laid out like ``extract_attention`` does."""
     from PIL import Image
 
-    from vea_engine.attribution import render_canvases
     from vea_engine.config import build_prompt
 
-    canvases, boxes, originals = render_canvases(vlm, [_picture(*size)])
-    inputs = vlm.adapter.encode([Image.fromarray(canvases[0])], [build_prompt(QUESTION)])  # on the CPU
-    geometry = vlm.adapter.geometry(inputs, 0, originals[0], boxes[0])
+    picture = _picture(*size)
+    canvas = vlm.adapter.render(picture)
+    inputs = vlm.adapter.encode([Image.fromarray(picture)], [build_prompt(QUESTION)])  # on the CPU
+    geometry = vlm.adapter.token_layout(inputs, 0, canvas.frame)
     moved = {}
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor):
@@ -221,7 +221,7 @@ def dry_run(families: list[str]) -> None:
         vlm, size = _real_size_vlm(family, "meta", torch.bfloat16, "sdpa")
         inputs, n_image = _inputs(vlm, size)
         params = sum(p.numel() for p in vlm.model.parameters()) / 1e9
-        canvases = vlm.adapter.render(_picture(*size))[0].shape[:2]
+        canvases = vlm.adapter.render(_picture(*size)).frame.canvas_hw
         print(f"{family:<17}{params:>11.2f}{int(inputs['input_ids'].shape[1]):>8}{n_image:>14}  {canvases}")
 
 

@@ -56,7 +56,7 @@ class VEAAnswer(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image, question, question_per_line, prompt_style, custom_prompt, max_new_tokens):
-        from ..vea_engine.answer import answer
+        from ..vea_engine.answering import answer
 
         answers = answer(
             model.ready(),

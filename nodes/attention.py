@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
+from ..vea_engine.config import ROUNDING_MODES
 from .bridge import (
     ATTENTION_TYPE,
     LAYERS_TYPE,
@@ -205,7 +207,7 @@ class VEAAlignMask(io.ComfyNode):
         from ..vea_engine.pipeline import align_mask
 
         target = answer_model.vlm if answer_model is not None else None
-        return io.NodeOutput(*align_mask(mask_batch(mask), attention.geometry, image, target, fill))
+        return io.NodeOutput(*align_mask(mask_batch(mask), attention.geometry.frame, image, target, fill))
 
 
 class VEABlend(io.ComfyNode):
@@ -216,7 +218,8 @@ class VEABlend(io.ComfyNode):
             display_name="VEA Blend",
             category="VEA/mask",
             description="Highlight the evidence: out = image * (alpha + (1 - alpha) * mask), so non-evidence is "
-            "dimmed and nothing is coloured (paper step 5). Works on any IMAGE and MASK of the same size.",
+            "dimmed and nothing is coloured (paper step 5), on 8-bit levels as the reference code does. Works on "
+            "any IMAGE and MASK of the same size.",
             inputs=[
                 io.Image.Input("image", tooltip="Images [B, H, W, C] the mask is aligned with."),
                 io.Mask.Input("mask", tooltip="Evidence [B, H, W] or [1, H, W] in [0, 1]."),
@@ -228,12 +231,21 @@ class VEABlend(io.ComfyNode):
                     step=0.05,
                     tooltip="Brightness kept where the mask is 0 (1 = no change). Paper: 0.5.",
                 ),
+                io.Combo.Input(
+                    "rounding",
+                    options=list(ROUNDING_MODES),
+                    default="truncate",
+                    optional=True,
+                    tooltip="How highlighted pixels become 8-bit levels: truncate (the reference code's cast) or "
+                    "round (to the nearest level).",
+                ),
             ],
             outputs=[io.Image.Output("highlighted", display_name="highlighted", tooltip="The highlighted images.")],
         )
 
     @classmethod
-    def execute(cls, image, mask, alpha) -> io.NodeOutput:
-        from ..vea_engine.mask import blend
+    def execute(cls, image, mask, alpha, rounding: str = "truncate") -> io.NodeOutput:
+        from ..vea_engine.mask import highlight_uint8
 
-        return io.NodeOutput(blend(image, mask_batch(mask), alpha))
+        levels = (image.clamp(0, 1) * 255).round().to(torch.uint8)  # [B, H, W, C] the 8-bit image
+        return io.NodeOutput(highlight_uint8(levels, mask_batch(mask), alpha, rounding).float() / 255.0)

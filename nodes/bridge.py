@@ -90,7 +90,9 @@ def resolve_checkpoint(name: str) -> str:
     )
 
 
-def load_handle(source: str, dtype: str, device: str, attn_implementation: str) -> VLMHandle:
+def load_handle(
+    source: str, dtype: str, device: str, attn_implementation: str, resolution: str | int = "paper"
+) -> VLMHandle:
     """Load with the engine on ComfyUI's offload device and wrap it for the memory manager."""
     import comfy.model_management as mm
     import comfy.model_patcher
@@ -99,7 +101,9 @@ def load_handle(source: str, dtype: str, device: str, attn_implementation: str) 
 
     load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
     offload_device = torch.device("cpu") if device == "cpu" else mm.unet_offload_device()
-    vlm = load_vlm(source, dtype=dtype, device=offload_device, attn_implementation=attn_implementation)
+    vlm = load_vlm(
+        source, dtype=dtype, device=offload_device, attn_implementation=attn_implementation, resolution=resolution
+    )
     size = sum(p.numel() * p.element_size() for p in vlm.model.parameters())
     patcher = comfy.model_patcher.ModelPatcher(_ModuleHolder(vlm.model), load_device, offload_device, size=size)
     return VLMHandle(vlm, patcher)

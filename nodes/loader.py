@@ -6,9 +6,11 @@ import os
 
 from comfy_api.latest import io
 
+from ..vea_engine.config import PAPER_MAX_PIXELS, RESOLUTION_MODES
 from .bridge import LAYERS_TYPE, VLM_TYPE, checkpoint_folders, load_handle, resolve_checkpoint
 
 HUB_ID_OPTION = "(use hub_id)"
+PIXELS_OPTION = "pixels"
 
 
 class VEALoadVLM(io.ComfyNode):
@@ -53,6 +55,24 @@ class VEALoadVLM(io.ComfyNode):
                     tooltip="Attention kernel. VEA captures its rows on any of them; sdpa is fast and needs "
                     "no extra package.",
                 ),
+                io.Combo.Input(
+                    "resolution",
+                    options=[*RESOLUTION_MODES, PIXELS_OPTION],
+                    default="paper",
+                    optional=True,
+                    tooltip="Input resolution of processors with a pixel budget (Qwen2/2.5/3-VL). paper: at most "
+                    "512*512 pixels, as in the paper; checkpoint: the checkpoint's own limit (more tokens: finer "
+                    "detail, more memory and time); pixels: the max_pixels below. Other families have fixed sizes.",
+                ),
+                io.Int.Input(
+                    "max_pixels",
+                    default=PAPER_MAX_PIXELS,
+                    optional=True,
+                    min=1024,
+                    max=2**31,
+                    step=1024,
+                    tooltip="Pixel budget per image when resolution is 'pixels' (e.g. 1048576 = 1024*1024).",
+                ),
             ],
             outputs=[
                 VLM_TYPE.Output("model", display_name="model", tooltip="The loaded model, for attention and answers.")
@@ -73,9 +93,19 @@ class VEALoadVLM(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, checkpoint: str, hub_id: str, dtype: str, device: str, attention: str) -> io.NodeOutput:
+    def execute(
+        cls,
+        checkpoint: str,
+        hub_id: str,
+        dtype: str,
+        device: str,
+        attention: str,
+        resolution: str = "paper",
+        max_pixels: int = PAPER_MAX_PIXELS,
+    ) -> io.NodeOutput:
         source = hub_id.strip() if checkpoint == HUB_ID_OPTION else resolve_checkpoint(checkpoint)
-        return io.NodeOutput(load_handle(source, dtype, device, attention))
+        pixels = max_pixels if resolution == PIXELS_OPTION else resolution
+        return io.NodeOutput(load_handle(source, dtype, device, attention, pixels))
 
 
 class VEALayers(io.ComfyNode):
@@ -86,7 +116,8 @@ class VEALayers(io.ComfyNode):
             display_name="VEA Layers",
             category="VEA/layers",
             description="Choose the decoder layers whose attention VEA reads: the paper's pre-profiled layers for "
-            "known checkpoints (else the deepest half, logged), all, the deepest half, or your own list.",
+            "known checkpoints (else all layers, as the reference code does; logged), all, the deepest half, or your "
+            "own list.",
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model the layers belong to (checks depth, finds presets)."),
                 io.Combo.Input(

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from conftest import ENGINE_FAMILIES
-from vea_engine.attribution import extract_attention, model_inputs, render_canvases
+from vea_engine.attribution import extract_attention
+from vea_engine.inputs import encode_batch
 from vea_engine.capture import StopForward, attention_rows, capture_attention_rows
 from vea_engine.config import build_prompt
 
@@ -17,8 +18,7 @@ QUERY_ROWS = (-1, -2, -4, -7)
 
 
 def _batch(vlm, images, questions):
-    canvases, _, _ = render_canvases(vlm, images)
-    return model_inputs(vlm, canvases, [build_prompt(q) for q in questions])
+    return encode_batch(vlm, images, questions).inputs
 
 
 def _eager_rows(eager_vlm, inputs, rows):
@@ -55,6 +55,19 @@ def test_capture_equals_eager_every_layer(family, padded, tiny_vlms, eager_vlms,
     if padded:
         pad = inputs["attention_mask"][1] == 0
         assert got[:, 1, :, pad].abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("family", ENGINE_FAMILIES)
+def test_capture_on_eager_is_bit_identical_to_output_attentions(family, eager_vlms, scene_image):
+    """On the eager kernel the rows are the kernel's own weights: what the reference code reads, bit for bit."""
+    eager = eager_vlms[family]
+    inputs = _batch(eager, [scene_image], QUESTIONS[:1])
+    with torch.inference_mode():
+        out = eager.model(**inputs, use_cache=False, output_attentions=True)
+        with capture_attention_rows(eager.model, tuple(range(eager.num_layers)), (-1,)) as recorder:
+            eager.model(**inputs, use_cache=False)
+    for layer, weights in enumerate(out.attentions):  # [B, H, N, N]
+        assert torch.equal(recorder.rows[layer][0, 0], weights[0, :, -1, :].float().mean(dim=0))
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])

@@ -73,16 +73,16 @@ def run_ok(server, prompt: dict, timeout: float = 180) -> dict:
 
 
 def model_canvas(family_dir, image_path) -> np.ndarray:
-    from vea_engine.attribution import render_canvases
+    from vea_engine.inputs import render_canvases
     from vea_engine.loading import load_vlm
 
-    canvases, _, _ = render_canvases(load_vlm(family_dir), [Image.open(image_path)])
-    return canvases[0].astype(np.float64) / 255.0
+    canvases = render_canvases(load_vlm(family_dir), [Image.open(image_path)])
+    return canvases[0].pixels.astype(np.float64) / 255.0
 
 
 # ---- registration ---------------------------------------------------------------------------
 EXPECTED_INPUTS = {
-    "VEALoadVLM": ["checkpoint", "hub_id", "dtype", "device", "attention"],
+    "VEALoadVLM": ["checkpoint", "hub_id", "dtype", "device", "attention", "resolution", "max_pixels"],
     "VEALayers": ["model", "mode", "custom_layers", "profile_path"],
     "VEAProfileLayers": ["model", "dataset", "rule", "top_fraction", "limit", "filename"],
     "VEAExtractAttention": ["model", "image", "question", "layers", "question_per_line", "prompt_style"],
@@ -90,7 +90,7 @@ EXPECTED_INPUTS = {
     "VEASmooth": ["sigma", "attention", "mask"],
     "VEANormalize": ["mask"],
     "VEAAlignMask": ["mask", "attention", "image", "fill", "answer_model"],
-    "VEABlend": ["image", "mask", "alpha"],
+    "VEABlend": ["image", "mask", "alpha", "rounding"],
     "VEAAnswer": ["model", "image", "question", "question_per_line", "prompt_style", "custom_prompt",
                   "max_new_tokens"],
     "VEAAllInOne": ["model", "image", "question", "question_per_line", "layers", "custom_layers", "lam", "sigma",

@@ -36,10 +36,12 @@ import torch
 from PIL import Image
 
 from conftest import run_cli, vea_run_args
-from vea_engine.attribution import evidence_map, extract_attention, model_inputs, render_canvases
+from vea_engine.answering import answer
+from vea_engine.attribution import evidence_map, extract_attention
+from vea_engine.inputs import encode_batch, model_inputs, render_canvases
 from vea_engine.capture import _text_model, capture_attention_rows, decoder_attention_modules
 from vea_engine.config import build_prompt
-from vea_engine.geometry import mask_from_original, remap_mask
+from vea_engine.geometry import Frame, mask_from_original, remap_mask
 from vea_engine.mask import paint
 from vea_engine.pipeline import align_mask, run_vea
 
@@ -85,12 +87,9 @@ def vlm_of(tiny_model_dirs):
 
 
 def _inputs(vlm, images, questions):
-    """Encoded canvases and their geometry, laid out in the engine's order (geometry before token positions)."""
-    canvases, boxes, originals = render_canvases(vlm, images)
-    inputs = model_inputs(vlm, canvases, [build_prompt(q) for q in questions])
-    geometries = {vlm.adapter.geometry(inputs, i, originals[i], boxes[i]) for i in range(len(canvases))}
-    assert len(geometries) == 1
-    return inputs, geometries.pop()
+    """The attribution pass's inputs (the originals, encoded) and their geometry."""
+    batch = encode_batch(vlm, images, questions)
+    return batch.inputs, batch.geometry
 
 
 # -- capture == eager ---------------------------------------------------------------------
@@ -173,9 +172,9 @@ def _local_vision(model):
 
 
 def _image_embeddings(vlm, canvas):
-    """The decoder's input vectors at the image tokens (token order), ``[n_tokens, D]``."""
+    """The decoder's input vectors at the image tokens (token order), ``[n_tokens, D]``, of the canvas encoded."""
     inputs = model_inputs(vlm, [canvas], [build_prompt("What?")])
-    geometry = vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
+    geometry = vlm.adapter.token_layout(inputs, 0, Frame.whole(canvas.shape[:2], canvas.shape[:2]))
     positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
     return _image_embeddings_all(vlm, inputs)[positions], geometry
 
@@ -189,7 +188,7 @@ def _intersects(boxes, box, margin=0.0):
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_token_boxes_match_the_pixels_each_token_sees(family, vlm_of, scene_image):
     vlm = vlm_of(family)
-    canvas = render_canvases(vlm, [scene_image])[0][0]
+    canvas = render_canvases(vlm, [scene_image])[0].pixels
     with _local_vision(vlm.model):
         reference, geometry = _image_embeddings(vlm, canvas)
         assert reference.shape[0] == geometry.n_tokens
@@ -310,8 +309,13 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
     vlm = vlm_of(family)
     first = extract_attention(vlm, [scene_image], "What?", [1])
     again = extract_attention(vlm, first.canvas, "What?", [1])  # e.g. the highlighted canvas
-    assert again.geometry.parts == first.geometry.parts and again.geometry.canvas_hw == first.geometry.canvas_hw
-    assert first.canvas.shape[1:3] == first.geometry.canvas_hw
+    grids = [(p.token_start, p.rows, p.cols) for p in first.geometry.parts]
+    assert [(p.token_start, p.rows, p.cols) for p in again.geometry.parts] == grids
+    assert again.geometry.canvas_hw == first.geometry.canvas_hw == first.canvas.shape[1:3]
+    for fed_back, original in zip(again.geometry.parts, first.geometry.parts):
+        # the same pixels; LLaVA-NeXT's base grid shows the resized original, up to one cell past the canvas
+        cell = max((original.box[2] - original.box[0]) / original.cols, (original.box[3] - original.box[1]) / original.rows)
+        assert max(abs(a - b) for a, b in zip(fed_back.box, original.box)) <= (cell if family == "llava_next" else 0)
     assert (again.canvas - first.canvas).abs().max() <= 1 / 255 + 1e-6
     # the canvas shows the original image: the region it covers overlaps the original almost entirely
     x0, y0, x1, y1 = first.geometry.canvas_in_original
@@ -327,7 +331,7 @@ def test_cli_run(family, tiny_model_dirs, tmp_path, scene_image, vlm_of):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
-    canvas_hw = render_canvases(vlm_of(family), [scene_image])[0][0].shape[:2]
+    canvas_hw = render_canvases(vlm_of(family), [scene_image])[0].frame.canvas_hw
     assert Image.open(summary["highlighted"]).size == Image.open(summary["heatmap"]).size == canvas_hw[::-1]
 
 
@@ -427,7 +431,7 @@ def test_llava_next_newlines_of_an_ambiguous_count_follow_the_geometry():
     with pytest.raises(ValueError, match=r"grid shapes \[\(24, 8\), \(72, 2\)\] all give 792"):
         adapter.image_token_positions(ids)
     for canvas_hw, (rows, cols) in (((336, 112), (24, 8)), ((1008, 28), (72, 2)), ((336, 112), (24, 8))):
-        geometry = adapter.geometry({"image_sizes": torch.tensor([canvas_hw])}, 0, canvas_hw, (0, 0, 1, 1))
+        geometry = adapter.token_layout({"image_sizes": torch.tensor([canvas_hw])}, 0, Frame.whole(canvas_hw, canvas_hw))
         assert (geometry.parts[1].rows, geometry.parts[1].cols) == (rows, cols)
         kept = adapter.image_token_positions(ids, [geometry])[0]
         newlines = sorted(set(range(3, 795)) - set(kept.tolist()))
@@ -466,14 +470,6 @@ def _image_embeddings_all(vlm, inputs):
     finally:
         handle.remove()
     return seen["x"][0]
-
-
-def test_geometry_rejects_an_unrendered_llava_next_input(vlm_of, scene_image):
-    vlm = vlm_of("llava_next")
-    inputs = model_inputs(vlm, [np.asarray(scene_image)], [build_prompt("What?")])  # the original, not the canvas
-    with pytest.raises(ValueError, match="adapter.render"):
-        vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
-
 
 
 # -- Idefics3 / SmolVLM / InternVL canvases over many sizes (no model) ---------------------
@@ -521,3 +517,68 @@ def test_internvl_canvas_keeps_its_tile_grid(tile, max_tiles):
         grids.add((rows, cols))
         assert adapter.tile_grid((rows * tile, cols * tile)) == (rows, cols), (h, w)
     assert len(grids) > 5  # many different grids were exercised
+
+
+# -- the attribution pass sees what the base answer sees -------------------------------------
+
+
+def _encoded(vlm, run, monkeypatch):
+    """The processor outputs (``input_ids``, ``pixel_values``) of every model input ``run()`` encodes."""
+    calls, encode = [], vlm.adapter.encode
+
+    def recording(images, prompts):
+        inputs = encode(images, prompts)
+        calls.append({k: inputs[k].clone() for k in ("input_ids", "pixel_values")})
+        return inputs
+
+    with monkeypatch.context() as patch:
+        patch.setattr(vlm.adapter, "encode", recording)
+        run()
+    return calls
+
+
+@pytest.mark.parametrize("family", ("qwen2_vl", "qwen2_5_vl", "llava", *NEW_FAMILIES))
+def test_attribution_inputs_equal_base_answer_inputs(family, vlm_of, scene_image, monkeypatch):
+    vlm = vlm_of(family)
+    question = "What is written on the red sign?"
+    attribution = _encoded(vlm, lambda: extract_attention(vlm, [scene_image], question, [1]), monkeypatch)
+    base = _encoded(vlm, lambda: answer(vlm, [scene_image], question, "qa", max_new_tokens=1), monkeypatch)
+    assert len(attribution) == len(base) == 1
+    for key in ("input_ids", "pixel_values"):
+        assert torch.equal(attribution[0][key], base[0][key]), key
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision"])
+@pytest.mark.parametrize("size", [(730, 10), (10, 730), (2000, 12)], ids=["wide", "tall", "wider"])
+def test_anyres_inputs_too_thin_to_keep_a_tile_cell(family, size, vlm_of):
+    """The processor and the model keep only the base grid (plus a newline per row when tall); so do we."""
+    vlm = vlm_of(family)
+    w, h = size
+    image = (np.random.default_rng(3).random((h, w, 3)) * 255).astype(np.uint8)
+    inputs, geometry = _inputs(vlm, [image], ["What?"])
+    base, tiled = geometry.parts
+    assert tiled.n_tokens == 0 and geometry.n_tokens == base.n_tokens
+    placeholders = int((inputs["input_ids"][0] == vlm.adapter.image_token_id).sum())
+    newlines = tiled.rows if w < h else 0
+    assert placeholders == base.n_tokens + newlines  # the processor's own count
+    attention = extract_attention(vlm, [image], "What?", [1])
+    assert attention.scores.shape == (1, base.n_tokens) and torch.isfinite(evidence_map(attention)).all()
+    again = extract_attention(vlm, attention.canvas, "What?", [1])  # the canvas round-trips
+    assert again.geometry.layout == geometry.layout
+
+
+def test_smolvlm_cells_lie_where_the_patches_are():
+    """384-px tiles of 14-px patches: 27 patches see 378 px; scale 3 -> 9 tokens of 42 px per tile side."""
+    from vea_engine.families.idefics3 import SmolVLMAdapter
+    from vea_engine.geometry import Frame
+
+    config = SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, image_size=384), scale_factor=3)
+    processor = SimpleNamespace(image_processor=SimpleNamespace(max_image_size={"longest_edge": 384}))
+    adapter = SmolVLMAdapter(processor, config)
+    adapter.__dict__["_row_col_ids"] = {100 + 10 * r + c: (r, c) for r in (1, 2) for c in (1, 2, 3)}
+    ids = torch.tensor([[100 + 10 * r + c for r in (1, 2) for c in (1, 2, 3)]])
+    layout = adapter.token_layout({"input_ids": ids}, 0, Frame.whole((700, 1000), (768, 1152)))
+    assert layout.canvas_hw == (768, 1152) and len(layout.parts) == 7
+    assert layout.parts[4].box == (384, 384, 762, 762)  # tile (row 2, col 2): its first 378 px
+    assert layout.parts[-1].box == (0, 0, 1134, 756)  # the global image squashed: 378 / 384 of each side
+    assert layout.cell_boxes()[9 * 9 * 4 + 9 * 8 + 8].tolist() == [720.0, 720.0, 762.0, 762.0]  # a 42-px cell

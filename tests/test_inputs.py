@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vea_engine.answer import answer
+from vea_engine.answering import answer
 from vea_engine.attribution import extract_attention
 from vea_engine.images import to_rgb_uint8
 from vea_engine.layers import parse_layer_list, select_layers
@@ -94,9 +94,9 @@ def test_layer_index_out_of_range(tiny_vlms, scene_image):
 def test_presets_and_fallback():
     assert select_layers("preset", 28, "Qwen/Qwen2.5-VL-7B-Instruct").layers == (18, 22, 24)
     assert select_layers("preset", 32, "/models/VLM/llava-1.5-7b-hf").source == "preset:llava-hf/llava-1.5-7b-hf"
-    # a preset is only used for a model of that depth
+    # a preset is only used for a model of that depth; without one, all layers (as the reference)
     fallback = select_layers("preset", 6, "Qwen/Qwen2.5-VL-7B-Instruct")
-    assert fallback.layers == (3, 4, 5) and fallback.source == "fallback:deepest_half"
+    assert fallback.layers == (0, 1, 2, 3, 4, 5) and fallback.source == "fallback:all"
 
 
 @pytest.mark.parametrize("question", ["", "   ", None])

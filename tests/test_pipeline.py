@@ -10,11 +10,14 @@ import torch
 from PIL import Image
 
 from conftest import run_cli, vea_run_args
-from vea_engine.answer import answer
-from vea_engine.attribution import evidence_map, extract_attention, model_inputs
+from vea_engine.answering import answer
+from vea_engine.attribution import evidence_map, extract_attention
+from vea_engine.inputs import model_inputs
 from vea_engine.config import build_prompt
-from vea_engine.geometry import ImageGeometry, remap_mask
+from vea_engine.geometry import Frame, remap_mask
+from vea_engine.layers import LayerSelection
 from vea_engine.mask import blend
+from vea_engine.methods import METHODS, MethodRunner
 from vea_engine.pipeline import align_mask, run_vea
 
 
@@ -68,13 +71,23 @@ def test_answer_progress_is_called_and_can_cancel(tiny_vlms, scene_image):
     assert len(answer(tiny_vlms["llava"], [scene_image], "What?", max_new_tokens=2)) == 1
 
 
+def _reference_highlight(canvas: torch.Tensor, evidence: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """The reference code's highlight of a uint8 canvas, in numpy: float32 gain, clip, cast (truncation)."""
+    levels = np.rint(canvas.numpy() * 255).astype(np.float32)  # [B, H, W, 3] the uint8 canvas
+    gain = (alpha + (1.0 - alpha) * evidence.numpy().astype(np.float32))[..., None]
+    return torch.from_numpy(np.clip(levels * gain, 0, 255).astype(np.uint8)).float() / 255
+
+
 def test_run_vea_matches_the_stages(tiny_vlms, scene_image):
     vlm = tiny_vlms["qwen2_5_vl"]
     result = run_vea(vlm, [scene_image], "What is on the sign?", layers=[2, 4], methods=("base", "inst", "vea"),
                      max_new_tokens=3)
     attention = extract_attention(vlm, [scene_image], "What is on the sign?", [2, 4])
     torch.testing.assert_close(result.evidence, evidence_map(attention))
-    torch.testing.assert_close(result.highlighted, blend(attention.canvas, result.evidence))
+    assert torch.equal(result.highlighted, _reference_highlight(attention.canvas, result.evidence))
+    # truncation, not rounding: never brighter than the float blend, and at most one level darker
+    difference = blend(attention.canvas, result.evidence) - result.highlighted
+    assert difference.min() >= 0 and difference.max() < 1 / 255 + 1e-6 and difference.max() > 0
     assert result.evidence.min() == 0 and result.evidence.max() == 1
     assert set(result.answers) == {"base", "inst", "vea"}
     assert result.answers["vea"] == answer(vlm, result.highlighted, "What is on the sign?", "vea", max_new_tokens=3)
@@ -93,9 +106,9 @@ def test_highlighted_canvas_is_not_resized_again(tiny_vlms, scene_image):
 
 def test_delegate_geometry_hand_computed():
     """Qwen-style canvas (plain resize) -> LLaVA-style canvas (shortest side 84, centre crop) of a 200x100 original."""
-    qwen = ImageGeometry(canvas_hw=(56, 112), parts=(), original_hw=(100, 200), canvas_in_original=(0, 0, 200, 100))
+    qwen = Frame(original_hw=(100, 200), canvas_hw=(56, 112), box=(0, 0, 200, 100))
     # LLaVA: scale 84/100, resized 168x84, crop 84x84 from x=42 -> original x in [50, 150)
-    llava = ImageGeometry(canvas_hw=(84, 84), parts=(), original_hw=(100, 200), canvas_in_original=(50, 0, 150, 100))
+    llava = Frame(original_hw=(100, 200), canvas_hw=(84, 84), box=(50, 0, 150, 100))
     mask = torch.zeros(1, 56, 112)
     mask[:, :, 56:] = 1.0  # right half of the original (x >= 100)
     out = remap_mask(mask, qwen, llava)[0]
@@ -114,7 +127,7 @@ def test_delegate_qwen_mask_llava_answer(tiny_vlms, scene_image):
     assert result.attention.model_name == qwen.name
     expected, image = align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image], llava)
     torch.testing.assert_close(result.evidence, expected)
-    torch.testing.assert_close(result.highlighted, blend(image, expected))
+    assert torch.equal(result.highlighted, _reference_highlight(image, expected))
     with pytest.raises(ValueError, match="pass the images the mask model saw"):
         align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image.resize((50, 50))], llava)
 
@@ -132,3 +145,22 @@ def test_cli_run_writes_images_and_json(tiny_model_dirs, tmp_path, scene_image):
     assert highlighted.size == heat.size == (84, 84)
     bad = run_cli(*args[:4], "/nope.png", *args[5:])
     assert bad.returncode == 2 and "no image file at '/nope.png'" in bad.stderr
+
+
+def test_method_table_runs_the_stages(tiny_vlms, scene_image):
+    """Every method of the table, executed by the runner, equals its stages called by hand."""
+    vlm, question = tiny_vlms["qwen2_5_vl"], "What is on the sign?"
+    runner = MethodRunner(vlm, [scene_image], question, LayerSelection((1, 3), "custom", 6), max_new_tokens=2)
+    for method in METHODS.values():
+        if not method.highlight:
+            assert runner.answer(method) == answer(vlm, [scene_image], question, method.prompt, max_new_tokens=2)
+            continue
+        layers = (1, 3) if method.layers == "selected" else tuple(range(vlm.num_layers))
+        attention = extract_attention(vlm, [scene_image], question, layers)
+        expected = evidence_map(attention, apply_denoise=method.denoise, apply_smooth=method.smooth)
+        evidence, highlighted = runner.highlighted(method)
+        assert torch.equal(evidence, expected), method.name
+        assert torch.equal(highlighted.float() / 255, _reference_highlight(attention.canvas, expected)), method.name
+        assert runner.answer(method) == answer(vlm, highlighted, question, method.prompt, max_new_tokens=2)
+    assert [m.name for m in METHODS.values() if m.highlight and m.prompt == "qa"] == ["vea_no_hint"]
+    assert {m.name for m in METHODS.values() if not (m.denoise and m.smooth)} == {"vea_no_denoise", "vea_no_smooth"}

@@ -11,18 +11,16 @@ import torch
 
 from conftest import ENGINE_FAMILIES
 from tests.planting import planted
-from vea_engine.attribution import evidence_map, extract_attention, model_inputs, render_canvases
-from vea_engine.config import build_prompt
+from vea_engine.attribution import evidence_map, extract_attention
+from vea_engine.inputs import encode_batch
 
 
 @pytest.mark.parametrize("family", ENGINE_FAMILIES)
 def test_planted_attention_peaks_on_matching_pixel_box(family, tiny_vlms, scene_image):
     vlm = tiny_vlms[family]
     question = "What does the sign say?"
-    canvases, _, _ = render_canvases(vlm, [scene_image])
-    inputs = model_inputs(vlm, canvases, [build_prompt(question)])
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"])[0]
-    geometry = vlm.adapter.geometry(inputs, 0, (150, 200), (0, 0, 200, 150))
+    batch = encode_batch(vlm, [scene_image], question)
+    positions, geometry = batch.positions[0], batch.geometry
     rows, cols = geometry.parts[0].rows, geometry.parts[0].cols
     assert rows >= 3 and cols >= 3, "the tiny model's grid must be big enough to locate a block"
     # a 2x2 block of cells away from the top-left corner

@@ -13,10 +13,10 @@ from conftest import ENGINE_FAMILIES
 from planting import planted
 from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
 
-from vea_engine.attribution import extract_attention, model_inputs, render_canvases
-from vea_engine.config import build_prompt
+from vea_engine.attribution import extract_attention
 from vea_engine.data import load_manifest
 from vea_engine.geometry import GridPart, ImageGeometry
+from vea_engine.inputs import encode_batch
 from vea_engine.layers import LayerSelection
 from vea_engine.profiling import (
     SELECTED_FILL,
@@ -25,6 +25,7 @@ from vea_engine.profiling import (
     n_top_layers,
     plot_profile,
     profile_layers,
+    select_top_layers,
 )
 from vea_engine.synthetic import write_dataset
 
@@ -121,10 +122,171 @@ def test_evidence_labels_reject_bad_input():
         evidence_labels(g, [[5, 0, 5, 5]])
 
 
+def _llava_centre_crop(original_hw, side):
+    """``canvas_in_original`` of a LLaVA-1.5 shortest-edge resize to ``side`` + centre crop, same float arithmetic."""
+    h0, w0 = original_hw
+    scale = side / min(h0, w0)
+    x0, y0 = (w0 * scale - side) / 2 / scale, (h0 * scale - side) / 2 / scale
+    return (x0, y0, x0 + side / scale, y0 + side / scale)
+
+
+@pytest.mark.parametrize(
+    ("side", "any_rows", "half_rows", "all_rows"),
+    [
+        # tiny LLaVA: 84-px canvas, 6x6 grid of 14-px cells; canvas box [-98, 20.72, 42, 42]: cols 0-2,
+        # rows 1 (52 % covered) and 2 (whole)
+        (84, (1, 2), (1, 2), (2,)),
+        # LLaVA-1.5 (real): 336-px canvas, 24x24; canvas box [-392, 82.88, 168, 168]: cols 0-11,
+        # rows 5 (8 % covered) to 11
+        (336, range(5, 12), range(6, 12), range(6, 12)),
+    ],
+)
+def test_evidence_labels_edge_on_a_cell_boundary_does_not_spill(side, any_rows, half_rows, all_rows):
+    """Issue 8 item 7: the box's right edge maps to 42.00000000000004 (tiny) / 168.00000000000017 (real)."""
+    n = side // 14
+    g = ImageGeometry.single_grid(n, n, (side, side), (150, 1000), _llava_centre_crop((150, 1000), side))
+    box = [[250, 37, 500, 75]]
+    canvas = g.original_boxes_to_canvas(torch.tensor(box, dtype=torch.float64))[0].tolist()
+    assert canvas[2] > 3 * side / 6 and canvas[2] - 3 * side / 6 < 1e-9  # the repro: just past the cell edge
+    cols = range(n // 2)  # 3 (tiny) / 12 (real) columns, not 4 / 13
+    for rule, rows in (("any", any_rows), ("half", half_rows), ("all", all_rows)):
+        assert _on(evidence_labels(g, box, rule)) == _grid([(r, c) for r in rows for c in cols], n, n), rule
+    assert len(_on(evidence_labels(g, box))) == {84: 6, 336: 84}[side]  # the old code marked 8 / 91
+
+
+def test_evidence_labels_every_cell_boundary_through_the_projection():
+    """Boxes whose edges are cell edges, given in original pixels (float round-off both ways), label one cell."""
+    g = ImageGeometry.single_grid(6, 6, (84, 84), (150, 1000), _llava_centre_crop((150, 1000), 84))
+    ox0, oy0, ox1, oy1 = g.canvas_in_original
+    px = (ox1 - ox0) / 84  # original pixels per canvas pixel (150 / 84)
+    for r in range(6):
+        for c in range(6):
+            box = [[ox0 + 14 * c * px, oy0 + 14 * r * px, ox0 + 14 * (c + 1) * px, oy0 + 14 * (r + 1) * px]]
+            for rule in ("any", "half", "all"):
+                assert _on(evidence_labels(g, box, rule)) == [r * 6 + c], (r, c, rule)
+    # 1e-3 canvas px past every edge of cell (2, 3) reaches its 8 neighbours; 1e-3 px short is not all of it
+    x0, y0, x1, y1 = ox0 + 42 * px, oy0 + 28 * px, ox0 + 56 * px, oy0 + 42 * px
+    d = 1e-3 * px
+    grown, shrunk = [[x0 - d, y0 - d, x1 + d, y1 + d]], [[x0 + d, y0 + d, x1 - d, y1 - d]]
+    assert _on(evidence_labels(g, grown, "any")) == _grid([(r, c) for r in (1, 2, 3) for c in (2, 3, 4)], 6, 6)
+    assert _on(evidence_labels(g, grown, "half")) == _on(evidence_labels(g, grown, "all")) == [2 * 6 + 3]
+    assert _on(evidence_labels(g, shrunk, "any")) == _on(evidence_labels(g, shrunk, "half")) == [2 * 6 + 3]
+    assert _on(evidence_labels(g, shrunk, "all")) == []
+
+
+def test_evidence_labels_edges_on_just_inside_and_just_outside_boundaries():
+    # 4x4 grid of 10-px cells; the canvas is the original (identity), so boxes are canvas pixels.
+    g = ImageGeometry.single_grid(4, 4, (40, 40), (40, 40), (0, 0, 40, 40))
+    d, tiny = 1e-3, 1e-9  # 1e-3 px counts; 1e-9 px is float round-off and snaps onto the edge
+    cases = {
+        # box: (any, half, all) as (row, col) cells of row 1
+        (10, 10, 20, 20): ([1], [1], [1]),  # exactly cell (1, 1)
+        (10 - tiny, 10 + tiny, 20 + tiny, 20 - tiny): ([1], [1], [1]),  # within the snap tolerance
+        (10 - d, 10, 20 + d, 20): ([0, 1, 2], [1], [1]),  # 1e-3 px into the neighbours
+        (10 + d, 10, 20 - d, 20): ([1], [1], []),  # 1e-3 px short of both edges: not all of (1, 1)
+        (10, 10, 15, 20): ([1], [1], []),  # exactly half of (1, 1)
+        (10, 10, 15 - d, 20): ([1], [], []),  # just under half
+        (10, 10, 15 + d, 20): ([1], [1], []),  # just over half
+        (0, 10, 30, 20): ([0, 1, 2], [0, 1, 2], [0, 1, 2]),  # three whole cells, touches (1, 3) only at x = 30
+    }
+    for box, expected in cases.items():
+        for rule, cols in zip(("any", "half", "all"), expected):
+            assert _on(evidence_labels(g, [box], rule)) == _grid([(1, c) for c in cols]), (box, rule)
+    # a 1e-3 px step over a row edge
+    assert _on(evidence_labels(g, [[10, 10, 20, 20 + d]], "any")) == _grid([(1, 1), (2, 1)])
+    assert _on(evidence_labels(g, [[10, 10, 20, 20 + tiny]], "any")) == _grid([(1, 1)])
+
+
+def test_evidence_labels_sub_pixel_boxes_and_squashing_resize():
+    g = ImageGeometry.single_grid(4, 4, (40, 40), (40, 40), (0, 0, 40, 40))
+    # Sub-pixel boxes count (the reference truncates projected boxes to integers: these would vanish).
+    assert _on(evidence_labels(g, [[12.2, 12.2, 12.6, 12.6]], "any")) == _grid([(1, 1)])
+    assert _on(evidence_labels(g, [[19.8, 5.1, 20.3, 5.4]], "any")) == _grid([(0, 1), (0, 2)])
+    # A squashing resize (Gemma 3): a 300x100 original shown whole on an 84x84 canvas; x and y scale apart.
+    squash = ImageGeometry.single_grid(6, 6, (84, 84), (100, 300), (0, 0, 300, 100))
+    box = [[0, 0, 50, 50]]  # canvas [0, 0, 14, 42]: column 0, rows 0-2 exactly
+    for rule in ("any", "half", "all"):
+        assert _on(evidence_labels(squash, box, rule)) == _grid([(0, 0), (1, 0), (2, 0)], 6, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer selection
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auroc", "k", "expected"),
+    [
+        ([0.5, 0.9, 0.9, 0.7], 1, (2,)),  # tie: the higher layer wins
+        ([0.5, 0.9, 0.9, 0.7], 2, (1, 2)),
+        ([0.5, 0.9, 0.9, 0.7], 3, (1, 2, 3)),
+        ([0.8, 0.8, 0.8, 0.8], 2, (2, 3)),  # all equal: the deepest k
+        ([0.9, 0.5, 0.9, 0.9], 2, (2, 3)),
+        ([0.7, 0.9, 0.7, 0.7, 0.6], 2, (1, 3)),  # tie at the cut
+        ([0.6, 0.7, 0.7, 0.3, 0.7], 2, (2, 4)),
+        ([0.4], 1, (0,)),
+        ([float("nan"), 0.6, float("nan"), 0.4], 1, (1,)),  # nan ranks below every scored layer
+        ([float("nan"), 0.6, float("nan"), 0.4], 2, (1, 3)),
+        ([float("nan"), 0.6, float("nan"), 0.4], 3, (1, 2, 3)),  # among nan layers, the higher wins
+        ([float("nan")] * 3, 1, (2,)),
+    ],
+)
+def test_select_top_layers_reference_rule(auroc, k, expected):
+    assert select_top_layers(auroc, k) == expected
+    values = np.asarray(auroc)
+    if not np.isnan(values).any():  # the reference's argsort(...)[-k:], with a stable ascending sort
+        assert expected == tuple(sorted(np.argsort(values, kind="stable")[-k:].tolist()))
+
+
+def test_select_top_layers_random_ties_and_nan_deviation():
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n = int(rng.integers(1, 70))
+        values = rng.integers(0, 5, n) / 4  # many ties
+        k = int(rng.integers(1, n + 1))
+        kept = select_top_layers(values, k)
+        assert kept == tuple(sorted(np.argsort(values, kind="stable")[-k:].tolist()))
+        dropped = [layer for layer in range(n) if layer not in kept]
+        # nothing dropped beats a kept layer; an equal one dropped is below every kept equal
+        for layer in dropped:
+            assert all(values[layer] < values[j] or (values[layer] == values[j] and layer < j) for j in kept)
+    # Plain np.argsort sorts nan last, so the reference would keep an unscored layer first; we keep layer 1.
+    assert np.argsort(np.array([np.nan, 0.6, 0.4]))[-1] == 0 and select_top_layers([np.nan, 0.6, 0.4], 1) == (1,)
+    for bad, k in (([], 1), ([0.5, 0.6], 0), ([0.5, 0.6], 3), ([[0.5]], 1)):
+        with pytest.raises(ValueError, match="select_top_layers"):
+            select_top_layers(bad, k)
+
+
+def test_profile_layers_ties_keep_the_higher_layer(monkeypatch):
+    """profile_layers selects with that rule: two layers with identical rows, one kept -> the higher."""
+    import types
+
+    import vea_engine.profiling as profiling
+
+    g = ImageGeometry.single_grid(2, 2, (20, 20), (20, 20), (0, 0, 20, 20))
+    rows = torch.tensor(
+        [
+            [0.1, 0.4, 0.3, 0.2],  # layer 0: evidence token 0 ranked last (AUROC 0)
+            [0.9, 0.1, 0.0, 0.0],  # layer 1: perfect
+            [0.9, 0.1, 0.0, 0.0],  # layer 2: the same row, the same AUROC 1.0
+            [0.3, 0.3, 0.1, 0.1],  # layer 3: one tie, two wins: AUROC 5/6
+        ]
+    )
+    monkeypatch.setattr(profiling, "layer_token_scores", lambda vlm, image, question: (rows, g))
+    vlm = types.SimpleNamespace(num_layers=4, name="fake")
+    sample = types.SimpleNamespace(id="s", image=None, question="q", boxes=((0.0, 0.0, 10.0, 10.0),))
+    profile = profile_layers(vlm, [sample], top_fraction=0.25)  # one layer
+    assert profile.auroc == (0.0, 1.0, 1.0, 5 / 6)
+    assert profile.layers == (2,)  # the lower-layer-wins rule gave (1,)
+    assert profile_layers(vlm, [sample], top_fraction=0.5).layers == (1, 2)
+    assert profile_layers(vlm, [sample], top_fraction=0.75).layers == (1, 2, 3)
+
+
 def test_n_top_layers_matches_paper_presets():
     # ceil(10 % of the depth), from the paper's pre-profiled checkpoints (32 -> 4, 28 -> 3, 64 -> 7, ...).
     assert [n_top_layers(n) for n in (32, 40, 28, 64, 34, 62)] == [4, 4, 3, 7, 4, 7]
-    assert n_top_layers(30) == 3  # 0.1 * 30 is 3.0000000000000004 in floating point
+    assert n_top_layers(30) == 3
+    assert n_top_layers(100, 0.07) == 7  # 0.07 * 100 is 7.000000000000001 in floating point
     assert n_top_layers(6, 0.3) == 2 and n_top_layers(6, 0.01) == 1 and n_top_layers(6, 1.0) == 6
     with pytest.raises(ValueError, match="top_fraction"):
         n_top_layers(6, 0.0)
@@ -147,12 +309,10 @@ def synthetic_samples(tmp_path_factory):
 
 def _evidence_positions(vlm, sample, rule="any"):
     """Absolute input positions of the evidence tokens of one sample, and the labels."""
-    canvases, boxes, originals = render_canvases(vlm, [sample.image])
-    inputs = model_inputs(vlm, canvases, [build_prompt(sample.question, "qa")])
-    geometry = vlm.adapter.geometry(inputs, 0, originals[0], boxes[0])
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"])[0]
-    labels = evidence_labels(geometry, sample.boxes, rule)
-    return positions[labels].tolist(), labels, inputs, positions
+    batch = encode_batch(vlm, [sample.image], sample.question, "qa")  # the inputs profiling encodes
+    positions = batch.positions[0].cpu()
+    labels = evidence_labels(batch.geometry, sample.boxes, rule)
+    return positions[labels].tolist(), labels, batch.inputs, positions
 
 
 @pytest.mark.parametrize("family", ENGINE_FAMILIES)
@@ -212,7 +372,7 @@ def test_profile_auroc_equals_sklearn_on_eager_rows(family, tiny_vlms, eager_vlm
         # rank metrics: identical token rankings give equal values up to float64 summation order
         np.testing.assert_allclose(getattr(profile, key), np.mean(values, axis=0), rtol=1e-9, atol=0)
     assert profile.n_samples == 3 and profile.n_skipped == 0
-    top = sorted(np.argsort(-np.mean(expected["auroc"], axis=0), kind="stable")[:1].tolist())
+    top = sorted(np.argsort(np.mean(expected["auroc"], axis=0), kind="stable")[-1:].tolist())  # ties: higher layer
     assert list(profile.layers) == top  # ceil(0.1 * 6) = 1 layer
 
 

@@ -58,3 +58,18 @@ def test_root_package_exports_nothing_outside_comfyui():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False False", done.stderr
+
+
+def test_public_names_never_collide_with_submodules():
+    """``from vea_engine import answer`` is the function even after every submodule was imported."""
+    code = (
+        "import importlib, pkgutil, types, vea_engine\n"
+        "for m in pkgutil.walk_packages(vea_engine.__path__, 'vea_engine.'):\n"
+        "    if '.testing' not in m.name and not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "bad = [n for n in vea_engine.__all__ if isinstance(getattr(vea_engine, n), types.ModuleType)]\n"
+        "from vea_engine import answer, run_vea, evaluate\n"
+        "assert callable(answer) and callable(run_vea) and callable(evaluate), (answer, run_vea)\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr + done.stdout

@@ -2,12 +2,12 @@
 
 Pipeline (arXiv 2510.17771), each step a public function:
 
->>> from vea_engine import load_vlm, select_layers, extract_attention, evidence_map, blend, answer
+>>> from vea_engine import load_vlm, select_layers, extract_attention, evidence_map, highlight_uint8, answer
 >>> vlm = load_vlm("Qwen/Qwen2.5-VL-7B-Instruct")                        # doctest: +SKIP
 >>> layers = select_layers("preset", vlm.num_layers, vlm.name).layers     # doctest: +SKIP
 >>> attention = extract_attention(vlm, [image], question, layers)         # doctest: +SKIP
 >>> evidence = evidence_map(attention)                # [B, H, W] in [0, 1]  # doctest: +SKIP
->>> highlighted = blend(attention.canvas, evidence)   # [B, H, W, 3]         # doctest: +SKIP
+>>> highlighted = highlight_uint8(attention.canvas_uint8, evidence)  # uint8  # doctest: +SKIP
 >>> answer(vlm, highlighted, question, "vea")                              # doctest: +SKIP
 
 or :func:`run_vea` for all of it. This package never imports ComfyUI; heavy
@@ -36,11 +36,19 @@ _EXPORTS = {
     "gaussian_smooth": "mask",
     "minmax_normalize": "mask",
     "blend": "mask",
+    "highlight_uint8": "mask",
     "heatmap": "mask",
-    "answer": "answer",
+    "answer": "answering",
     "run_vea": "pipeline",
     "VEAResult": "pipeline",
     "ImageGeometry": "geometry",
+    "Canvas": "geometry",
+    "Frame": "geometry",
+    "TokenLayout": "geometry",
+    "encode_batch": "inputs",
+    "apply_resolution": "loading",
+    "Method": "methods",
+    "METHODS": "methods",
     "remap_mask": "geometry",
     "build_prompt": "config",
     "profile_layers": "profiling",

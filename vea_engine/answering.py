@@ -1,4 +1,4 @@
-"""Greedy answers (paper step 6) for a batch of images and questions."""
+"""Greedy answers (paper step 6) for a batch of images and questions: :func:`answer`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from .attribution import Progress, broadcast_questions, model_inputs
 from .config import DEFAULTS, build_prompt
 from .images import images_to_uint8
+from .inputs import Progress, broadcast_questions, model_inputs
 from .loading import VLM
 
 

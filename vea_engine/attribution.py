@@ -1,33 +1,29 @@
 """Attribution: one forward pass -> per-token evidence scores -> evidence map.
 
-Paper step 2: the plain QA prompt and the image go through the model once;
-the attention row of the last prompt token is averaged over heads, then over
-the selected layers, and restricted to the image tokens. The image is first
-rendered at the model's input resolution (:meth:`FamilyAdapter.render`), so
-the scores, the evidence map and the highlighted image all live on the same
-pixel grid as the model's patches.
+Paper step 2: the plain QA prompt and the *original* image go through the model
+once -- the very inputs of the base answer; the attention row of the last prompt
+token is averaged over heads, then over the selected layers, and restricted to
+the image tokens. The scores are laid on the image's token grids over its
+canvas (:meth:`FamilyAdapter.render`), the model-input rendering on which the
+evidence map is painted and the image highlighted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .capture import StopForward, capture_attention_rows, decoder_attention_modules
-from .config import DEFAULTS, MASK_DTYPE, build_prompt
+from .capture import StopForward, capture_attention_rows
+from .config import DEFAULTS, MASK_DTYPE
 from .geometry import ImageGeometry
-from .images import images_to_uint8, uint8_to_tensor
+from .images import uint8_to_tensor
+from .inputs import Progress, encode_batch, layer_progress
 from .loading import VLM
 from .mask import denoise, gaussian_smooth, minmax_normalize, paint
-
-#: ``progress(done, total)``; may raise to cancel (e.g. an interruption).
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -59,69 +55,17 @@ class AttentionMap:
             )
 
     @property
+    def canvas_uint8(self) -> torch.Tensor:
+        """The canvas as its exact 8-bit levels, ``[B, H, W, 3]`` uint8 (what :func:`highlight_uint8` takes)."""
+        return (self.canvas * 255).round().to(torch.uint8)
+
+    @property
     def batch_size(self) -> int:
         return int(self.scores.shape[0])
 
     def with_scores(self, scores: torch.Tensor) -> AttentionMap:
         """A copy with new token scores ``[B, n_tokens]`` (e.g. after denoising)."""
         return AttentionMap(scores, self.geometry, self.canvas, self.layers, self.model_name, self.questions)
-
-
-def broadcast_questions(questions: str | Sequence[str], batch: int) -> list[str]:
-    """One question per image: a single question is reused for the whole batch."""
-    if questions is None or isinstance(questions, str):
-        questions = [questions]
-    questions = list(questions)
-    if len(questions) == 1:
-        questions = questions * batch
-    if len(questions) != batch:
-        raise ValueError(
-            f"question: got {len(questions)} questions for {batch} images; give one question for all images "
-            "or exactly one per image."
-        )
-    for q in questions:
-        build_prompt(q)  # validates: non-empty
-    return questions
-
-
-@contextmanager
-def layer_progress(model: Any, progress: Progress | None, total_layers: int | None = None) -> Iterator[None]:
-    """Call ``progress(i + 1, total)`` as each text decoder layer starts (hooks removed on exit)."""
-    if progress is None:
-        yield
-        return
-    modules = decoder_attention_modules(model)
-    total = total_layers or len(modules)
-    handles = [
-        module.register_forward_pre_hook(lambda *_, i=i: progress(min(i + 1, total), total))
-        for i, module in enumerate(modules[:total])
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def model_inputs(vlm: VLM, images: list[np.ndarray], prompts: list[str]) -> Any:
-    """Processor outputs on the model's device, floating inputs in the model's dtype."""
-    pil = [Image.fromarray(image) for image in images]
-    inputs = vlm.adapter.encode(pil, prompts)
-    moved = {}
-    for key, value in inputs.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(vlm.device)
-            if value.is_floating_point():
-                value = value.to(vlm.dtype)
-        moved[key] = value
-    return type(inputs)(moved) if hasattr(inputs, "data") else moved
-
-
-def render_canvases(vlm: VLM, images: Any) -> tuple[list[np.ndarray], list[tuple[float, float, float, float]], list]:
-    """Model-input renderings of a batch: ``(canvases [H, W, 3] uint8, boxes in original, original sizes)``."""
-    originals = images_to_uint8(images)
-    rendered = [vlm.adapter.render(image) for image in originals]
-    return [r[0] for r in rendered], [r[1] for r in rendered], [o.shape[:2] for o in originals]
 
 
 @torch.inference_mode()
@@ -134,51 +78,49 @@ def layer_scores(
     template: str | None = None,
     early_exit: bool = True,
     progress: Progress | None = None,
+    rounding: str = "truncate",
 ) -> tuple[torch.Tensor, ImageGeometry, list[np.ndarray], list[str]]:
     """Per-layer attention of the last prompt token over each image's tokens (one forward pass).
 
     Args:
         vlm: a loaded model.
         images: ``[B, H, W, C]`` tensor in [0, 1], or a list of same-size images
-            (PIL, arrays, paths).
+            (PIL, arrays, paths). They are encoded as given, like the base answer.
         questions: one question, or one per image.
         layers: decoder layers to read (0-based).
         prompt_style: prompt of the attribution pass; the paper uses ``qa``.
         template: for ``custom`` prompts.
         early_exit: stop the forward pass after the deepest requested layer.
         progress: called per decoder layer; may raise to cancel.
+        rounding: how the canvases' de-normalised pixels become uint8 (``truncate``: the reference).
 
     Returns:
         ``(scores [L, B, n_tokens] float32 CPU in sorted layer order, geometry shared by
         the batch, canvases [H, W, 3] uint8, questions one per image)``.
     """
-    canvases, boxes, originals = render_canvases(vlm, images)
-    questions = broadcast_questions(questions, len(canvases))
-    prompts = [build_prompt(q, prompt_style, template) for q in questions]
+    batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
     layers = tuple(sorted({int(layer) for layer in layers}))
-    inputs = model_inputs(vlm, canvases, prompts)
-    geometries = [vlm.adapter.geometry(inputs, i, originals[i], boxes[i]) for i in range(len(canvases))]
-    if len(set(geometries)) != 1:
-        raise ValueError("images in one batch must share a size (their token layouts differ); split the batch.")
-    geometry = geometries[0]
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"], geometries)
-    for i, pos in enumerate(positions):
-        if pos.numel() != geometry.n_tokens:
-            raise RuntimeError(
-                f"{vlm.adapter.family}: image {i} has {pos.numel()} image tokens in the prompt but its geometry "
-                f"predicts {geometry.n_tokens}; the adapter does not match this processor configuration."
-            )
     with (
         capture_attention_rows(vlm.model, layers, (-1,), stop_after_last=early_exit) as recorder,
         layer_progress(vlm.model, progress, (max(layers) + 1) if early_exit else None),
     ):
         try:
-            vlm.model(**inputs, use_cache=False, logits_to_keep=1)
+            vlm.model(**batch.inputs, use_cache=False, logits_to_keep=1)
         except StopForward:
             pass
     rows = recorder.stacked()[:, :, -1, :].to("cpu", MASK_DTYPE)  # [L, B, K]
-    scores = torch.stack([rows[:, i, pos.cpu()] for i, pos in enumerate(positions)], dim=1)  # [L, B, n_tokens]
-    return scores, geometry, canvases, questions
+    scores = torch.stack([rows[:, i, pos.cpu()] for i, pos in enumerate(batch.positions)], dim=1)  # [L, B, n_tokens]
+    return scores, batch.geometry, [c.pixels for c in batch.canvases], list(batch.questions)
+
+
+def layer_mean(scores: torch.Tensor) -> torch.Tensor:
+    """Mean over the layer axis of ``[L, B, n]`` scores -> ``[B, n]``, summed layer by layer in float32
+    and divided by ``L``: the order of the reference code's ``np.mean(axis=0)``, so equal inputs give
+    bit-equal means."""
+    total = scores[0].clone()
+    for layer in scores[1:]:
+        total += layer
+    return total / scores.shape[0]
 
 
 def extract_attention(
@@ -190,6 +132,7 @@ def extract_attention(
     template: str | None = None,
     early_exit: bool = True,
     progress: Progress | None = None,
+    rounding: str = "truncate",
 ) -> AttentionMap:
     """Per-token evidence scores of each image for its question (paper step 2).
 
@@ -201,10 +144,10 @@ def extract_attention(
     """
     layers = tuple(sorted({int(layer) for layer in layers}))
     scores, geometry, canvases, questions = layer_scores(
-        vlm, images, questions, layers, prompt_style, template, early_exit, progress
+        vlm, images, questions, layers, prompt_style, template, early_exit, progress, rounding
     )
     return AttentionMap(
-        scores=scores.mean(dim=0),  # [B, n_tokens]
+        scores=layer_mean(scores),  # [B, n_tokens]
         geometry=geometry,
         canvas=uint8_to_tensor(canvases),
         layers=layers,
@@ -222,14 +165,16 @@ def denoise_scores(attention: AttentionMap, lam: float = DEFAULTS.lam) -> Attent
 def paint_scores(attention: AttentionMap) -> torch.Tensor:
     """Token scores painted on the canvas, ``[B, H, W]``; overlapping grids are averaged."""
     geometry = attention.geometry
+    H, W = geometry.canvas_hw
     total = None
     count = torch.zeros(geometry.canvas_hw, dtype=MASK_DTYPE)
-    for part, grid in zip(geometry.parts, geometry.split(attention.scores)):
+    parts = [(p, g) for p, g in zip(geometry.parts, geometry.split(attention.scores)) if p.n_tokens]
+    for part, grid in parts:
         painted = paint(grid, geometry.canvas_hw, part.box)
         total = painted if total is None else total + painted
         x0, y0, x1, y1 = part.box
-        count[y0:y1, x0:x1] += 1
-    if len(geometry.parts) == 1:
+        count[max(y0, 0) : min(y1, H), max(x0, 0) : min(x1, W)] += 1
+    if len(parts) == 1:
         return total
     return total / count.clamp(min=1)
 

@@ -149,15 +149,21 @@ def _capturing_attention(
         return output
     layer = recorder._modules.get(id(module))
     if layer is not None and query.shape[2] > 1:  # prefill only; decoding steps are not attributed
-        rows = attention_rows(
-            query,
-            key,
-            attention_mask,
-            recorder.query_positions,
-            scaling=kwargs.get("scaling", getattr(module, "scaling", None)),
-            softcap=kwargs.get("softcap"),
-            sliding_window=kwargs.get("sliding_window"),
-        )  # [B, H, R, K]
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None  # eager: [B, H, Q, K]
+        if weights is not None and weights.shape[2] == query.shape[2]:
+            # the kernel materialised the matrix (eager): take its rows, bit for bit what output_attentions gives
+            rows_index = torch.tensor([p % query.shape[2] for p in recorder.query_positions], device=weights.device)
+            rows = weights.index_select(2, rows_index).to(MASK_DTYPE)  # [B, H, R, K]
+        else:
+            rows = attention_rows(
+                query,
+                key,
+                attention_mask,
+                recorder.query_positions,
+                scaling=kwargs.get("scaling", getattr(module, "scaling", None)),
+                softcap=kwargs.get("softcap"),
+                sliding_window=kwargs.get("sliding_window"),
+            )  # [B, H, R, K]
         recorder.rows[layer] = rows.mean(dim=1)  # [B, R, K]
         if recorder.keep_heads:
             recorder.per_head[layer] = rows

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import DEFAULTS
+from .config import DEFAULTS, RESOLUTION_MODES, ROUNDING_MODES
 
 log = logging.getLogger("vea_engine")
 
@@ -26,6 +26,13 @@ RANDOM_WEIGHTS_WARNING = (
     "The demo only shows the pipeline running end to end; pass --model with a real checkpoint "
     "(e.g. Qwen/Qwen2.5-VL-7B-Instruct or a local folder) for real answers."
 )
+
+
+RESOLUTION_HELP = (
+    f"{' | '.join(RESOLUTION_MODES)} | a pixel count: input resolution of processors with a pixel budget "
+    "(Qwen-VL); paper (default) caps them at 512*512 as the reference code does"
+)
+ROUNDING_HELP = "how canvases and highlighted images become 8-bit: truncate (the reference, default) or round"
 
 
 def _add_vea_options(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +44,8 @@ def _add_vea_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread over devices)")
     parser.add_argument("--attn", default="sdpa", help="attention kernel: sdpa, eager, flash_attention_2")
+    parser.add_argument("--resolution", default="paper", help=RESOLUTION_HELP)
+    parser.add_argument("--rounding", default="truncate", choices=ROUNDING_MODES, help=ROUNDING_HELP)
     parser.add_argument("--delegate", default=None, help="a second model that makes the mask for --model")
     parser.add_argument("--out", default="outputs", help="folder for highlighted.png and heatmap.png")
 
@@ -45,6 +54,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread one model over devices)")
     parser.add_argument("--attn", default="sdpa", help="attention kernel: sdpa, eager, flash_attention_2")
+    parser.add_argument("--resolution", default="paper", help=RESOLUTION_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sigma", type=float, default=DEFAULTS.sigma, help="smoothing; <=1 relative, >1 px, 0 off")
     ev.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="brightness of non-evidence (paper: 0.5)")
     ev.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
+    ev.add_argument("--rounding", default="truncate", choices=ROUNDING_MODES, help=ROUNDING_HELP)
     _add_model_options(ev)
     tiny = sub.add_parser("make-tiny-models", help="build tiny random-weight checkpoints for tests and demos")
     tiny.add_argument("out", help="folder to build into")
@@ -108,8 +119,9 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
 
     image = to_rgb_uint8(image, "--image")  # cheap checks before loading a model
     build_prompt(question)
-    vlm = load_vlm(model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
-    delegate = load_vlm(args.delegate, dtype=args.dtype, device=args.device) if args.delegate else None
+    load = {"dtype": args.dtype, "device": args.device, "resolution": args.resolution}
+    vlm = load_vlm(model, attn_implementation=args.attn, **load)
+    delegate = load_vlm(args.delegate, **load) if args.delegate else None
     result = run_vea(
         vlm,
         [image],
@@ -120,6 +132,7 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
         alpha=args.alpha,
         max_new_tokens=args.max_new_tokens,
         delegate=delegate,
+        rounding=args.rounding,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +159,8 @@ def profile_command(args: argparse.Namespace) -> dict:
     from .profiling import plot_profile, profile_layers
 
     samples = load_good_samples(args.data, args.limit, require_boxes=True)
-    vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
+    vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn,
+                   resolution=args.resolution)
     profile = profile_layers(vlm, samples, rule=args.rule, top_fraction=args.top_fraction,
                              progress=lambda done, total: log.debug("profile: %d/%d samples", done, total))
     out = profile.to_json(args.out)
@@ -187,14 +201,15 @@ def eval_command(args: argparse.Namespace) -> str | None:
                 "drop --device (each rank uses its own device) or run a single process with --device auto."
             )
         device = device or context.device
-    vlm = load_vlm(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn)
+    vlm = load_vlm(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn,
+                   resolution=args.resolution)
     if not hasattr(layers, "layers"):
         from .layers import select_layers
 
         layers = select_layers(layers, vlm.num_layers, vlm.name)
     out = evaluate(
         vlm, samples, methods, args.out, layers=layers, lam=args.lam, sigma=args.sigma, alpha=args.alpha,
-        max_new_tokens=args.max_new_tokens, context=context,
+        max_new_tokens=args.max_new_tokens, context=context, rounding=args.rounding,
         progress=lambda done, total: log.debug("eval: %d/%d", done, total),
     )
     return str(summarize(out)) if context.rank == 0 else None

@@ -32,31 +32,21 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import DEFAULTS
+from .inputs import Progress
+from .methods import METHODS, MethodRunner
+from .methods import check_methods as _check_methods
 
 log = logging.getLogger(__name__)
 
-#: What each method answers: ``(layers, denoise, smooth, prompt style, highlighted image)``;
-#: ``layers`` is ``None`` (no attribution), ``"selected"`` or ``"all"``.
-METHOD_SPECS: dict[str, tuple[str | None, bool, bool, str, bool]] = {
-    "base": (None, False, False, "qa", False),
-    "inst": (None, False, False, "vea", False),
-    "vea": ("selected", True, True, "vea", True),
-    "vea_no_denoise": ("selected", False, True, "vea", True),
-    "vea_no_smooth": ("selected", True, False, "vea", True),
-    "vea_all_layers": ("all", True, True, "vea", True),
-    "vea_no_hint": ("selected", True, True, "qa", True),
-}
-#: Methods in canonical (output and table) order.
-ALL_METHODS: tuple[str, ...] = tuple(METHOD_SPECS)
+#: Methods in canonical (output and table) order (:data:`vea_engine.methods.METHODS`).
+ALL_METHODS: tuple[str, ...] = tuple(METHODS)
 
-#: ``progress(done, total)`` after each written row (this rank's pairs); may raise to cancel.
-Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,12 +236,7 @@ def score(prediction: str, answers: Sequence[str]) -> dict[str, float | None]:
 
 def check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
     """Validated, de-duplicated method names (a ``"base,inst,vea"`` string is split on commas)."""
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_SPECS]
-    if unknown or not methods:
-        raise ValueError(f"eval: methods must be a non-empty subset of {list(ALL_METHODS)}, got {list(methods)}.")
-    return tuple(dict.fromkeys(methods))
+    return tuple(m.name for m in _check_methods(methods, "eval"))
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -284,42 +269,6 @@ def _check_resumable(rows: list[dict], expected: dict[str, dict], methods: Seque
             )
 
 
-class _SampleWork:
-    """Per-sample lazily computed pieces shared by the methods (one attribution per layer set)."""
-
-    def __init__(self, vlm: Any, sample: Any, layer_sets: dict[str, tuple[int, ...]], lam, sigma, alpha) -> None:
-        from .images import to_rgb_uint8
-
-        self.vlm, self.sample, self.layer_sets = vlm, sample, layer_sets
-        self.lam, self.sigma, self.alpha = lam, sigma, alpha
-        self.image = to_rgb_uint8(sample.image, f"sample {sample.id}")  # [H, W, 3] uint8, as the pipeline reads it
-        self._attention: dict[str, Any] = {}
-        self._highlighted: dict[tuple[str, bool, bool], Any] = {}
-
-    def highlighted(self, layers: str, denoise: bool, smooth: bool) -> Any:
-        """``[1, H, W, 3]`` highlighted canvas for this layer set and ablation switches."""
-        from .attribution import evidence_map, extract_attention
-        from .mask import blend
-
-        key = (layers, denoise, smooth)
-        if key not in self._highlighted:
-            if layers not in self._attention:
-                self._attention[layers] = extract_attention(
-                    self.vlm, [self.image], self.sample.question, self.layer_sets[layers]
-                )
-            attention = self._attention[layers]
-            evidence = evidence_map(attention, self.lam, self.sigma, denoise, smooth)  # [1, H, W]
-            self._highlighted[key] = blend(attention.canvas, evidence, self.alpha)  # [1, H, W, 3]
-        return self._highlighted[key]
-
-    def predict(self, method: str, max_new_tokens: int) -> str:
-        from .answer import answer
-
-        layers, denoise, smooth, style, highlight = METHOD_SPECS[method]
-        images = self.highlighted(layers, denoise, smooth) if highlight else [self.image]
-        return answer(self.vlm, images, self.sample.question, style, max_new_tokens=max_new_tokens)[0]
-
-
 def evaluate(
     vlm: Any,
     samples: Sequence[Any],
@@ -332,6 +281,7 @@ def evaluate(
     max_new_tokens: int = DEFAULTS.max_new_tokens,
     context: DistContext | None = None,
     progress: Progress | None = None,
+    rounding: str = "truncate",
 ) -> Path:
     """Answer every (sample, method) pair not yet in ``out_jsonl`` and score it.
 
@@ -347,7 +297,7 @@ def evaluate(
         out_jsonl: the predictions file (appended to; see module docstring).
         layers: the attribution layers of the ``vea*`` methods: a
             :class:`~vea_engine.layers.LayerSelection` (e.g. ``LayerProfile.selection()``),
-            indices, a mode name, or None (paper preset, else the deepest half).
+            indices, a mode name, or None (paper preset, else all layers).
         lam, sigma, alpha, max_new_tokens: paper hyper-parameters.
         context: this process's rank and world size; default :func:`dist_context`
             (accelerate ``PartialState`` under ``accelerate launch``, else rank 0 of 1).
@@ -356,10 +306,12 @@ def evaluate(
             :func:`merge_outputs`, or by the next single-process run on the same ``out_jsonl``.
         progress: ``progress(done, total)`` after each row of this rank; may raise
             to stop (rows written so far are kept; call again to resume).
+        rounding: how canvases and highlighted images become uint8 (``truncate``: the reference).
 
     Returns:
         ``out_jsonl`` (merged and in canonical order once every rank has finished).
     """
+    from .images import to_rgb_uint8
     from .layers import LayerSelection, select_layers
 
     methods = check_methods(methods)
@@ -383,11 +335,13 @@ def evaluate(
         )
     layer_sets = {"selected": selection.check(vlm.num_layers), "all": tuple(range(vlm.num_layers))}
     settings = {"lam": float(lam), "sigma": float(sigma), "alpha": float(alpha), "max_new_tokens": max_new_tokens}
+    if rounding != "truncate":  # the paper's rows carry no key for it
+        settings["rounding"] = rounding
     expected = {
         m: {
             "model": str(vlm.name),
             "settings": settings,
-            "layers": None if METHOD_SPECS[m][0] is None else list(layer_sets[METHOD_SPECS[m][0]]),
+            "layers": None if METHODS[m].layers is None else list(layer_sets[METHODS[m].layers]),
         }
         for m in ALL_METHODS
     }
@@ -411,12 +365,16 @@ def evaluate(
         "eval rank %d/%d: %d samples x %d methods, %d already done, %d to run -> %s",
         rank, world, len(mine), len(methods), finished, len(todo), own,
     )
-    work: _SampleWork | None = None
+    work: MethodRunner | None = None
+    current = None
     with open(own, "a", encoding="utf-8") as f:
         for sample, method in todo:
-            if work is None or work.sample is not sample:
-                work = _SampleWork(vlm, sample, layer_sets, lam, sigma, alpha)
-            prediction = work.predict(method, max_new_tokens)
+            if work is None or current is not sample:
+                image = to_rgb_uint8(sample.image, f"sample {sample.id}")  # [H, W, 3] uint8
+                work = MethodRunner(vlm, [image], sample.question, selection, lam, sigma, alpha, max_new_tokens,
+                                    rounding=rounding)
+                current = sample
+            prediction = work.answer(METHODS[method])[0]
             row = {
                 "index": index[str(sample.id)],
                 "id": str(sample.id),
@@ -427,8 +385,8 @@ def evaluate(
                 **score(prediction, list(sample.answers)),
                 "model": expected[method]["model"],
                 "layers": expected[method]["layers"],
-                "layer_source": None if METHOD_SPECS[method][0] is None else (
-                    selection.source if METHOD_SPECS[method][0] == "selected" else "all"
+                "layer_source": None if METHODS[method].layers is None else (
+                    selection.source if METHODS[method].layers == "selected" else "all"
                 ),
                 "settings": settings,
             }
@@ -520,7 +478,7 @@ def summarize(jsonl: str | Path) -> Summary:
     for row in rows:
         by_method.setdefault(row["method"], {})[str(row["id"])] = row
     base = by_method.get("base")
-    order = [m for m in ALL_METHODS if m in by_method] + sorted(m for m in by_method if m not in METHOD_SPECS)
+    order = [m for m in ALL_METHODS if m in by_method] + sorted(m for m in by_method if m not in METHODS)
 
     def mean(values: list[float]) -> float:
         return 100.0 * sum(values) / len(values)

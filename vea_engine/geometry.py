@@ -1,21 +1,26 @@
 """Where each image token sits: token grid(s), model-input canvas, original image.
 
-A VLM turns an image into visual tokens laid on one or more grids (one for
-LLaVA-1.5 and Qwen-VL; base + tiles for tiled families). :class:`ImageGeometry`
-records, for one image as the model saw it:
+Three objects, each with one job:
 
-* the *canvas*: the model-input rendering (``canvas_hw``), on which evidence
-  maps are painted and highlighting is applied (pixel-aligned with the patches);
-* the *parts*: token grids, each covering a box of the canvas, in token order;
-* where the canvas lies in the *original* image (``canvas_in_original``), so a
-  mask can be carried to the original image or to another model's canvas
-  (delegate) with :func:`remap_mask`.
+* :class:`Frame` -- where a *canvas* (the model-input rendering of an image, on
+  which evidence maps are painted and highlighting is applied) lies in its
+  *original* image: the original's size, the canvas's size and the canvas's box
+  in original pixels. Masks move between canvases and originals on frames
+  (:func:`remap_mask`), e.g. from a delegate model's canvas to another model's.
+* :class:`Canvas` -- the rendering itself (``[H, W, 3]`` uint8) with its frame.
+* :class:`TokenLayout` -- the token grid(s) the model lays on a canvas (one for
+  LLaVA-1.5 and Qwen-VL; base + tiles for tiled families), each covering a box of
+  the canvas, in token order. Family adapters produce it from processor outputs.
+
+:class:`ImageGeometry` pairs a token layout with its frame: it is what an
+:class:`~vea_engine.attribution.AttentionMap` carries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,9 +29,71 @@ from .config import MASK_DTYPE
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels (x1/y1 exclusive)
 
 
+def _hw(value) -> tuple[int, int]:
+    return int(value[0]), int(value[1])
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a canvas lies in its original image.
+
+    Attributes:
+        original_hw: ``(H0, W0)`` of the original image.
+        canvas_hw: ``(H, W)`` of the canvas.
+        box: the region of the original the canvas shows, ``(x0, y0, x1, y1)`` in
+            original pixels (may reach outside the original, e.g. padding).
+    """
+
+    original_hw: tuple[int, int]
+    canvas_hw: tuple[int, int]
+    box: Box
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "original_hw", _hw(self.original_hw))
+        object.__setattr__(self, "canvas_hw", _hw(self.canvas_hw))
+        object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+        x0, y0, x1, y1 = self.box
+        if min(*self.original_hw, *self.canvas_hw) < 1 or not (x1 > x0 and y1 > y0):
+            raise ValueError(f"invalid frame: {self}")
+
+    @classmethod
+    def whole(cls, original_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> Frame:
+        """A canvas showing the whole original (a plain resize)."""
+        return cls(original_hw, canvas_hw, (0.0, 0.0, float(original_hw[1]), float(original_hw[0])))
+
+    def original_boxes_to_canvas(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Map ``[N, 4]`` xyxy boxes from original-image pixels to canvas pixels (unclipped, float64)."""
+        ox0, oy0, ox1, oy1 = self.box
+        H, W = self.canvas_hw
+        sx, sy = W / (ox1 - ox0), H / (oy1 - oy0)
+        boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+        return torch.stack(
+            [(boxes[:, 0] - ox0) * sx, (boxes[:, 1] - oy0) * sy, (boxes[:, 2] - ox0) * sx, (boxes[:, 3] - oy0) * sy], 1
+        )
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """A model-input rendering of one image with its frame.
+
+    Attributes:
+        pixels: ``[H, W, 3]`` uint8 RGB, ``H, W == frame.canvas_hw``.
+        frame: where it lies in the original.
+    """
+
+    pixels: np.ndarray
+    frame: Frame
+
+    def __post_init__(self) -> None:
+        if self.pixels.dtype != np.uint8 or self.pixels.ndim != 3 or self.pixels.shape[2] != 3:
+            raise ValueError(f"canvas pixels must be [H, W, 3] uint8, got {self.pixels.shape} {self.pixels.dtype}")
+        if tuple(self.pixels.shape[:2]) != self.frame.canvas_hw:
+            raise ValueError(f"canvas is {self.pixels.shape[:2]} but its frame says {self.frame.canvas_hw} (H, W)")
+
+
 @dataclass(frozen=True)
 class GridPart:
-    """One row-major token grid covering ``box`` (integer pixels) of the canvas."""
+    """One row-major token grid covering ``box`` (integer canvas pixels; it may reach past the canvas edges)."""
 
     token_start: int  # offset of its first token among this image's tokens
     rows: int
@@ -39,48 +106,45 @@ class GridPart:
 
 
 @dataclass(frozen=True)
-class ImageGeometry:
-    """Token layout of one image (see module docstring)."""
+class TokenLayout:
+    """The token grids a model lays on one canvas, in token order.
+
+    Attributes:
+        canvas_hw: ``(H, W)`` of the canvas the grids' boxes refer to.
+        parts: the grids, contiguous in token order.
+    """
 
     canvas_hw: tuple[int, int]
     parts: tuple[GridPart, ...]
-    original_hw: tuple[int, int]
-    canvas_in_original: Box  # the region of the original image the canvas shows
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "canvas_hw", _hw(self.canvas_hw))
+        object.__setattr__(self, "parts", tuple(self.parts))
         expected = 0
         for part in self.parts:
             if part.token_start != expected:
                 raise ValueError(f"grid parts must be contiguous in token order; got {self.parts}")
             expected += part.n_tokens
 
+    @classmethod
+    def single_grid(cls, rows: int, cols: int, canvas_hw: tuple[int, int]) -> TokenLayout:
+        """One grid covering the whole canvas (LLaVA-1.5, Qwen-VL, Gemma 3, PaliGemma)."""
+        H, W = _hw(canvas_hw)
+        return cls((H, W), (GridPart(0, int(rows), int(cols), (0, 0, W, H)),))
+
     @property
     def n_tokens(self) -> int:
         return sum(part.n_tokens for part in self.parts)
-
-    @classmethod
-    def single_grid(
-        cls, rows: int, cols: int, canvas_hw: tuple[int, int], original_hw: tuple[int, int], canvas_in_original: Box
-    ) -> ImageGeometry:
-        """A single grid covering the whole canvas (LLaVA-1.5, Qwen-VL)."""
-        H, W = canvas_hw
-        return cls(
-            canvas_hw=(int(H), int(W)),
-            parts=(GridPart(0, int(rows), int(cols), (0, 0, int(W), int(H))),),
-            original_hw=(int(original_hw[0]), int(original_hw[1])),
-            canvas_in_original=tuple(float(v) for v in canvas_in_original),
-        )
 
     def split(self, scores: torch.Tensor) -> list[torch.Tensor]:
         """Token scores ``[B, n_tokens]`` -> one ``[B, rows, cols]`` grid per part."""
         if scores.ndim != 2 or scores.shape[1] != self.n_tokens:
             raise ValueError(f"expected token scores [B, {self.n_tokens}], got {tuple(scores.shape)}")
-        return [
-            scores[:, p.token_start : p.token_start + p.n_tokens].reshape(-1, p.rows, p.cols) for p in self.parts
-        ]
+        B = scores.shape[0]
+        return [scores[:, p.token_start : p.token_start + p.n_tokens].reshape(B, p.rows, p.cols) for p in self.parts]
 
     def cell_boxes(self) -> torch.Tensor:
-        """Canvas pixel box of every token, ``[n_tokens, 4]`` float (x0, y0, x1, y1), token order."""
+        """Canvas pixel box of every token, ``[n_tokens, 4]`` float64 (x0, y0, x1, y1), token order."""
         boxes = []
         for p in self.parts:
             x0, y0, x1, y1 = p.box
@@ -93,15 +157,65 @@ class ImageGeometry:
             )
         return torch.cat(boxes)
 
+
+@dataclass(frozen=True, init=False)
+class ImageGeometry:
+    """A token layout on a framed canvas: how one model saw one image (see module docstring).
+
+    Built from ``(layout, frame)``, or from the flat fields
+    ``(canvas_hw, parts, original_hw, canvas_in_original)``.
+    """
+
+    layout: TokenLayout
+    frame: Frame
+
+    def __init__(
+        self,
+        layout: TokenLayout | None = None,
+        frame: Frame | None = None,
+        *,
+        canvas_hw: tuple[int, int] | None = None,
+        parts: tuple[GridPart, ...] = (),
+        original_hw: tuple[int, int] | None = None,
+        canvas_in_original: Box | None = None,
+    ) -> None:
+        if layout is None:
+            layout = TokenLayout(canvas_hw, parts)
+        if frame is None:
+            frame = Frame(original_hw, layout.canvas_hw, canvas_in_original)
+        if layout.canvas_hw != frame.canvas_hw:
+            raise ValueError(f"token layout is on a {layout.canvas_hw} canvas but the frame's is {frame.canvas_hw}")
+        object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "frame", frame)
+
+    @classmethod
+    def single_grid(
+        cls, rows: int, cols: int, canvas_hw: tuple[int, int], original_hw: tuple[int, int], canvas_in_original: Box
+    ) -> ImageGeometry:
+        """A single grid covering the whole canvas."""
+        return cls(TokenLayout.single_grid(rows, cols, canvas_hw), Frame(original_hw, canvas_hw, canvas_in_original))
+
+    canvas_hw = property(lambda self: self.layout.canvas_hw, doc="``(H, W)`` of the canvas.")
+    parts = property(lambda self: self.layout.parts, doc="The token grids, in token order.")
+    n_tokens = property(lambda self: self.layout.n_tokens, doc="Image tokens of this image.")
+    original_hw = property(lambda self: self.frame.original_hw, doc="``(H0, W0)`` of the original.")
+    canvas_in_original = property(lambda self: self.frame.box, doc="The original's region the canvas shows.")
+
+    def split(self, scores: torch.Tensor) -> list[torch.Tensor]:
+        """See :meth:`TokenLayout.split`."""
+        return self.layout.split(scores)
+
+    def cell_boxes(self) -> torch.Tensor:
+        """See :meth:`TokenLayout.cell_boxes`."""
+        return self.layout.cell_boxes()
+
     def original_boxes_to_canvas(self, boxes: torch.Tensor) -> torch.Tensor:
-        """Map ``[N, 4]`` xyxy boxes from original-image pixels to canvas pixels (unclipped)."""
-        ox0, oy0, ox1, oy1 = self.canvas_in_original
-        H, W = self.canvas_hw
-        sx, sy = W / (ox1 - ox0), H / (oy1 - oy0)
-        boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
-        return torch.stack(
-            [(boxes[:, 0] - ox0) * sx, (boxes[:, 1] - oy0) * sy, (boxes[:, 2] - ox0) * sx, (boxes[:, 3] - oy0) * sy], 1
-        )
+        """See :meth:`Frame.original_boxes_to_canvas`."""
+        return self.frame.original_boxes_to_canvas(boxes)
+
+
+def _frame(where: Frame | ImageGeometry) -> Frame:
+    return where.frame if isinstance(where, ImageGeometry) else where
 
 
 def _sample(mask: torch.Tensor, src_region: Box, dst_hw: tuple[int, int], dst_region: Box, fill: float) -> torch.Tensor:
@@ -126,32 +240,47 @@ def _sample(mask: torch.Tensor, src_region: Box, dst_hw: tuple[int, int], dst_re
     return torch.where(seen, out, torch.full_like(out, fill))
 
 
-def mask_to_original(mask: torch.Tensor, geometry: ImageGeometry, fill: float = 0.0) -> torch.Tensor:
+def mask_to_original(mask: torch.Tensor, frame: Frame | ImageGeometry, fill: float = 0.0) -> torch.Tensor:
     """Carry a canvas mask ``[B, H, W]`` onto the original image ``[B, H0, W0]``.
 
     Parts of the original the model never saw (e.g. cropped away) get ``fill``.
     """
-    return _sample(mask, geometry.canvas_in_original, geometry.original_hw, (0, 0, *geometry.original_hw[::-1]), fill)
+    frame = _frame(frame)
+    H0, W0 = frame.original_hw
+    return _sample(mask, frame.box, frame.original_hw, (0, 0, W0, H0), fill)
 
 
-def mask_from_original(mask: torch.Tensor, geometry: ImageGeometry, fill: float = 0.0) -> torch.Tensor:
-    """Carry a mask on the original image ``[B, H0, W0]`` onto ``geometry``'s canvas ``[B, H, W]``."""
-    H0, W0 = geometry.original_hw
-    return _sample(mask, (0, 0, W0, H0), geometry.canvas_hw, geometry.canvas_in_original, fill)
+def mask_from_original(mask: torch.Tensor, frame: Frame | ImageGeometry, fill: float = 0.0) -> torch.Tensor:
+    """Carry a mask on the original image ``[B, H0, W0]`` onto ``frame``'s canvas ``[B, H, W]``."""
+    frame = _frame(frame)
+    H0, W0 = frame.original_hw
+    return _sample(mask, (0, 0, W0, H0), frame.canvas_hw, frame.box, fill)
 
 
-def remap_mask(mask: torch.Tensor, source: ImageGeometry, target: ImageGeometry | None, fill: float = 0.0) -> torch.Tensor:
+def remap_mask(
+    mask: torch.Tensor, source: Frame | ImageGeometry, target: Frame | ImageGeometry | None, fill: float = 0.0
+) -> torch.Tensor:
     """Carry a mask from ``source``'s canvas to ``target``'s canvas (or the original image if ``target`` is None).
 
-    Both geometries must describe the same original image size: this is how a
-    mask made by one model (a delegate) is applied to the image another model sees.
+    Both frames must describe the same original image size: this is how a mask
+    made by one model (a delegate) is applied to the image another model sees.
+
+    Args:
+        mask: ``[B, H, W]`` on the source canvas.
+        source, target: frames (or geometries, whose frames are used).
+        fill: value where the source canvas does not cover the target.
+
+    Returns:
+        ``[B, H', W']`` float32 on the target canvas (or the original).
     """
-    if target is not None and tuple(target.original_hw) != tuple(source.original_hw):
-        raise ValueError(
-            f"cannot remap a mask between different originals: {source.original_hw} vs {target.original_hw} (H, W)."
-        )
+    source = _frame(source)
     if mask.shape[1:] != torch.Size(source.canvas_hw):
         raise ValueError(f"mask is {tuple(mask.shape[1:])} but the source canvas is {source.canvas_hw} (H, W).")
     if target is None:
         return mask_to_original(mask, source, fill)
-    return _sample(mask, source.canvas_in_original, target.canvas_hw, target.canvas_in_original, fill)
+    target = _frame(target)
+    if target.original_hw != source.original_hw:
+        raise ValueError(
+            f"cannot remap a mask between different originals: {source.original_hw} vs {target.original_hw} (H, W)."
+        )
+    return _sample(mask, source.box, target.canvas_hw, target.box, fill)

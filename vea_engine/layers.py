@@ -1,4 +1,10 @@
-"""Which decoder layers VEA reads: the paper's presets, user lists, or fallbacks."""
+"""Which decoder layers VEA reads: the paper's presets, user lists, or fallbacks.
+
+Without a preset for the model (and no profile or explicit list), VEA averages
+*all* decoder layers, as the reference code does (its ``Attributor`` defaults to
+the whole stack: the paper's "w/o profiling" setting). ``deepest_half`` remains
+available as an explicit mode.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +27,8 @@ class LayerSelection:
 
     Attributes:
         layers: sorted, unique, 0-based decoder layer indices.
-        source: ``preset:<checkpoint>``, ``fallback:deepest_half``, ``all``,
-            ``deepest_half``, ``custom`` or ``profile:<file>``.
+        source: ``preset:<checkpoint>``, ``fallback:all`` (mode ``preset`` without a
+            matching preset), ``all``, ``deepest_half``, ``custom`` or ``profile:<file>``.
         num_layers: decoder depth the selection was made for (None = any model
             deep enough).
         scores: per-layer profiling scores (AUROC) when selected from data.
@@ -86,9 +92,9 @@ def select_layers(
 
     Args:
         mode: ``preset`` (paper layers when ``model_name`` matches a pre-profiled
-            checkpoint of the same depth, else the deepest half, logged),
-            ``all``, ``deepest_half``, ``custom`` (uses ``custom``), a list of
-            indices, or None (= ``preset``).
+            checkpoint of the same depth, else all layers as the reference does,
+            logged, source ``fallback:all``), ``all``, ``deepest_half``, ``custom``
+            (uses ``custom``), a list of indices, or None (= ``preset``).
         num_layers: decoder depth of the model.
         model_name: path or hub id, to look up presets.
         custom: layer list for ``custom``: indices or text like ``"14,15,17"``.
@@ -104,12 +110,13 @@ def select_layers(
             selection = LayerSelection(PRESET_LAYERS[key], f"preset:{key}", num_layers)
         else:
             log.warning(
-                "no pre-profiled layers for %r (%d layers); falling back to the deepest half. "
-                "Profile the model or pass explicit layers for better maps.",
+                "no pre-profiled layers for %r (%d layers); averaging all %d layers, as the reference does "
+                "(the paper's 'w/o profiling' setting). Profile the model or pass explicit layers for better maps.",
                 model_name,
                 num_layers,
+                num_layers,
             )
-            selection = LayerSelection(tuple(range(num_layers // 2, num_layers)), "fallback:deepest_half", num_layers)
+            selection = LayerSelection(tuple(range(num_layers)), "fallback:all", num_layers)
     elif mode == "all":
         selection = LayerSelection(tuple(range(num_layers)), "all", num_layers)
     elif mode == "deepest_half":

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .config import PAPER_MAX_PIXELS, RESOLUTION_MODES
 from .families import FamilyAdapter, adapter_class, supported_model_types
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,64 @@ def _check_source(source: str | os.PathLike) -> tuple[str, bool]:
     return text, False
 
 
+def max_pixels_for(resolution: str | int) -> int | None:
+    """The pixel cap a resolution choice stands for: ``paper`` -> 512*512, ``checkpoint`` -> None
+    (the checkpoint's own limits), a positive pixel count (int or digits) -> itself."""
+    if isinstance(resolution, str) and resolution.strip().isdigit():
+        resolution = int(resolution.strip())
+    if resolution == "paper":
+        return PAPER_MAX_PIXELS
+    if resolution == "checkpoint":
+        return None
+    if isinstance(resolution, int) and not isinstance(resolution, bool) and 0 < resolution <= 2**31:
+        return resolution
+    raise ValueError(
+        f"resolution must be one of {RESOLUTION_MODES} or a pixel count such as 1048576, got {resolution!r}; "
+        "'paper' (512*512) reproduces the paper."
+    )
+
+
+def apply_resolution(processor: Any, model_type: str, resolution: str | int = "paper", config: Any = None) -> None:
+    """Set the input resolution of a loaded processor in place.
+
+    Only processors that take a pixel budget (Qwen2/2.5/3-VL) change: ``paper`` caps
+    them at 512*512 pixels as the reference code does, a number at that many pixels,
+    ``checkpoint`` keeps the checkpoint's limits. Other families render every image
+    at sizes fixed by their configs; for them ``paper`` and ``checkpoint`` are the
+    same and a pixel count is an error.
+    """
+    cap = max_pixels_for(resolution)
+    adapter_type = adapter_class(model_type)
+    if cap is None or (resolution == "paper" and not adapter_type.pixel_budget):
+        return
+    if not adapter_type.pixel_budget:
+        raise ValueError(
+            f"resolution: {model_type} processors take no pixel budget (their input sizes are fixed by the "
+            "checkpoint); choose 'paper' or 'checkpoint'."
+        )
+    adapter_type(processor, config).set_max_pixels(cap)
+
+
+def _fill_processor_fields(processor: Any, config: Any) -> None:
+    """Fill fields older LLaVA-family processor configs lack (``patch_size``,
+    ``vision_feature_select_strategy``, ``num_additional_image_tokens``) from the model config.
+
+    Without them transformers 5 fails with ``int // None``, or counts one image token
+    too few: a CLIP tower emits a CLS token that the ``default`` strategy drops.
+    """
+    vision = getattr(config, "vision_config", None)
+    if getattr(processor, "patch_size", 0) is None and getattr(vision, "model_type", "") == "clip_vision_model":
+        if not getattr(processor, "num_additional_image_tokens", None):
+            processor.num_additional_image_tokens = 1  # the CLS token
+    fields = {
+        "patch_size": getattr(vision, "patch_size", None),
+        "vision_feature_select_strategy": getattr(config, "vision_feature_select_strategy", None),
+    }
+    for name, value in fields.items():
+        if hasattr(processor, name) and getattr(processor, name) is None and value is not None:
+            setattr(processor, name, value)
+
+
 def load_vlm(
     source: str | os.PathLike,
     dtype: str = "auto",
@@ -81,6 +140,7 @@ def load_vlm(
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
     local_files_only: bool | None = None,
+    resolution: str | int = "paper",
 ) -> VLM:
     """Load a checkpoint through ``AutoModelForImageTextToText`` + ``AutoProcessor``.
 
@@ -93,12 +153,16 @@ def load_vlm(
         trust_remote_code: run code shipped with the checkpoint. Off unless you opt in.
         local_files_only: never touch the network (default: on for folders, and when
             ``HF_HUB_OFFLINE`` is set).
+        resolution: ``paper`` (processors with a pixel budget capped at 512*512, as in
+            the reference code; the default), ``checkpoint`` (the checkpoint's own
+            limits) or a pixel count. See :func:`apply_resolution`.
 
     Returns:
         A :class:`VLM`.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    max_pixels_for(resolution)  # arguments are checked before anything is read
     source, is_local = _check_source(source)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
@@ -118,6 +182,12 @@ def load_vlm(
             f"VEA supports: {', '.join(supported_model_types())}."
         )
     adapter_type = adapter_class(model_type)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if attn_implementation == "sdpa" and getattr(text_config, "attn_logit_softcapping", None) is not None:
+        # Gemma 2 decoders (PaliGemma 2) soft-cap attention logits, which SDPA cannot do: transformers refuses
+        # SDPA for them. Eager computes the soft-capped attention; capture reads the same rows from it.
+        log.info("%s soft-caps attention logits; loading it on eager attention (SDPA cannot soft-cap).", source)
+        attn_implementation = "eager"
     device_map = "auto" if str(device) == "auto" else None
     try:
         processor = AutoProcessor.from_pretrained(source, **common)
@@ -138,6 +208,8 @@ def load_vlm(
     if tokenizer is None:
         raise ValueError(f"model: the processor of {source!r} has no tokenizer.")
     tokenizer.padding_side = "left"
+    _fill_processor_fields(processor, model.config)
+    apply_resolution(processor, model_type, resolution, model.config)
     adapter = adapter_type(processor, model.config)
     from .capture import decoder_attention_modules
 

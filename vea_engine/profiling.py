@@ -8,7 +8,9 @@ image tokens, each layer's row ranks the tokens; the ranking is scored against
 per-token evidence labels (:func:`evidence_labels`) by AUROC, average precision
 and NDCG@all. Per-layer scores are averaged over samples (samples whose labels
 are all one class are skipped and counted) and the top
-``max(1, ceil(top_fraction * n_layers))`` layers by mean AUROC are kept.
+``max(1, ceil(top_fraction * n_layers))`` layers by mean AUROC are kept (the
+reference's rule: on equal AUROC the higher layer index wins, see
+:func:`select_top_layers`).
 
 The result, :class:`LayerProfile`, is saved as JSON, reloaded, turned into a
 :class:`~vea_engine.layers.LayerSelection` for attribution, and drawn with
@@ -21,7 +23,7 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .config import DEFAULTS
 from .geometry import GridPart, ImageGeometry
+from .inputs import Progress
 from .layers import LayerSelection
 
 log = logging.getLogger(__name__)
@@ -42,14 +45,31 @@ LABEL_RULES = ("any", "half", "all")
 PROFILE_FORMAT = "vea-layer-profile/1"
 #: Relative slack for the area comparisons of ``half`` / ``all`` (float round-off at exact edges).
 _AREA_RTOL = 1e-9
+#: A projected box edge within this many canvas pixels of a cell edge is moved onto that cell edge, so
+#: an edge that lands on a cell boundary up to float round-off (``42.00000000000004``) does not spill
+#: into the next cell. Far below any real annotation (sub-pixel boxes still count) and far above the
+#: float64 error of the projection (~1e-12 px on canvases of thousands of pixels).
+EDGE_SNAP_PX = 1e-6
 
-#: ``progress(done, total)`` after each sample; may raise to cancel.
-Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------------------------
 # Labels
 # ---------------------------------------------------------------------------------------------
+
+
+def _snap_to_edges(values: torch.Tensor, edges: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+    """``values`` with every entry within ``tol`` of one of ``edges`` replaced by the nearest edge.
+
+    Args:
+        values: ``[k]`` coordinates (float64).
+        edges: ``[E]`` cell edge coordinates along the same axis (float64, E >= 1).
+        tol: snapping distance in pixels (default :data:`EDGE_SNAP_PX`).
+    """
+    tol = EDGE_SNAP_PX if tol is None else tol
+    distance = (values[:, None] - edges[None, :]).abs()  # [k, E]
+    nearest = distance.argmin(1)  # [k]
+    return torch.where(distance.gather(1, nearest[:, None])[:, 0] <= tol, edges[nearest], values)
 
 
 def _covered_area(part: GridPart, boxes: torch.Tensor) -> torch.Tensor:
@@ -62,9 +82,11 @@ def _covered_area(part: GridPart, boxes: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[rows * cols]`` covered area per cell, token order.
 
-    The plane is cut along every cell edge and every box edge; each elementary
-    rectangle then lies in one cell and is either inside the union of the boxes or
-    outside it, so summing the covered rectangles per cell is exact. Cost is
+    Box edges within :data:`EDGE_SNAP_PX` of a cell edge are first moved onto it
+    (projection round-off must not spill a box into the next cell). The plane is
+    then cut along every cell edge and every box edge; each elementary rectangle
+    lies in one cell and is either inside the union of the boxes or outside it, so
+    summing the covered rectangles per cell is exact. Cost is
     ``O((cols + 2m) * (rows + 2m) * m)``.
     """
     gx0, gy0, gx1, gy1 = part.box
@@ -73,6 +95,15 @@ def _covered_area(part: GridPart, boxes: torch.Tensor) -> torch.Tensor:
     row_edges = gy0 + torch.arange(part.rows + 1, dtype=torch.float64) * ch  # [rows + 1]
     if boxes.shape[0] == 0:
         return torch.zeros(part.n_tokens, dtype=torch.float64)
+    boxes = torch.stack(  # [m, 4] edges on (or within EDGE_SNAP_PX of) a cell edge now lie exactly on it
+        [
+            _snap_to_edges(boxes[:, 0], col_edges),
+            _snap_to_edges(boxes[:, 1], row_edges),
+            _snap_to_edges(boxes[:, 2], col_edges),
+            _snap_to_edges(boxes[:, 3], row_edges),
+        ],
+        1,
+    )
     bx = boxes[:, [0, 2]].reshape(-1).clamp(float(col_edges[0]), float(col_edges[-1]))  # [2m]
     by = boxes[:, [1, 3]].reshape(-1).clamp(float(row_edges[0]), float(row_edges[-1]))
     xs, ys = torch.unique(torch.cat([col_edges, bx])), torch.unique(torch.cat([row_edges, by]))  # [X], [Y] sorted
@@ -100,8 +131,14 @@ def evidence_labels(geometry: ImageGeometry, boxes_original: Any, rule: str = "a
     * ``half``: ``coverage >= cell_area / 2``;
     * ``all``: ``coverage == cell_area`` (the cell lies inside the boxes).
 
-    Coverage is exact geometry, not a rasterisation; ``half``/``all`` compare with a
-    ``1e-9`` relative slack so cells whose edge coincides with a box edge count.
+    Coverage is exact geometry, not a rasterisation: boxes are not rounded to whole
+    pixels, so a sub-pixel box still marks the cell(s) it lies in, and ``x`` and ``y``
+    are scaled independently (a squashing resize squashes the boxes too). A projected
+    box edge within :data:`EDGE_SNAP_PX` (1e-6 canvas px) of a cell edge is moved onto
+    it, so an edge that lands on a cell boundary up to float round-off does not spill
+    into the next cell (an edge 1e-3 px past the boundary does). ``half``/``all``
+    compare with a ``1e-9`` relative slack so cells whose edge coincides with a box
+    edge count.
 
     Args:
         geometry: token layout of the image as the model saw it.
@@ -150,6 +187,41 @@ def n_top_layers(num_layers: int, top_fraction: float = DEFAULTS.top_layer_fract
     return max(1, math.ceil(round(top_fraction * num_layers, 9)))
 
 
+def select_top_layers(auroc: Sequence[float], n_keep: int) -> tuple[int, ...]:
+    """The ``n_keep`` layers with the highest AUROC, as the reference selects them.
+
+    The reference sorts the layers ascending by mean AUROC and keeps the last
+    ``n_keep`` (``argsort(auroc)[-n_keep:]``), then sorts those indices. With a stable
+    ascending sort, layers of equal AUROC keep index order, so on a tie the *higher*
+    layer index is kept: ``[0.5, 0.9, 0.9, 0.7]`` with ``n_keep=1`` gives ``(2,)``.
+    (The reference calls numpy's default ``argsort``, which is not stable: with SIMD
+    sorting, e.g. numpy 2.x on an AVX2 CPU, ties can come out in any order even for a
+    few layers, so its tie-breaking depends on the machine. We always apply the stable
+    rule.)
+
+    ``nan`` (a layer no sample scored) ranks *below* every scored layer; among ``nan``
+    layers the higher index again wins. This deliberately differs from plain
+    ``np.argsort``, which sorts ``nan`` last and would therefore keep unscored layers
+    first. In both implementations a ``nan`` mean cannot come out of profiling (samples
+    whose labels are all one class are skipped; non-finite attention is an error), so
+    real selections are the same.
+
+    Args:
+        auroc: ``[L]`` mean AUROC per layer.
+        n_keep: how many layers to keep, ``1 <= n_keep <= L``.
+
+    Returns:
+        The kept layer indices, sorted ascending.
+    """
+    values = np.asarray(auroc, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"select_top_layers: expected one AUROC per layer (1-D, non-empty), got shape {values.shape}.")
+    if not 1 <= n_keep <= values.size:
+        raise ValueError(f"select_top_layers: n_keep must be in 1..{values.size}, got {n_keep}.")
+    order = np.argsort(np.where(np.isnan(values), -np.inf, values), kind="stable")  # ascending, ties in index order
+    return tuple(sorted(int(v) for v in order[-n_keep:]))
+
+
 @dataclass(frozen=True)
 class LayerProfile:
     """Per-layer evidence-localisation scores of one model, and the layers kept.
@@ -158,7 +230,7 @@ class LayerProfile:
         model_name: the checkpoint profiled (path or hub id).
         num_layers: decoder depth ``L``.
         layers: selected layers (0-based, sorted): the top ``n_top_layers(L, top_fraction)``
-            by mean AUROC.
+            by mean AUROC (:func:`select_top_layers`: ties go to the higher layer).
         auroc: ``L`` mean AUROC per layer (``nan`` where no sample scored it).
         ap: ``L`` mean average precision per layer.
         ndcg: ``L`` mean NDCG@all per layer.
@@ -370,8 +442,7 @@ def profile_layers(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a layer never scored -> nan, reported as such
         means = np.nanmean(stacked, axis=0)  # [3, L]
-    order = np.argsort(-np.nan_to_num(means[0], nan=-np.inf), kind="stable")  # best AUROC first, ties: lower layer
-    layers = tuple(sorted(int(v) for v in order[:n_keep]))
+    layers = select_top_layers(means[0], n_keep)
     profile = LayerProfile(
         model_name=str(vlm.name),
         num_layers=int(vlm.num_layers),

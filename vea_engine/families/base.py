@@ -4,12 +4,16 @@ An adapter answers, for one loaded processor/config:
 
 * how to build the chat text for one image + prompt (:meth:`FamilyAdapter.chat_text`);
 * what the model-input rendering of an image is, and where it lies in the
-  original (:meth:`FamilyAdapter.render`) -- VEA paints and highlights on it;
-* which ``input_ids`` are this image's tokens and how they map to grid cells
-  and canvas pixel boxes (:meth:`FamilyAdapter.geometry`).
+  original (:meth:`FamilyAdapter.render`, a :class:`~vea_engine.geometry.Canvas`)
+  -- VEA paints and highlights on it;
+* which ``input_ids`` are this image's tokens and how they lie on the canvas as
+  grid cells (:meth:`FamilyAdapter.token_layout`, a
+  :class:`~vea_engine.geometry.TokenLayout`), from the processor outputs of the
+  *original* image -- the attribution pass sees exactly what the base answer sees.
 
 Adding a family = one subclass registered in :mod:`vea_engine.families`;
-nothing else in the engine changes.
+nothing else in the engine changes. The canvas must round-trip: fed back to the
+processor, it is laid out as the same token grids.
 """
 
 from __future__ import annotations
@@ -21,19 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..geometry import Box, ImageGeometry
+from ..geometry import Canvas, Frame, TokenLayout
 
-
-def size_value(size: Any, key: str) -> int | None:
-    """Read ``key`` from a processor size dict or ``SizeDict``; None if absent."""
-    if size is None:
-        return None
-    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
-    return int(value) if value is not None else None
 
 
 class FamilyAdapter:
-    """Base class; subclasses set ``family``/``model_types`` and implement the geometry."""
+    """Base class; subclasses set ``family``/``model_types`` and implement the canvas and token layout."""
 
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -59,11 +56,11 @@ class FamilyAdapter:
         raise ValueError(f"{self.family}: cannot find the image token id in the config or processor.")
 
     def image_token_positions(
-        self, input_ids: torch.Tensor, geometries: Sequence[ImageGeometry] | None = None
+        self, input_ids: torch.Tensor, layouts: Sequence[TokenLayout] | None = None
     ) -> list[torch.Tensor]:
         """Positions of the image tokens of each sequence: ``[B, N] -> B x [n_b]`` (sorted).
 
-        ``geometries`` (one per sequence, from :meth:`geometry`) lets a family whose
+        ``layouts`` (one per sequence, from :meth:`token_layout`) lets a family whose
         placeholders include non-grid tokens (e.g. row newlines) find which to drop.
         """
         hits = input_ids == self.image_token_id  # [B, N]
@@ -83,26 +80,34 @@ class FamilyAdapter:
         texts = [self.chat_text(p) for p in prompts]
         return self.processor(text=texts, images=images, return_tensors="pt", padding=True)
 
-    # -- geometry -----------------------------------------------------------
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
-        """Model-input rendering of an RGB image.
+    # -- canvas and token layout ----------------------------------------------
+    #: Whether the processor takes a pixel budget (``max_pixels``); see :meth:`set_max_pixels`.
+    pixel_budget: ClassVar[bool] = False
+
+    def set_max_pixels(self, max_pixels: int) -> None:
+        """Cap the processor's input resolution at ``max_pixels`` (families with a pixel budget only)."""
+        raise ValueError(f"{self.family}: the processor takes no pixel budget (its input size is fixed).")
+
+    def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
+        """Model-input rendering of an RGB image, with its frame in the original.
 
         Args:
             image: ``[H0, W0, 3]`` uint8.
+            rounding: how de-normalised processor pixels become uint8
+                (:data:`~vea_engine.families.common.ROUNDING_MODES`).
 
         Returns:
-            ``([H, W, 3] uint8 canvas, canvas_in_original box)``. Feeding the canvas
-            back to the processor must not resize it again.
+            A :class:`~vea_engine.geometry.Canvas`. Fed back to the processor, the
+            canvas is laid out as the same token grids (it is not resized again).
         """
         raise NotImplementedError
 
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
-        """Token layout of batch item ``index`` of ``inputs`` (processor outputs for the canvas)."""
+    def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
+        """Token grids of batch item ``index`` of ``inputs`` on the canvas of ``frame``.
+
+        Args:
+            inputs: processor outputs (:meth:`encode`) of the original images.
+            index: which image of the batch.
+            frame: that image's canvas frame (from :meth:`render`).
+        """
         raise NotImplementedError
-
-
-def pil_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Bicubic PIL resize of ``[H, W, 3]`` uint8 to ``hw = (h, w)``; identity when the size matches."""
-    if image.shape[:2] == tuple(hw):
-        return image
-    return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))

@@ -6,14 +6,15 @@ The image processor resizes every image (no aspect ratio kept) to
 average-pools them ``k x k`` to ``mm_tokens_per_image`` tokens (16 x 16 = 256),
 emitted row-major between ``<start_of_image>`` and ``<end_of_image>``. So the
 canvas is the resized ``S x S`` image, showing the whole original, and token
-``(r, c)`` covers the ``(S / side)``-px square ``(r, c)`` of it.
+``(r, c)`` covers the ``(S / side)``-px square ``(r, c)`` of it. As in the
+reference code, the canvas is the processor's own ``pixel_values`` de-normalised.
 
 The text decoder mixes sliding-window and global layers and lets the image
 tokens attend to each other bidirectionally (``token_type_ids``); the captured
 rows use the mask each layer really receives, so they equal eager attention.
 
 Pan-and-scan (``do_pan_and_scan``) adds crops with their own token blocks; it is
-not supported (geometry raises).
+not supported (token_layout raises).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..geometry import Box, ImageGeometry
-from .base import FamilyAdapter
-from .common import encode_chat, processor_pixels_to_uint8
+from ..geometry import Canvas, Frame, TokenLayout
+from .common import encode_chat, processor_canvas
+from .llava import FixedGridAdapter
 
 
-class Gemma3Adapter(FamilyAdapter):
+class Gemma3Adapter(FixedGridAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
     fallback_template = "<start_of_turn>user\n{image}{prompt}<end_of_turn>\n<start_of_turn>model\n"
@@ -45,21 +46,16 @@ class Gemma3Adapter(FamilyAdapter):
         # The chat template writes <bos> itself (no second one from the tokenizer); one image per text.
         return encode_chat(self.processor, [self.chat_text(p) for p in prompts], images, nested=True)
 
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
-        ip = self.processor.image_processor
-        pixels = ip(images=[image], return_tensors="pt", do_pan_and_scan=False)["pixel_values"][0]  # [3, S, S]
-        h0, w0 = image.shape[:2]
-        return processor_pixels_to_uint8(pixels, ip), (0.0, 0.0, float(w0), float(h0))
+    def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
+        pixels = processor_canvas(self.processor.image_processor, image, rounding, do_pan_and_scan=False)
+        return Canvas(pixels, Frame.whole(image.shape[:2], pixels.shape[:2]))
 
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
+    def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
         pixels = inputs["pixel_values"]  # [n_images, 3, S, S]
         if pixels.shape[0] != inputs["input_ids"].shape[0]:
             raise ValueError(
                 f"gemma3: {pixels.shape[0]} image crops for {inputs['input_ids'].shape[0]} prompts; pan-and-scan "
                 "crops are not supported by VEA. Set do_pan_and_scan=False in the processor config."
             )
-        h, w = pixels.shape[-2:]
         side = self.tokens_per_side
-        return ImageGeometry.single_grid(
-            rows=side, cols=side, canvas_hw=(h, w), original_hw=original_hw, canvas_in_original=canvas_in_original
-        )
+        return TokenLayout.single_grid(side, side, pixels.shape[-2:])

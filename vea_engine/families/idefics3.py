@@ -16,7 +16,10 @@ The prompt spells the layout out with text tokens that are not image tokens::
 
 **Canvas**: the tiled image, ``rows * S x cols * S``, showing the whole original.
 Its parts are the tiles in prompt order, each covering its own ``S x S`` box, then
-the global grid covering the whole canvas. Fed back to the processor the canvas is
+the global grid covering the whole canvas. When ``S`` is not a whole number of
+patches (SmolVLM: 384-px tiles, 14-px patches, 27 patches = 378 px) the vision
+tower never sees the last pixels of each tile; the grids cover exactly the pixels
+the patches see (``seen_side``), so token cells lie where the patches are. Fed back to the processor the canvas is
 not resized (its longest side already is ``L``, both sides are multiples of ``S``),
 so it is tiled identically. The ``<row_i_col_j>`` tokens of the prompt give
 ``rows`` and ``cols``; an image small enough not to be split (``rows = cols = 0``)
@@ -37,9 +40,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..geometry import Box, GridPart, ImageGeometry
-from .base import FamilyAdapter, size_value
-from .common import encode_chat, processor_pixels_to_uint8
+from ..geometry import Canvas, Frame, GridPart, TokenLayout
+from .base import FamilyAdapter
+from .common import encode_chat, processor_pixels_to_uint8, size_value, stitch_tiles
 
 _ROW_COL = re.compile(r"<row_(\d+)_col_(\d+)>")
 
@@ -60,6 +63,12 @@ class Idefics3Adapter(FamilyAdapter):
         """Tokens per side of one tile's grid: ``S / patch / scale_factor``."""
         return self.tile // int(self.config.vision_config.patch_size) // int(self.config.scale_factor)
 
+    @property
+    def seen_side(self) -> int:
+        """Pixels of a tile its patches cover: ``tokens_per_side * patch * scale_factor`` (378 of a 384-px tile
+        with 14-px patches and scale 3, SmolVLM; all 364 of Idefics3's). Token cells are placed on those."""
+        return self.tokens_per_side * int(self.config.vision_config.patch_size) * int(self.config.scale_factor)
+
     @functools.cached_property
     def _row_col_ids(self) -> dict[int, tuple[int, int]]:
         """Token id -> (row, col) of the tokenizer's ``<row_i_col_j>`` tokens."""
@@ -70,21 +79,17 @@ class Idefics3Adapter(FamilyAdapter):
         # one image per prompt; the chat template writes the BOS token itself
         return encode_chat(self.processor, [self.chat_text(p) for p in prompts], images, nested=True)
 
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
+    def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         ip = self.processor.image_processor
-        out = ip(images=[[image]], return_tensors="pt", return_row_col_info=True)
+        out = ip(images=[[Image.fromarray(image)]], return_tensors="pt", return_row_col_info=True)
         rows, cols = int(out["rows"][0][0]), int(out["cols"][0][0])
         pixels = out["pixel_values"][0]  # [rows * cols + 1, 3, S, S]: tiles row-major, then the global image
-        S = pixels.shape[-1]
-        if rows == 0:
-            canvas = pixels[0]  # not split: the global image is all there is
-        else:
-            tiles = pixels[: rows * cols].reshape(rows, cols, 3, S, S)
-            canvas = tiles.permute(2, 0, 3, 1, 4).reshape(3, rows * S, cols * S)
-        h0, w0 = image.shape[:2]
-        return processor_pixels_to_uint8(canvas, ip), (0.0, 0.0, float(w0), float(h0))
+        # not split: the global image is all there is
+        canvas = stitch_tiles(pixels[: rows * cols], rows, cols) if rows else pixels[0]
+        canvas = processor_pixels_to_uint8(canvas, ip, rounding)
+        return Canvas(canvas, Frame.whole(image.shape[:2], canvas.shape[:2]))
 
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
+    def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
         ids = inputs["input_ids"][index]
         row_col = self._row_col_ids
         if not row_col:
@@ -94,17 +99,13 @@ class Idefics3Adapter(FamilyAdapter):
         rows, cols = (max(rc[k] for rc in present) if present else 0 for k in (0, 1))
         if present != [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]:
             raise ValueError(f"{self.family}: the tiles of image {index} are not a full row-major grid: {present}.")
-        S, n = self.tile, self.tokens_per_side
-        parts = [GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, (c + 1) * S, (r + 1) * S))
+        S, n, seen = self.tile, self.tokens_per_side, self.seen_side
+        parts = [GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, c * S + seen, r * S + seen))
                  for r in range(rows) for c in range(cols)]
         H, W = (rows * S, cols * S) if rows else (S, S)
-        parts.append(GridPart(rows * cols * n * n, n, n, (0, 0, W, H)))  # the global image: the whole canvas
-        return ImageGeometry(
-            canvas_hw=(H, W),
-            parts=tuple(parts),
-            original_hw=(int(original_hw[0]), int(original_hw[1])),
-            canvas_in_original=tuple(float(v) for v in canvas_in_original),
-        )
+        # the global image is the whole canvas squashed to S x S; its patches see the first `seen` px of S
+        parts.append(GridPart(rows * cols * n * n, n, n, (0, 0, W * seen // S, H * seen // S)))
+        return TokenLayout((H, W), tuple(parts))
 
 
 class SmolVLMAdapter(Idefics3Adapter):

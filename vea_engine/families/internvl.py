@@ -26,10 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from ..geometry import Box, GridPart, ImageGeometry
-from .base import FamilyAdapter, size_value
-from .common import processor_pixels_to_uint8
+from ..geometry import Canvas, Frame, GridPart, TokenLayout
+from .base import FamilyAdapter
+from .common import processor_pixels_to_uint8, size_value, stitch_tiles
 
 
 class InternVLAdapter(FamilyAdapter):
@@ -67,19 +68,17 @@ class InternVLAdapter(FamilyAdapter):
         )
         return int(rows), int(cols)
 
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
+    def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         ip = self.processor.image_processor
         rows, cols = self.tile_grid(image.shape[:2])
-        pixels = ip(images=[image], return_tensors="pt", crop_to_patches=rows * cols > 1)["pixel_values"]
-        S = self.tile
-        tiles = pixels[: rows * cols].reshape(rows, cols, 3, S, S)  # row-major tiles (the thumbnail comes last)
-        canvas = tiles.permute(2, 0, 3, 1, 4).reshape(3, rows * S, cols * S)
-        h0, w0 = image.shape[:2]
-        return processor_pixels_to_uint8(canvas, ip), (0.0, 0.0, float(w0), float(h0))
+        pil = Image.fromarray(image)
+        pixels = ip(images=[pil], return_tensors="pt", crop_to_patches=rows * cols > 1)["pixel_values"]
+        canvas = processor_pixels_to_uint8(stitch_tiles(pixels[: rows * cols], rows, cols), ip, rounding)
+        return Canvas(canvas, Frame.whole(image.shape[:2], canvas.shape[:2]))  # the thumbnail comes last
 
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
+    def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
         S, n = self.tile, self.tokens_per_side
-        rows, cols = self.tile_grid(original_hw)
+        rows, cols = self.tile_grid(frame.original_hw)
         canvas_hw = (rows * S, cols * S)
         if self.tile_grid(canvas_hw) != (rows, cols):
             raise ValueError(
@@ -91,15 +90,10 @@ class InternVLAdapter(FamilyAdapter):
         if inputs["pixel_values"].shape[0] != n_images * per_image:
             raise ValueError(
                 f"{self.family}: {inputs['pixel_values'].shape[0]} tiles for {n_images} images, expected "
-                f"{per_image} each; the images given to the processor are not this adapter's canvases."
+                f"{per_image} each; the images in one batch must share a size."
             )
         parts = [GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, (c + 1) * S, (r + 1) * S))
                  for r in range(rows) for c in range(cols)]
         if rows * cols > 1:
             parts.append(GridPart(rows * cols * n * n, n, n, (0, 0, cols * S, rows * S)))  # the thumbnail
-        return ImageGeometry(
-            canvas_hw=canvas_hw,
-            parts=tuple(parts),
-            original_hw=(int(original_hw[0]), int(original_hw[1])),
-            canvas_in_original=tuple(float(v) for v in canvas_in_original),
-        )
+        return TokenLayout(canvas_hw, tuple(parts))

@@ -4,7 +4,9 @@ The CLIP image processor resizes the shorter side to ``size["shortest_edge"]``
 and centre-crops ``crop_size``; the vision tower cuts ``patch_size`` patches and
 (``vision_feature_select_strategy="default"``) drops CLS, so the
 ``(crop_h / patch) x (crop_w / patch)`` tokens are row-major patches of the
-crop, which is the canvas. The canvas shows the central part of the original.
+crop. **Canvas** (as the reference code renders it): the processor's own
+``pixel_values`` de-normalised, i.e. the crop, showing the central part of the
+original.
 """
 
 from __future__ import annotations
@@ -12,13 +14,34 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..geometry import Box, ImageGeometry
-from .base import FamilyAdapter, size_value
+from ..geometry import Box, Canvas, Frame, TokenLayout
+from .base import FamilyAdapter
+from .common import processor_canvas, size_value
 
 
-class LlavaAdapter(FamilyAdapter):
+class FixedGridAdapter(FamilyAdapter):
+    """A family whose processor renders every image at one fixed size, one grid of ``patch_size`` patches."""
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.config.vision_config.patch_size)
+
+    def canvas_in_original(self, original_hw: tuple[int, int]) -> Box:
+        """The region of the original the canvas shows (default: all of it, squashed)."""
+        return (0.0, 0.0, float(original_hw[1]), float(original_hw[0]))
+
+    def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
+        pixels = processor_canvas(self.processor.image_processor, image, rounding)
+        return Canvas(pixels, Frame(image.shape[:2], pixels.shape[:2], self.canvas_in_original(image.shape[:2])))
+
+    def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
+        h, w = inputs["pixel_values"].shape[-2:]
+        p = self.patch_size
+        return TokenLayout.single_grid(h // p, w // p, (h, w))
+
+
+class LlavaAdapter(FixedGridAdapter):
     family = "llava"
     model_types = ("llava",)
     fallback_template = "USER: {image}\n{prompt} ASSISTANT:"
@@ -52,20 +75,3 @@ class LlavaAdapter(FamilyAdapter):
         rh, rw = h0 * scale, w0 * scale
         x0, y0 = (rw - cw) / 2 / scale, (rh - ch) / 2 / scale
         return (x0, y0, x0 + cw / scale, y0 + ch / scale)
-
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
-        ip = self._image_processor
-        pixels = ip(images=[image], return_tensors="pt")["pixel_values"][0].float()  # [3, H, W] normalised
-        mean = torch.tensor(ip.image_mean).view(3, 1, 1) if getattr(ip, "do_normalize", True) else 0.0
-        std = torch.tensor(ip.image_std).view(3, 1, 1) if getattr(ip, "do_normalize", True) else 1.0
-        rescale = float(getattr(ip, "rescale_factor", 1 / 255)) if getattr(ip, "do_rescale", True) else 1.0
-        values = (pixels * std + mean) / rescale  # back to 0..255
-        canvas = values.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        return canvas, self.canvas_in_original(image.shape[:2])
-
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
-        h, w = inputs["pixel_values"].shape[-2:]
-        p = self.patch_size
-        return ImageGeometry.single_grid(
-            rows=h // p, cols=w // p, canvas_hw=(h, w), original_hw=original_hw, canvas_in_original=canvas_in_original
-        )

@@ -17,40 +17,34 @@ What the processor and the model do with an ``h x w`` input (transformers'
    row by row, each row followed by its newline token. All of them, newlines
    included, are ``<image>`` placeholders in ``input_ids``.
 
-**Canvas decision.** The canvas is *the region of the padded best-resolution
-image that the kept (unpadded) grid covers*: the high-resolution rendering the
-model sees, cropped to whole tile cells. It is neither the original nor the full
-padded pinpoint image:
+**Canvas.** The attribution pass encodes the original image, exactly as the base
+answer does. The canvas is *the region of the padded best-resolution page that
+the kept (unpadded) grid covers*, rendered from the processor's own tile pixels:
+the high-resolution rendering the model sees, cropped to whole tile cells.
 
 * every kept cell is exactly one ``patch x patch`` pixel box of the canvas, and
-  the kept grid covers the whole canvas (no partial cells, no boxes outside it);
+  the kept grid covers the whole canvas (no partial cells);
 * fed back to the processor, the canvas is not resized again (one side already
   touches the pinpoint), is padded back to the same place, and the model keeps
-  exactly the same rows and columns: the same token layout on the same pixels.
-  The highlighted canvas is therefore tiled identically (tested over many sizes);
-* the base image is the whole input squashed, so in the attribution pass (which
-  always encodes the canvas) the base grid covers the whole canvas too.
+  exactly the same rows and columns: the same token grids on the same pixels, so
+  the highlighted canvas is tiled identically (tested over many sizes);
+* the base grid shows the whole original squashed: on the canvas it covers the
+  region where the resized original lies on the page, which may reach up to one
+  cell past the canvas's edges (the canvas may keep a sliver of black padding or
+  lose a sliver of image, because unpadding works in whole cells).
 
-Because the model's unpadding works in whole cells, the canvas can differ from
-the aspect-kept resized original by up to one cell (``patch`` pixels) in all, at
-the two padded edges: it may keep a sliver of black padding or lose a sliver of
-image. ``canvas_in_original`` records exactly which region of the original it
-shows (it may reach slightly outside the original; remapped masks are filled
-there). When the canvas happens to be exactly a smaller pinpoint, the processor
-cuts it into tiles at other places than the original's page (same token grid on
-the same pixels, other tile borders); the attribution pass and the highlighted
-answer both encode the canvas, so they always agree.
+``Frame.box`` records exactly which region of the original the canvas shows (it
+may reach slightly outside the original; remapped masks are filled there).
 
-**Merging base and tiles.** Both grids cover the whole canvas, so
-:func:`~vea_engine.attribution.paint_scores` (which averages overlapping grids
-pixel by pixel) gives ``(base cell + tile cell) / 2`` everywhere: the same map as
-their sum up to a constant factor, which min-max normalisation removes.
+**Merging base and tiles.** :func:`~vea_engine.attribution.paint_scores`
+averages overlapping grids pixel by pixel: ``(base cell + tile cell) / 2`` where
+both cover a pixel.
 Denoising runs on each grid separately.
 
 **Newline tokens** are excluded from the image tokens. ``input_ids`` alone do not
 say where the rows end (several grid shapes can give the same number of
 ``<image>`` placeholders), so :meth:`LlavaNextAdapter.image_token_positions`
-takes the grid shape from the images' geometries (the engine passes them).
+takes the grid shape from the images' token layouts (the engine passes them).
 Without them it falls back to the only canvas grid shape that gives that count,
 and refuses ambiguous counts with a clear error.
 """
@@ -65,9 +59,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..geometry import Box, GridPart, ImageGeometry
+from PIL import Image
+
+from ..geometry import Canvas, Frame, GridPart, TokenLayout
 from .base import FamilyAdapter
-from .common import check_box, processor_pixels_to_uint8
+from .common import processor_pixels_to_uint8, stitch_tiles
 
 
 @dataclass(frozen=True)
@@ -84,9 +80,13 @@ class AnyresLayout:
             number of patches (LLaVA-NeXT's 336 / 24 = 14); otherwise the patches do not
             quite reach the tile's edge (OneVision's 384 px = 27 patches of 14 px + 6 px) and
             the cells are spread evenly over the tile (at most ``S - p * patch`` px off).
-        kept: ``(r0, r1, c0, c1)`` cell rows / columns the model keeps after unpadding.
+        kept: ``(r0, r1, c0, c1)`` cell rows / columns the model keeps after unpadding
+            (empty for inputs so thin that no cell survives: the model then keeps only
+            the base grid and, for a tall input, one newline token per row; as the
+            processor counts).
         tokens_hw: the kept grid as tokens ``(rows, cols)`` (smaller when the model
-            downsamples it, LLaVA-OneVision); newline tokens not counted.
+            downsamples it, LLaVA-OneVision; one side 0 when nothing is kept); newline
+            tokens not counted.
     """
 
     input_hw: tuple[int, int]
@@ -104,6 +104,17 @@ class AnyresLayout:
         r0, r1, c0, c1 = self.kept
         return tuple(int(round(v * self.cell)) for v in (c0, r0, c1, r1))
 
+    @property
+    def paste_page_box(self) -> tuple[int, int, int, int]:
+        """Where the resized input lies on the padded page, ``(x0, y0, x1, y1)``."""
+        (py, px), (nh, nw) = self.paste_yx, self.resized_hw
+        return (px, py, px + nw, py + nh)
+
+    @property
+    def canvas_page_box(self) -> tuple[int, int, int, int]:
+        """The canvas on the page: the kept cells, or the resized input when no cell is kept (very thin inputs)."""
+        return self.kept_page_box if min(self.tokens_hw) > 0 else self.paste_page_box
+
     def page_to_input(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """Map a page pixel box to the processor input's pixels (undo the paste and the resize)."""
         (h, w), (nh, nw), (py, px) = self.input_hw, self.resized_hw, self.paste_yx
@@ -117,10 +128,6 @@ class LlavaNextAdapter(FamilyAdapter):
     family = "llava_next"
     model_types = ("llava_next",)
     fallback_template = "[INST] {image}\n{prompt} [/INST]"
-
-    def __init__(self, processor: Any, config: Any) -> None:
-        super().__init__(processor, config)
-        #: placeholder count -> tiled grid shape, as last laid out by :meth:`geometry`
 
     # -- configuration --------------------------------------------------------
     @property
@@ -179,13 +186,13 @@ class LlavaNextAdapter(FamilyAdapter):
         rows, cols = best_h // self.tile * self.base_side, best_w // self.tile * self.base_side
         cells = torch.arange(rows * cols).view(1, rows, cols)
         kept = unpad_image(cells, (h, w))[0]  # [r, c] the model's own unpadding of the stitched grid
-        if kept.numel() == 0:
-            raise ValueError(
-                f"{self.family}: a {w}x{h} (W x H) image is too thin for this model's tiling (no cell of it "
-                "survives unpadding); crop or pad it to a less extreme aspect ratio."
-            )
-        r0, c0 = divmod(int(kept[0, 0]), cols)
-        r1, c1 = r0 + kept.shape[0], c0 + kept.shape[1]
+        if kept.numel() == 0:  # too thin: no cell survives unpadding (one side has none)
+            r0 = r1 = c0 = c1 = 0
+            tokens_hw = tuple(kept.shape)  # e.g. (12, 0): no image tokens, but a newline for each of 12 rows
+        else:
+            r0, c0 = divmod(int(kept[0, 0]), cols)
+            r1, c1 = r0 + kept.shape[0], c0 + kept.shape[1]
+            tokens_hw = self._downsample(r1 - r0, c1 - c0)
         return AnyresLayout(
             input_hw=(h, w),
             best_hw=(best_h, best_w),
@@ -194,7 +201,7 @@ class LlavaNextAdapter(FamilyAdapter):
             paste_yx=(py, px),
             cell=self.tile / self.base_side,
             kept=(r0, r1, c0, c1),
-            tokens_hw=self._downsample(r1 - r0, c1 - c0),
+            tokens_hw=tokens_hw,
         )
 
     @functools.cached_property
@@ -227,30 +234,32 @@ class LlavaNextAdapter(FamilyAdapter):
         """Shape ``(rows, cols)`` of the tiled token grid of an image with ``n_placeholders`` ``<image>`` tokens,
         when only one canvas shape of this processor gives that count."""
         n = int(n_placeholders)
+        if n == self.base_side**2:
+            return 0, 0  # the base grid only: an input too wide to keep a tile cell
         shapes = self._grids_by_count.get(n, set())
         if len(shapes) != 1:
             why = "no canvas of this processor gives" if not shapes else f"grid shapes {sorted(shapes)} all give"
             raise ValueError(
                 f"{self.family}: {why} {n} image placeholders, so the newline tokens cannot be located; "
-                "pass the images' geometries (adapter.geometry(), as extract_attention does), and check that "
+                "pass the images' token layouts (adapter.token_layout(), as extract_attention does), and check that "
                 "the processor and model configs match."
             )
         return next(iter(shapes))
 
     def image_token_positions(
-        self, input_ids: torch.Tensor, geometries: Sequence[ImageGeometry] | None = None
+        self, input_ids: torch.Tensor, layouts: Sequence[TokenLayout] | None = None
     ) -> list[torch.Tensor]:
         """Image tokens without the newline tokens: ``[B, N] -> B x [n_b]`` (base first, then the grid).
 
-        The tiled grid shape comes from ``geometries[b]`` when given, else from the
+        The tiled grid shape comes from ``layouts[b]`` when given, else from the
         placeholder count (an error when several grid shapes give that count).
         """
         out = []
         for b, row in enumerate(input_ids == self.image_token_id):  # [N]
             positions = row.nonzero(as_tuple=True)[0]
             if positions.numel():
-                if geometries is not None:
-                    rows, cols = geometries[b].parts[1].rows, geometries[b].parts[1].cols
+                if layouts is not None:
+                    rows, cols = layouts[b].parts[1].rows, layouts[b].parts[1].cols
                 else:
                     rows, cols = self.tiled_grid_for_count(positions.numel())
                 newline = self.base_side**2 + torch.arange(rows, device=positions.device) * (cols + 1) + cols
@@ -260,37 +269,31 @@ class LlavaNextAdapter(FamilyAdapter):
             out.append(positions)
         return out
 
-    # -- rendering and geometry -------------------------------------------------
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
+    # -- canvas and token layout -------------------------------------------------
+    def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         ip = self.processor.image_processor
         h0, w0 = image.shape[:2]
         layout = self.layout((h0, w0))
-        pixels = ip(images=[image], return_tensors="pt")["pixel_values"][0]  # [1 + tiles (+ pad), 3, S, S]
+        pixels = ip(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"][0]  # [1 + tiles (+pad), 3, S, S]
         th, tw = layout.tiles_hw
-        S = pixels.shape[-1]
-        tiles = pixels[1 : 1 + th * tw].reshape(th, tw, 3, S, S)  # row-major tiles of the padded page
-        page = tiles.permute(2, 0, 3, 1, 4).reshape(3, th * S, tw * S)  # [3, Hb, Wb]
-        x0, y0, x1, y1 = layout.kept_page_box
-        canvas = processor_pixels_to_uint8(page[:, y0:y1, x0:x1], ip)  # [H, W, 3]
-        return canvas, layout.page_to_input(layout.kept_page_box)
+        page = stitch_tiles(pixels[1 : 1 + th * tw], th, tw)  # [3, Hb, Wb] the padded page
+        x0, y0, x1, y1 = layout.canvas_page_box
+        canvas = processor_pixels_to_uint8(page[:, y0:y1, x0:x1], ip, rounding)  # [H, W, 3]
+        return Canvas(canvas, Frame((h0, w0), canvas.shape[:2], layout.page_to_input(layout.canvas_page_box)))
 
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
+    def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
         self._check_strategy()
-        h, w = (int(v) for v in inputs["image_sizes"][index])  # the processor input = the canvas
+        h, w = (int(v) for v in inputs["image_sizes"][index])  # the processor input = the original
         layout = self.layout((h, w))
+        kx0, ky0, kx1, ky1 = layout.canvas_page_box
+        px0, py0, px1, py1 = layout.paste_page_box
         rows, cols = layout.tokens_hw
-        box = check_box(self.family, layout.page_to_input(layout.kept_page_box), (h, w))
         side = self.base_side
         parts = (
-            GridPart(0, side, side, (0, 0, w, h)),  # base: the whole input squashed to S x S
-            GridPart(side * side, rows, cols, box),
+            GridPart(0, side, side, (px0 - kx0, py0 - ky0, px1 - kx0, py1 - ky0)),  # base: the input squashed
+            GridPart(side * side, rows, cols, (0, 0, kx1 - kx0, ky1 - ky0)),  # kept tile cells: the canvas (maybe none)
         )
-        return ImageGeometry(
-            canvas_hw=(h, w),
-            parts=parts,
-            original_hw=(int(original_hw[0]), int(original_hw[1])),
-            canvas_in_original=tuple(float(v) for v in canvas_in_original),
-        )
+        return TokenLayout((ky1 - ky0, kx1 - kx0), parts)
 
 
 def tiled_grid_ambiguities(adapter: LlavaNextAdapter) -> dict[int, set[tuple[int, int]]]:

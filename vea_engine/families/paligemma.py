@@ -17,37 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
-from ..geometry import Box, ImageGeometry
-from .base import FamilyAdapter
-from .common import processor_pixels_to_uint8
+from .llava import FixedGridAdapter
 
 
-class PaliGemmaAdapter(FamilyAdapter):
+class PaliGemmaAdapter(FixedGridAdapter):
     family = "paligemma"
     model_types = ("paligemma",)
     fallback_template = "{image}{prompt}"
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.config.vision_config.patch_size)
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
         inputs = super().encode(images, prompts)
         inputs.pop("labels", None)
         return inputs
-
-    def render(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
-        ip = self.processor.image_processor
-        pixels = ip(images=[image], return_tensors="pt")["pixel_values"][0]  # [3, S, S]
-        h0, w0 = image.shape[:2]
-        return processor_pixels_to_uint8(pixels, ip), (0.0, 0.0, float(w0), float(h0))
-
-    def geometry(self, inputs: Any, index: int, original_hw: tuple[int, int], canvas_in_original: Box) -> ImageGeometry:
-        h, w = inputs["pixel_values"].shape[-2:]
-        p = self.patch_size
-        return ImageGeometry.single_grid(
-            rows=h // p, cols=w // p, canvas_hw=(h, w), original_hw=original_hw, canvas_in_original=canvas_in_original
-        )

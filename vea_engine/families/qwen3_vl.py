@@ -16,4 +16,4 @@ from .qwen_vl import QwenVLAdapter
 
 class Qwen3VLAdapter(QwenVLAdapter):
     family = "qwen3_vl"
-    model_types = ("qwen3_vl",)
+    model_types = ("qwen3_vl", "qwen3_vl_moe")

@@ -1,0 +1,150 @@
+"""What goes into the model: questions per image, canvases, processor outputs, progress.
+
+One pass of the model over a batch is prepared here, once, for every caller
+(attribution, answering, profiling):
+
+* :func:`broadcast_questions` -- one question per image;
+* :func:`render_canvases` -- each image's model-input rendering with its frame;
+* :func:`model_inputs` -- processor outputs on the model's device;
+* :func:`encode_batch` -- all of it for one prompt style, plus each image's token
+  layout on its canvas: the attribution pass encodes the *original* images with
+  the plain QA prompt, byte for byte the inputs of the base answer;
+* :func:`layer_progress` -- a per-decoder-layer progress callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .capture import decoder_attention_modules
+from .config import build_prompt
+from .geometry import Canvas, ImageGeometry
+from .images import images_to_uint8
+from .loading import VLM
+
+#: ``progress(done, total)``; may raise to cancel (e.g. an interruption).
+Progress = Callable[[int, int], None]
+
+
+def broadcast_questions(questions: str | Sequence[str], batch: int) -> list[str]:
+    """One question per image: a single question is reused for the whole batch."""
+    if questions is None or isinstance(questions, str):
+        questions = [questions]
+    questions = list(questions)
+    if len(questions) == 1:
+        questions = questions * batch
+    if len(questions) != batch:
+        raise ValueError(
+            f"question: got {len(questions)} questions for {batch} images; give one question for all images "
+            "or exactly one per image."
+        )
+    for q in questions:
+        build_prompt(q)  # validates: non-empty
+    return questions
+
+
+def render_canvases(vlm: VLM, images: Any, rounding: str = "truncate") -> list[Canvas]:
+    """Model-input renderings of a batch, one :class:`~vea_engine.geometry.Canvas` per image."""
+    return [vlm.adapter.render(image, rounding) for image in images_to_uint8(images)]
+
+
+def model_inputs(vlm: VLM, images: list[np.ndarray], prompts: list[str]) -> Any:
+    """Processor outputs for ``[H, W, 3]`` uint8 images + prompts, on the model's device
+    (floating inputs in the model's dtype)."""
+    pil = [Image.fromarray(image) for image in images]
+    inputs = vlm.adapter.encode(pil, prompts)
+    moved = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(vlm.device)
+            if value.is_floating_point():
+                value = value.to(vlm.dtype)
+        moved[key] = value
+    return type(inputs)(moved) if hasattr(inputs, "data") else moved
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch of same-size images encoded for one forward pass.
+
+    Attributes:
+        inputs: processor outputs of the original images (on the model's device).
+        canvases: each image's canvas and frame.
+        geometry: the token layout on the canvas with its frame, shared by the batch.
+        positions: each sequence's image-token positions in ``input_ids`` (``n_tokens`` each).
+        questions: one per image.
+    """
+
+    inputs: Any
+    canvases: tuple[Canvas, ...]
+    geometry: ImageGeometry
+    positions: tuple[torch.Tensor, ...]
+    questions: tuple[str, ...]
+
+
+def encode_batch(
+    vlm: VLM,
+    images: Any,
+    questions: str | Sequence[str],
+    prompt_style: str = "qa",
+    template: str | None = None,
+    rounding: str = "truncate",
+) -> EncodedBatch:
+    """Encode same-size original images with their prompts and lay their tokens on their canvases.
+
+    Args:
+        vlm: a loaded model.
+        images: ``[B, H, W, C]`` tensor in [0, 1], or a list of same-size images.
+        questions: one question, or one per image.
+        prompt_style, template: see :func:`vea_engine.config.build_prompt`.
+        rounding: how de-normalised processor pixels become canvas uint8.
+
+    Returns:
+        An :class:`EncodedBatch`.
+    """
+    originals = images_to_uint8(images)
+    if len({o.shape for o in originals}) != 1:
+        raise ValueError("images in one batch must share a size (their token layouts differ); split the batch.")
+    questions = broadcast_questions(questions, len(originals))
+    prompts = [build_prompt(q, prompt_style, template) for q in questions]
+    canvases = [vlm.adapter.render(o, rounding) for o in originals]
+    inputs = model_inputs(vlm, originals, prompts)
+    layouts = [vlm.adapter.token_layout(inputs, i, c.frame) for i, c in enumerate(canvases)]
+    geometries = {ImageGeometry(layout, c.frame) for layout, c in zip(layouts, canvases)}
+    if len(geometries) != 1:
+        raise ValueError("images in one batch must share a size (their token layouts differ); split the batch.")
+    geometry = geometries.pop()
+    positions = vlm.adapter.image_token_positions(inputs["input_ids"], layouts)
+    for i, pos in enumerate(positions):
+        if pos.numel() != geometry.n_tokens:
+            raise RuntimeError(
+                f"{vlm.adapter.family}: image {i} has {pos.numel()} image tokens in the prompt but its token layout "
+                f"predicts {geometry.n_tokens}; the adapter does not match this processor configuration."
+            )
+    return EncodedBatch(inputs, tuple(canvases), geometry, tuple(positions), tuple(questions))
+
+
+@contextmanager
+def layer_progress(model: Any, progress: Progress | None, total_layers: int | None = None) -> Iterator[None]:
+    """Call ``progress(i + 1, total)`` as each text decoder layer starts (hooks removed on exit)."""
+    if progress is None:
+        yield
+        return
+    modules = decoder_attention_modules(model)
+    total = total_layers or len(modules)
+    handles = [
+        module.register_forward_pre_hook(lambda *_, i=i: progress(min(i + 1, total), total))
+        for i, module in enumerate(modules[:total])
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

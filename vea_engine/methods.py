@@ -1,0 +1,154 @@
+"""The one table of what each method does, and the runner that executes it.
+
+A :class:`Method` says which prompt the answer gets, whether the image is
+highlighted and, if so, how the evidence map is made (which layers, with or
+without denoising and smoothing). :data:`METHODS` holds the paper's comparison
+(``base``, ``inst``, ``vea``) and its ablations; :func:`vea_engine.pipeline.run_vea`,
+the evaluation, the CLI and the ComfyUI nodes all execute it through
+:class:`MethodRunner`, which computes each attribution, evidence map and
+highlighted image once per batch and shares them between methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .align import align_mask
+from .answering import answer
+from .attribution import AttentionMap, evidence_map, extract_attention
+from .config import DEFAULTS
+from .images import images_to_uint8
+from .inputs import Progress, broadcast_questions
+from .layers import LayerSelection
+from .loading import VLM
+from .mask import highlight_uint8
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison.
+
+    Attributes:
+        name: its name in results and tables.
+        prompt: the answer's prompt style, ``qa`` or ``vea`` (with the highlight hint).
+        layers: ``None`` (no attribution: the original image is answered),
+            ``selected`` (the chosen layers) or ``all`` (every layer: no profiling).
+        denoise, smooth: evidence-map stages (ablations switch them off).
+        description: one line for tables and docs.
+    """
+
+    name: str
+    prompt: str
+    layers: str | None = None
+    denoise: bool = True
+    smooth: bool = True
+    description: str = ""
+
+    @property
+    def highlight(self) -> bool:
+        """Whether the answer is given the highlighted image."""
+        return self.layers is not None
+
+
+#: Every method, in canonical (output and table) order.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("base", "qa", description="plain QA prompt, original image"),
+        Method("inst", "vea", description="VEA prompt (highlight hint), original image"),
+        Method("vea", "vea", "selected", description="VEA prompt, highlighted image (the method)"),
+        Method("vea_no_denoise", "vea", "selected", denoise=False, description="VEA without denoising"),
+        Method("vea_no_smooth", "vea", "selected", smooth=False, description="VEA without smoothing"),
+        Method("vea_all_layers", "vea", "all", description="VEA averaging every layer (no profiling)"),
+        Method("vea_no_hint", "qa", "selected", description="highlighted image, plain QA prompt"),
+    )
+}
+
+
+def check_methods(methods: Sequence[str] | str, who: str = "methods") -> tuple[Method, ...]:
+    """Validated, de-duplicated methods by name (a ``"base,inst,vea"`` string is split on commas)."""
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    names = list(methods)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(
+            f"{who}: methods must be a non-empty subset of {list(METHODS)}, got {names}; e.g. 'base,inst,vea'."
+        )
+    return tuple(METHODS[m] for m in dict.fromkeys(names))
+
+
+class MethodRunner:
+    """Answers one batch of same-size images under any methods, sharing the work between them.
+
+    Args:
+        vlm: the model that answers.
+        images: ``[B, H, W, C]`` in [0, 1] or a list of same-size images.
+        questions: one question, or one per image.
+        selection: the layers of ``selected`` methods (validated for ``mask_model``).
+        lam, sigma, alpha: paper hyper-parameters (denoise, smooth, highlight).
+        max_new_tokens: answer length.
+        mask_model: the model whose attention makes the mask (a delegate); default ``vlm``.
+        progress: called per decoder layer and per generated token; may raise to cancel.
+        rounding: how canvases and highlighted images become uint8 (``truncate``: the reference).
+    """
+
+    def __init__(
+        self,
+        vlm: VLM,
+        images: Any,
+        questions: str | Sequence[str],
+        selection: LayerSelection,
+        lam: float = DEFAULTS.lam,
+        sigma: float = DEFAULTS.sigma,
+        alpha: float = DEFAULTS.alpha,
+        max_new_tokens: int = DEFAULTS.max_new_tokens,
+        mask_model: VLM | None = None,
+        progress: Progress | None = None,
+        rounding: str = "truncate",
+    ) -> None:
+        self.vlm, self.mask_model = vlm, mask_model or vlm
+        self.images = images_to_uint8(images)  # [H, W, 3] uint8 each: what every method starts from
+        self.questions = broadcast_questions(questions, len(self.images))
+        n = self.mask_model.num_layers
+        self.layer_sets = {"selected": selection.check(n), "all": tuple(range(n))}
+        self.selection = selection
+        self.lam, self.sigma, self.alpha, self.max_new_tokens = lam, sigma, alpha, max_new_tokens
+        self.progress, self.rounding = progress, rounding
+        self._attention: dict[str, AttentionMap] = {}
+        self._highlighted: dict[tuple[str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def attention(self, layers: str) -> AttentionMap:
+        """The attribution over layer set ``layers`` (``selected`` / ``all``), computed once."""
+        if layers not in self._attention:
+            self._attention[layers] = extract_attention(
+                self.mask_model, self.images, self.questions, self.layer_sets[layers],
+                progress=self.progress, rounding=self.rounding,
+            )
+        return self._attention[layers]
+
+    def highlighted(self, method: Method) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(evidence [B, H, W] float32, highlighted [B, H, W, 3] uint8)`` on the answering model's canvas."""
+        key = (method.layers, method.denoise, method.smooth)
+        if key not in self._highlighted:
+            attention = self.attention(method.layers)
+            evidence = evidence_map(attention, self.lam, self.sigma, method.denoise, method.smooth)  # [B, h, w]
+            canvas = attention.canvas  # [B, h, w, 3] float: exact uint8 levels / 255
+            if self.mask_model is not self.vlm:
+                evidence, canvas = align_mask(
+                    evidence, attention.geometry.frame, self.images, self.vlm, rounding=self.rounding
+                )
+            levels = (canvas * 255).round().to(torch.uint8)  # [B, H, W, 3] the exact 8-bit levels
+            self._highlighted[key] = evidence, highlight_uint8(levels, evidence, self.alpha, self.rounding)
+        return self._highlighted[key]
+
+    def answer(self, method: Method) -> list[str]:
+        """One answer per image under ``method``."""
+        images = self.highlighted(method)[1] if method.highlight else self.images
+        return answer(
+            self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens, progress=self.progress
+        )
