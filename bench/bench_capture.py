@@ -31,15 +31,31 @@ def build(grid: int, layers: int, device: str, dtype: torch.dtype):
 
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=1024, hidden_size=512, intermediate_size=1408, num_hidden_layers=layers,
-            num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=8192,
+            vocab_size=1024,
+            hidden_size=512,
+            intermediate_size=1408,
+            num_hidden_layers=layers,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            max_position_embeddings=8192,
             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
         ),
         vision_config=dict(
-            depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=512, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1],
+            depth=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_heads=2,
+            out_hidden_size=512,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
         ),
-        image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003,
+        image_token_id=1000,
+        video_token_id=1001,
+        vision_start_token_id=1002,
+        vision_end_token_id=1003,
     )
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration(config).to(device, dtype).eval()
@@ -130,14 +146,22 @@ def main() -> None:
         fn()  # warm-up
     best = best_times(runs, args.repeats, args.device)
     peaks = {name: tensor_peak_bytes(fn) for name, fn in runs.items()}
-    print(f"Qwen2.5-VL random weights, {args.layers} layers, {inputs['input_ids'].shape[1]} tokens "
-          f"({n_image} image), device={args.device}, fp32, capture layers={list(CAPTURE_LAYERS)}")
+    print(
+        f"Qwen2.5-VL random weights, {args.layers} layers, {inputs['input_ids'].shape[1]} tokens "
+        f"({n_image} image), device={args.device}, fp32, capture layers={list(CAPTURE_LAYERS)}"
+    )
     print(f"{'variant':<17}{'time (s)':>10}{'peak (MiB)':>12}{'time/(a)':>10}{'peak/(a)':>10}")
-    labels = {"sdpa": "(a) sdpa", "eager": "(b) eager+attn", "capture": "(c) capture",
-              "capture+exit": "(d) +early exit"}
+    labels = {
+        "sdpa": "(a) sdpa",
+        "eager": "(b) eager+attn",
+        "capture": "(c) capture",
+        "capture+exit": "(d) +early exit",
+    }
     for name, label in labels.items():
-        print(f"{label:<17}{best[name]:>10.3f}{peaks[name] / 2**20:>12.1f}"
-              f"{best[name] / best['sdpa']:>10.2f}{peaks[name] / peaks['sdpa']:>10.3f}")
+        print(
+            f"{label:<17}{best[name]:>10.3f}{peaks[name] / 2**20:>12.1f}"
+            f"{best[name] / best['sdpa']:>10.2f}{peaks[name] / peaks['sdpa']:>10.3f}"
+        )
     print("targets: (c)/(a) <= 1.10 for time and peak memory")
 
 

@@ -74,29 +74,62 @@ _DECODER_7B = {
     "intermediate_size": 14336,
     "max_position_embeddings": 32768,
 }
-_CLIP_L = {"vision_hidden_size": 1024, "vision_num_hidden_layers": 23, "vision_num_attention_heads": 16,
-           "vision_intermediate_size": 4096}
-_SIGLIP_SO400M = {"vision_hidden_size": 1152, "vision_num_hidden_layers": 26, "vision_num_attention_heads": 16,
-                  "vision_intermediate_size": 4304}
-_QWEN_VIT = {"vision_hidden_size": 1280, "vision_num_hidden_layers": 32, "vision_num_attention_heads": 16,
-             "vision_intermediate_size": 3420}
+_CLIP_L = {
+    "vision_hidden_size": 1024,
+    "vision_num_hidden_layers": 23,
+    "vision_num_attention_heads": 16,
+    "vision_intermediate_size": 4096,
+}
+_SIGLIP_SO400M = {
+    "vision_hidden_size": 1152,
+    "vision_num_hidden_layers": 26,
+    "vision_num_attention_heads": 16,
+    "vision_intermediate_size": 4304,
+}
+_QWEN_VIT = {
+    "vision_hidden_size": 1280,
+    "vision_num_hidden_layers": 32,
+    "vision_num_attention_heads": 16,
+    "vision_intermediate_size": 3420,
+}
 #: family -> (tiny-model overrides, input (W, H), processor / config adjustments beyond TinySpec)
 REAL_SIZE = {
     "llava": ({**_DECODER_7B, **_CLIP_L, "num_key_value_heads": 32, "image_size": 336}, (672, 672), {}),
     "llava_next": ({**_DECODER_7B, **_CLIP_L, "image_size": 336}, (672, 672), {}),
-    "qwen2_vl": ({**_DECODER_7B, **_QWEN_VIT, "vision_intermediate_size": 5120, "max_pixels": 1280 * 28 * 28},
-                 (1280, 960), {}),
+    "qwen2_vl": (
+        {**_DECODER_7B, **_QWEN_VIT, "vision_intermediate_size": 5120, "max_pixels": 1280 * 28 * 28},
+        (1280, 960),
+        {},
+    ),
     "qwen2_5_vl": ({**_DECODER_7B, **_QWEN_VIT, "max_pixels": 1280 * 28 * 28}, (1280, 960), {}),
-    "qwen3_vl": ({**_DECODER_7B, "vision_hidden_size": 1152, "vision_num_hidden_layers": 27,
-                  "vision_num_attention_heads": 16, "vision_intermediate_size": 4304,
-                  "max_pixels": 1280 * 32 * 32}, (1280, 960), {}),
+    "qwen3_vl": (
+        {
+            **_DECODER_7B,
+            "vision_hidden_size": 1152,
+            "vision_num_hidden_layers": 27,
+            "vision_num_attention_heads": 16,
+            "vision_intermediate_size": 4304,
+            "max_pixels": 1280 * 32 * 32,
+        },
+        (1280, 960),
+        {},
+    ),
     "gemma3": ({**_DECODER_7B, **_SIGLIP_SO400M, "image_size": 896}, (896, 896), {"gemma3_tokens": 256}),
     "llava_onevision": ({**_DECODER_7B, **_SIGLIP_SO400M, "image_size": 384}, (1152, 1152), {}),
     "idefics3": ({**_DECODER_7B, **_SIGLIP_SO400M, "image_size": 364}, (1456, 1092), {"split_tiles": 4}),
     "smolvlm": ({**_DECODER_7B, **_SIGLIP_SO400M, "image_size": 512}, (2048, 1536), {"split_tiles": 4}),
-    "internvl": ({**_DECODER_7B, "vision_hidden_size": 1024, "vision_num_hidden_layers": 24,
-                  "vision_num_attention_heads": 16, "vision_intermediate_size": 4096, "image_size": 448},
-                 (1344, 896), {"max_tiles": 12}),
+    "internvl": (
+        {
+            **_DECODER_7B,
+            "vision_hidden_size": 1024,
+            "vision_num_hidden_layers": 24,
+            "vision_num_attention_heads": 16,
+            "vision_intermediate_size": 4096,
+            "image_size": 448,
+        },
+        (1344, 896),
+        {"max_tiles": 12},
+    ),
     "paligemma": ({**_DECODER_7B, **_SIGLIP_SO400M, "image_size": 896}, (896, 896), {}),
 }
 
@@ -249,8 +282,10 @@ def _table(title: str, results: dict[str, dict]) -> None:
         if "error" in r:
             print(f"{label:<16}  failed: {r['error']}")
             continue
-        print(f"{label:<16}{r['time_s']:>10.3f}{r['peak_bytes'] / 2**20:>12.1f}"
-              f"{r['time_s'] / ref['time_s']:>10.2f}{r['peak_bytes'] / max(ref['peak_bytes'], 1):>10.2f}")
+        print(
+            f"{label:<16}{r['time_s']:>10.3f}{r['peak_bytes'] / 2**20:>12.1f}"
+            f"{r['time_s'] / ref['time_s']:>10.2f}{r['peak_bytes'] / max(ref['peak_bytes'], 1):>10.2f}"
+        )
 
 
 def main() -> None:
@@ -283,16 +318,19 @@ def main() -> None:
         for family in families:
             results = {v: _subprocess(args, v, family=family) for v in VARIANTS}
             ref = results["sdpa"]
-            title = (f"\n{family}: 7B-shaped random weights, bf16, {ref.get('tokens')} tokens "
-                     f"({ref.get('image_tokens')} image), capture layers {list(_capture_layers(32))}")
+            title = (
+                f"\n{family}: 7B-shaped random weights, bf16, {ref.get('tokens')} tokens "
+                f"({ref.get('image_tokens')} image), capture layers {list(_capture_layers(32))}"
+            )
             _table(title, results)
         return
 
     from vea_engine.testing.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="vea-bench-") as tmp:
-        checkpoint = build_tiny_model("llava_next", Path(tmp) / "llava_next", num_hidden_layers=args.layers,
-                                      **CPU_LLAVA_NEXT)
+        checkpoint = build_tiny_model(
+            "llava_next", Path(tmp) / "llava_next", num_hidden_layers=args.layers, **CPU_LLAVA_NEXT
+        )
         results = {v: _subprocess(args, v, checkpoint=str(checkpoint)) for v in VARIANTS}
     ref = results["sdpa"]
     _table(

@@ -72,13 +72,17 @@ def main() -> None:
     peaks = {name: tensor_peak_bytes(fn) for name, fn in runs.items()}
     diff = (rows["capture"].double() - rows["eager"].double()).abs().max().item()
     tokens = int(inputs["input_ids"].shape[1])
-    print(f"Qwen2.5-VL random weights, {args.layers} layers (all profiled), {tokens} tokens ({n_image} image), "
-          f"device={args.device}, best of {args.repeats}")
+    print(
+        f"Qwen2.5-VL random weights, {args.layers} layers (all profiled), {tokens} tokens ({n_image} image), "
+        f"device={args.device}, best of {args.repeats}"
+    )
     print(f"{'variant':<24}{'time (s)':>10}{'peak (MiB)':>12}")
     for name, label in (("capture", "(a) capture all layers"), ("eager", "(b) eager all layers")):
         print(f"{label:<24}{best[name]:>10.3f}{peaks[name] / 2**20:>12.1f}")
-    print(f"eager / capture: time x{best['eager'] / best['capture']:.2f}, "
-          f"peak memory x{peaks['eager'] / max(peaks['capture'], 1):.2f}")
+    print(
+        f"eager / capture: time x{best['eager'] / best['capture']:.2f}, "
+        f"peak memory x{peaks['eager'] / max(peaks['capture'], 1):.2f}"
+    )
     print(f"max |capture - eager| over the profiled rows: {diff:.2e}")
 
 

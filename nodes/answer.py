@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .attention import PER_LINE_TIP, QUESTION_TIP
+from ..vea_engine.layers import LAYER_MODES
 from .bridge import VLM_TYPE, check_question, progress_callback, split_questions
-
-MAX_TOKENS_TIP = "Greedy answer length limit in tokens. Paper: 50."
+from .checks import checked
+from .widgets import (
+    alpha_input,
+    lam_input,
+    max_new_tokens_input,
+    per_line_input,
+    prompt_style_input,
+    question_input,
+    sigma_input,
+)
 
 
 class VEAAnswer(io.ComfyNode):
@@ -23,20 +31,17 @@ class VEAAnswer(io.ComfyNode):
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model that answers."),
                 io.Image.Input("image", tooltip="Images [B, H, W, C] to answer about (e.g. from VEA Blend)."),
-                io.String.Input("question", multiline=True, default="", tooltip=QUESTION_TIP),
-                io.Boolean.Input("question_per_line", default=False, tooltip=PER_LINE_TIP),
-                io.Combo.Input(
-                    "prompt_style",
-                    options=["vea", "qa", "custom"],
-                    default="vea",
-                    tooltip="vea: answer from the highlighted region (paper); qa: plain; custom: the template.",
+                question_input(),
+                per_line_input(),
+                prompt_style_input(
+                    tip="vea: answer from the highlighted region (paper); qa: plain; custom: the template."
                 ),
                 io.String.Input(
                     "custom_prompt",
                     default="Answer briefly. Question: {question}",
                     tooltip="Template for prompt 'custom'; {question} is replaced by the question.",
                 ),
-                io.Int.Input("max_new_tokens", default=50, min=1, max=4096, tooltip=MAX_TOKENS_TIP),
+                max_new_tokens_input(),
             ],
             outputs=[
                 io.String.Output(
@@ -49,15 +54,19 @@ class VEAAnswer(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, question=None, prompt_style="vea", custom_prompt="") -> bool | str:
-        if prompt_style == "custom" and "{question}" not in (custom_prompt or ""):
-            return "VEA Answer: prompt is 'custom' but custom_prompt has no '{question}' placeholder."
+    def validate_inputs(cls, question=None) -> bool | str:  # one input: ComfyUI repeats a message per input
         return check_question("VEA Answer", question)
 
     @classmethod
+    @checked
     def execute(cls, model, image, question, question_per_line, prompt_style, custom_prompt, max_new_tokens):
         from ..vea_engine.answering import answer
 
+        if prompt_style == "custom" and "{question}" not in (custom_prompt or ""):
+            raise ValueError(
+                "VEA Answer: prompt_style is 'custom' but custom_prompt has no '{question}' placeholder; "
+                "write e.g. 'Answer briefly. Question: {question}'."
+            )
         answers = answer(
             model.ready(),
             image,
@@ -85,35 +94,19 @@ class VEAAllInOne(io.ComfyNode):
                     "model", tooltip="The model that answers (and makes the mask unless a delegate is set)."
                 ),
                 io.Image.Input("image", tooltip="Image batch [B, H, W, C]; images of one batch share a size."),
-                io.String.Input("question", multiline=True, default="", tooltip=QUESTION_TIP),
-                io.Boolean.Input("question_per_line", default=False, tooltip=PER_LINE_TIP),
+                question_input(),
+                per_line_input(),
                 io.Combo.Input(
                     "layers",
-                    options=["preset", "deepest_half", "all", "custom"],
+                    options=list(LAYER_MODES),
                     default="preset",
                     tooltip="Which decoder layers to read (see VEA Layers).",
                 ),
                 io.String.Input("custom_layers", default="", tooltip="Indices for layers 'custom', e.g. '14,15,17'."),
-                io.Float.Input(
-                    "lam", default=10.0, min=1.0, max=1000.0, step=0.5, tooltip="Denoise threshold. Paper: 10."
-                ),
-                io.Float.Input(
-                    "sigma",
-                    default=0.5,
-                    min=0.0,
-                    max=4096.0,
-                    step=0.05,
-                    tooltip="Smoothing: <= 1 relative to the shorter side, > 1 pixels, 0 off. Paper: 0.5.",
-                ),
-                io.Float.Input(
-                    "alpha",
-                    default=0.5,
-                    min=0.0,
-                    max=1.0,
-                    step=0.05,
-                    tooltip="Brightness kept outside the evidence. Paper: 0.5.",
-                ),
-                io.Int.Input("max_new_tokens", default=50, min=1, max=4096, tooltip=MAX_TOKENS_TIP),
+                lam_input(),
+                sigma_input(),
+                alpha_input(),
+                max_new_tokens_input(),
                 VLM_TYPE.Input(
                     "delegate",
                     optional=True,
@@ -143,6 +136,11 @@ class VEAAllInOne(io.ComfyNode):
                     display_name="mask",
                     tooltip="Evidence maps [B, H, W] in [0, 1], aligned with 'highlighted'.",
                 ),
+                io.String.Output(
+                    "layers_used",
+                    display_name="layers_used",
+                    tooltip="The decoder layers whose attention made the mask, and where they came from.",
+                ),
             ],
         )
 
@@ -151,6 +149,7 @@ class VEAAllInOne(io.ComfyNode):
         return check_question("VEA (all-in-one)", question)
 
     @classmethod
+    @checked
     def execute(
         cls,
         model,
@@ -165,7 +164,7 @@ class VEAAllInOne(io.ComfyNode):
         max_new_tokens,
         delegate=None,
     ) -> io.NodeOutput:
-        from ..vea_engine.layers import select_layers
+        from ..vea_engine.layers import describe_layers, select_layers
         from ..vea_engine.pipeline import run_vea
 
         vlm = model.ready()
@@ -184,4 +183,5 @@ class VEAAllInOne(io.ComfyNode):
             progress=progress_callback(),
         )
         vea, base = result.answers["vea"], result.answers["base"]
-        return io.NodeOutput(vea, base, result.highlighted, result.evidence, ui={"text": [*vea, *base]})
+        used = describe_layers(result.layers)
+        return io.NodeOutput(vea, base, result.highlighted, result.evidence, used, ui={"text": [*vea, *base, used]})

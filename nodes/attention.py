@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..vea_engine.config import ROUNDING_MODES
 from .bridge import (
     ATTENTION_TYPE,
     LAYERS_TYPE,
@@ -15,10 +14,18 @@ from .bridge import (
     progress_callback,
     split_questions,
 )
+from .checks import checked
+from .widgets import (
+    alpha_input,
+    lam_input,
+    per_line_input,
+    prompt_style_input,
+    question_input,
+    rounding_input,
+    sigma_input,
+)
 
 PROMPT_TIP = "Prompt of the attribution pass: 'qa' (the paper's) or 'vea' (with the highlight hint)."
-QUESTION_TIP = "The question about the image(s). One question is used for every image of the batch."
-PER_LINE_TIP = "Read one question per non-empty line, one per image of the batch (in order)."
 
 
 class VEAExtractAttention(io.ComfyNode):
@@ -34,10 +41,10 @@ class VEAExtractAttention(io.ComfyNode):
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model whose attention makes the mask."),
                 io.Image.Input("image", tooltip="Image batch [B, H, W, C]; images of one batch share a size."),
-                io.String.Input("question", multiline=True, default="", tooltip=QUESTION_TIP),
+                question_input(),
                 LAYERS_TYPE.Input("layers", tooltip="Decoder layers to average (from VEA Layers)."),
-                io.Boolean.Input("question_per_line", default=False, tooltip=PER_LINE_TIP),
-                io.Combo.Input("prompt_style", options=["qa", "vea"], default="qa", tooltip=PROMPT_TIP),
+                per_line_input(),
+                prompt_style_input(("qa", "vea"), "qa", PROMPT_TIP),
             ],
             outputs=[
                 ATTENTION_TYPE.Output(
@@ -59,15 +66,17 @@ class VEAExtractAttention(io.ComfyNode):
         return check_question("VEA Extract Attention", question)
 
     @classmethod
+    @checked
     def execute(cls, model, image, question, layers, question_per_line, prompt_style) -> io.NodeOutput:
         from ..vea_engine.attribution import attention_preview, extract_attention
+        from ..vea_engine.layers import for_model
 
         vlm = model.ready()
         attention = extract_attention(
             vlm,
             image,
             split_questions(question, question_per_line),
-            layers.check(vlm.num_layers, "VEA Layers"),
+            for_model(layers, vlm.num_layers, who="VEA Extract Attention (layers)"),
             prompt_style=prompt_style,
             progress=progress_callback(),
         )
@@ -85,19 +94,13 @@ class VEADenoise(io.ComfyNode):
             "the mean of its neighbours, on the token grid (paper step 3).",
             inputs=[
                 ATTENTION_TYPE.Input("attention", tooltip="Token scores from VEA Extract Attention."),
-                io.Float.Input(
-                    "lam",
-                    default=10.0,
-                    min=1.0,
-                    max=1000.0,
-                    step=0.5,
-                    tooltip="Spike threshold; larger replaces fewer tokens. Paper: 10.",
-                ),
+                lam_input(),
             ],
             outputs=[ATTENTION_TYPE.Output("denoised", display_name="denoised", tooltip="Denoised token scores.")],
         )
 
     @classmethod
+    @checked
     def execute(cls, attention, lam) -> io.NodeOutput:
         from ..vea_engine.attribution import denoise_scores
 
@@ -116,14 +119,7 @@ class VEASmooth(io.ComfyNode):
             inputs=[
                 ATTENTION_TYPE.Input("attention", optional=True, tooltip="Token scores to paint and smooth."),
                 io.Mask.Input("mask", optional=True, tooltip="Or a MASK [B, H, W] to smooth instead."),
-                io.Float.Input(
-                    "sigma",
-                    default=0.5,
-                    min=0.0,
-                    max=4096.0,
-                    step=0.05,
-                    tooltip="<= 1: fraction of the shorter side; > 1: pixels; 0: paint only. Paper: 0.5.",
-                ),
+                sigma_input(),
             ],
             outputs=[
                 io.Mask.Output(
@@ -133,6 +129,7 @@ class VEASmooth(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, sigma, attention=None, mask=None) -> io.NodeOutput:
         from ..vea_engine.attribution import paint_scores
         from ..vea_engine.mask import gaussian_smooth
@@ -157,6 +154,7 @@ class VEANormalize(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, mask) -> io.NodeOutput:
         from ..vea_engine.mask import minmax_normalize
 
@@ -203,6 +201,7 @@ class VEAAlignMask(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, mask, attention, image, fill, answer_model=None) -> io.NodeOutput:
         from ..vea_engine.pipeline import align_mask
 
@@ -223,27 +222,14 @@ class VEABlend(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="Images [B, H, W, C] the mask is aligned with."),
                 io.Mask.Input("mask", tooltip="Evidence [B, H, W] or [1, H, W] in [0, 1]."),
-                io.Float.Input(
-                    "alpha",
-                    default=0.5,
-                    min=0.0,
-                    max=1.0,
-                    step=0.05,
-                    tooltip="Brightness kept where the mask is 0 (1 = no change). Paper: 0.5.",
-                ),
-                io.Combo.Input(
-                    "rounding",
-                    options=list(ROUNDING_MODES),
-                    default="truncate",
-                    optional=True,
-                    tooltip="How highlighted pixels become 8-bit levels: truncate (the reference code's cast) or "
-                    "round (to the nearest level).",
-                ),
+                alpha_input(),
+                rounding_input(),
             ],
             outputs=[io.Image.Output("highlighted", display_name="highlighted", tooltip="The highlighted images.")],
         )
 
     @classmethod
+    @checked
     def execute(cls, image, mask, alpha, rounding: str = "truncate") -> io.NodeOutput:
         from ..vea_engine.mask import highlight_uint8
 

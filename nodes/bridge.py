@@ -99,7 +99,10 @@ def load_handle(
 
     from ..vea_engine.loading import load_vlm
 
-    load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
+    if device in ("cpu", "default"):
+        load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
+    else:
+        load_device = torch.device(device)  # a cuda:N the Load VLM node offered
     offload_device = torch.device("cpu") if device == "cpu" else mm.unet_offload_device()
     vlm = load_vlm(
         source, dtype=dtype, device=offload_device, attn_implementation=attn_implementation, resolution=resolution

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 from comfy_api.latest import io
 
 from ..vea_engine.config import PAPER_MAX_PIXELS, RESOLUTION_MODES
+from ..vea_engine.layers import LAYER_MODES
+from ..vea_engine.loading import ATTN_IMPLEMENTATIONS, DTYPES
 from .bridge import LAYERS_TYPE, VLM_TYPE, checkpoint_folders, load_handle, resolve_checkpoint
+from .checks import checked, device_options
+from .files import resolve_read
 
 HUB_ID_OPTION = "(use hub_id)"
 PIXELS_OPTION = "pixels"
+PROFILE_OPTION = "profile"
 
 
 class VEALoadVLM(io.ComfyNode):
@@ -38,19 +41,20 @@ class VEALoadVLM(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "dtype",
-                    options=["auto", "bfloat16", "float16", "float32"],
+                    options=list(DTYPES),
                     default="auto",
                     tooltip="Weight precision; auto keeps the checkpoint's. float32 on CPU.",
                 ),
                 io.Combo.Input(
                     "device",
-                    options=["default", "cpu"],
+                    options=device_options(),
                     default="default",
-                    tooltip="default: ComfyUI's compute device (GPU when present); cpu: keep it on the CPU.",
+                    tooltip="default: ComfyUI's compute device (GPU when present); cpu: keep it on the CPU; cuda:N: "
+                    "that GPU.",
                 ),
                 io.Combo.Input(
                     "attention",
-                    options=["sdpa", "eager", "flash_attention_2"],
+                    options=list(ATTN_IMPLEMENTATIONS),
                     default="sdpa",
                     tooltip="Attention kernel. VEA captures its rows on any of them; sdpa is fast and needs "
                     "no extra package.",
@@ -80,11 +84,8 @@ class VEALoadVLM(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint: str, hub_id: str) -> bool | str:
-        if checkpoint == HUB_ID_OPTION:
-            if not hub_id.strip():
-                return f"VEA Load VLM: checkpoint is '{HUB_ID_OPTION}' but hub_id is empty; type e.g. 'org/name'."
-        elif checkpoint not in checkpoint_folders():
+    def validate_inputs(cls, checkpoint: str) -> bool | str:  # one input: ComfyUI repeats a message per input
+        if checkpoint != HUB_ID_OPTION and checkpoint not in checkpoint_folders():
             return (
                 f"VEA Load VLM: checkpoint folder {checkpoint!r} is not in models/VLM (or a 'VLM:' folder of "
                 "extra_model_paths.yaml); put the checkpoint folder (config.json + *.safetensors) there and "
@@ -93,6 +94,7 @@ class VEALoadVLM(io.ComfyNode):
         return True
 
     @classmethod
+    @checked
     def execute(
         cls,
         checkpoint: str,
@@ -103,6 +105,10 @@ class VEALoadVLM(io.ComfyNode):
         resolution: str = "paper",
         max_pixels: int = PAPER_MAX_PIXELS,
     ) -> io.NodeOutput:
+        if checkpoint == HUB_ID_OPTION and not hub_id.strip():
+            raise ValueError(
+                f"VEA Load VLM: checkpoint is '{HUB_ID_OPTION}' but hub_id is empty; type e.g. 'org/name'."
+            )
         source = hub_id.strip() if checkpoint == HUB_ID_OPTION else resolve_checkpoint(checkpoint)
         pixels = max_pixels if resolution == PIXELS_OPTION else resolution
         return io.NodeOutput(load_handle(source, dtype, device, attention, pixels))
@@ -122,7 +128,7 @@ class VEALayers(io.ComfyNode):
                 VLM_TYPE.Input("model", tooltip="The model the layers belong to (checks depth, finds presets)."),
                 io.Combo.Input(
                     "mode",
-                    options=["preset", "deepest_half", "all", "custom", "profile"],
+                    options=[*LAYER_MODES, PROFILE_OPTION],
                     default="preset",
                     tooltip="preset: paper layers for a known checkpoint; custom: the list below; profile: the layers "
                     "of a profile JSON (VEA Profile Layers or 'python -m vea_engine profile').",
@@ -136,7 +142,8 @@ class VEALayers(io.ComfyNode):
                     "profile_path",
                     default="",
                     optional=True,
-                    tooltip="Profile JSON for mode 'profile' (absolute, or relative to the output folder).",
+                    tooltip="Profile JSON for mode 'profile', relative to ComfyUI's output (or input) folder, e.g. "
+                    "'vea/layer_profile.json' from VEA Profile Layers.",
                 ),
             ],
             outputs=[
@@ -147,15 +154,15 @@ class VEALayers(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model, mode: str, custom_layers: str, profile_path: str = "") -> io.NodeOutput:
-        from ..vea_engine.layers import select_layers
+        from ..vea_engine.layers import describe_layers, select_layers
         from ..vea_engine.profiling import LayerProfile
 
-        if mode == "profile":
-            import folder_paths
-
-            path = os.path.join(folder_paths.get_output_directory(), profile_path.strip())
+        if mode == PROFILE_OPTION:
+            path = resolve_read("VEA Layers", "profile_path", profile_path, "profile")
             selection = LayerProfile.from_json(path).selection()
             selection.check(model.vlm.num_layers, "VEA Layers (profile)")
-            return io.NodeOutput(selection)
-        return io.NodeOutput(select_layers(mode, model.vlm.num_layers, model.vlm.name, custom=custom_layers))
+        else:
+            selection = select_layers(mode, model.vlm.num_layers, model.vlm.name, custom=custom_layers)
+        return io.NodeOutput(selection, ui={"text": [describe_layers(selection)]})

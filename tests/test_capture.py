@@ -1,4 +1,9 @@
-"""Captured attention rows equal eager ``output_attentions`` rows; capture changes nothing else."""
+"""Captured attention rows equal eager ``output_attentions`` rows; capture changes nothing else.
+
+The equality is checked for every family at every layer, on a single prompt and on a
+left-padded batch of two, for text query rows and image-token query rows (bidirectional
+image attention, sliding windows, prefix-LM masks).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ENGINE_FAMILIES
+from tests.helpers import ALL_FAMILIES, ENGINE_FAMILIES
 from vea_engine.attribution import extract_attention
-from vea_engine.inputs import encode_batch
 from vea_engine.capture import StopForward, attention_rows, capture_attention_rows
-from vea_engine.config import build_prompt
+from vea_engine.inputs import encode_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUESTIONS = ["What is written on the red sign in the picture?", "Which colour?"]
-QUERY_ROWS = (-1, -2, -4, -7)
+TEXT_ROWS = (-1, -2, -4, -7)
 
 
 def _batch(vlm, images, questions):
@@ -28,39 +34,61 @@ def _eager_rows(eager_vlm, inputs, rows):
     return torch.stack([a.float().mean(1)[:, list(rows)] for a in out.attentions]), out.logits
 
 
-@pytest.mark.parametrize("family", ENGINE_FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 @pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded-batch"])
-def test_capture_equals_eager_every_layer(family, padded, tiny_vlms, eager_vlms, scene_image):
-    vlm, eager = tiny_vlms[family], eager_vlms[family]
+def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
+    vlm, eager = vlm_of(family), vlm_of(family, "eager")
     images = [scene_image, scene_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if padded else [scene_image]
-    questions = QUESTIONS if padded else QUESTIONS[:1]
-    inputs = _batch(vlm, images, questions)
+    batch = encode_batch(vlm, images, QUESTIONS[: len(images)])
+    inputs = batch.inputs
+    n = inputs["input_ids"].shape[1]
     if padded:
         assert (inputs["attention_mask"][1] == 0).any(), "the second prompt must be left-padded"
-    layers = tuple(range(vlm.num_layers))
-    expected, eager_logits = _eager_rows(eager, inputs, QUERY_ROWS)
+    # text query rows, and image-token query rows that are image tokens in every sequence of the batch
+    image_offsets = [{int(p) - n for p in positions} for positions in batch.positions]
+    common = sorted(set.intersection(*image_offsets))
+    rows = TEXT_ROWS + tuple(common[:: max(1, len(common) // 4)][:4])
+    assert len(rows) == 8
+    expected, eager_logits = _eager_rows(eager, inputs, rows)  # [L, B, R, N]
     with torch.inference_mode():
-        plain_logits = vlm.model(**inputs, use_cache=False).logits
-        with capture_attention_rows(vlm.model, layers, QUERY_ROWS) as recorder:
-            captured_logits = vlm.model(**inputs, use_cache=False).logits
-    got = recorder.stacked()  # [L, B, R, K]
-    assert got.shape == expected.shape
+        plain = vlm.model(**inputs, use_cache=False).logits
+        with capture_attention_rows(vlm.model, tuple(range(vlm.num_layers)), rows) as recorder:
+            captured = vlm.model(**inputs, use_cache=False).logits
+    got = recorder.stacked()  # [L, B, R, N]
+    assert got.shape == expected.shape == (vlm.num_layers, len(images), len(rows), n)
     assert (got - expected).abs().max().item() <= 1e-5
     # rows are real distributions and the capture does not change the forward pass
     torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5, rtol=0)
-    assert torch.equal(captured_logits, plain_logits)
+    assert torch.equal(captured, plain)
     real = inputs["attention_mask"].bool()  # padded positions' outputs are undefined in both kernels
-    torch.testing.assert_close(plain_logits[real], eager_logits[real], atol=1e-4, rtol=1e-4)
-    # padded keys get no attention
-    if padded:
-        pad = inputs["attention_mask"][1] == 0
-        assert got[:, 1, :, pad].abs().max().item() == 0.0
+    torch.testing.assert_close(plain[real], eager_logits[real], atol=1e-4, rtol=1e-4)
+    if padded:  # padded keys get no attention
+        assert got[:, 1, :, inputs["attention_mask"][1] == 0].abs().max().item() == 0.0
+    if family == "gemma3":
+        _check_gemma3_masks_were_exercised(vlm, inputs, got, rows, image_offsets[0])
+    if family == "paligemma":  # the prefix (image + prompt) is bidirectional: image rows see the last prompt token
+        image_rows = [i for i, r in enumerate(rows) if r in image_offsets[0]]
+        assert image_rows and got[:, 0, image_rows, -1].min() > 0
+
+
+def _check_gemma3_masks_were_exercised(vlm, inputs, rows_got, rows, image_offsets):
+    """The comparison above covered Gemma 3's sliding window and its bidirectional image block."""
+    n = inputs["input_ids"].shape[1]
+    text = vlm.model.config.text_config
+    sliding = [i for i, t in enumerate(text.layer_types) if t == "sliding_attention"]
+    first_image = min(image_offsets) + n
+    assert sliding and n - 1 - first_image >= text.sliding_window, "the window must cut the image off"
+    last = rows_got[sliding[0], 0, rows.index(-1)]  # [N]
+    assert last[: n - text.sliding_window].max() == 0 and last[n - text.sliding_window :].sum() > 0.99
+    image_row = next(i for i, r in enumerate(rows) if r in image_offsets)
+    later_image = [o + n for o in image_offsets if o > rows[image_row]]
+    assert rows_got[:, 0, image_row][:, later_image].sum(-1).min() > 0  # image tokens see later image tokens
 
 
 @pytest.mark.parametrize("family", ENGINE_FAMILIES)
-def test_capture_on_eager_is_bit_identical_to_output_attentions(family, eager_vlms, scene_image):
+def test_capture_on_eager_is_bit_identical_to_output_attentions(family, vlm_of, scene_image):
     """On the eager kernel the rows are the kernel's own weights: what the reference code reads, bit for bit."""
-    eager = eager_vlms[family]
+    eager = vlm_of(family, "eager")
     inputs = _batch(eager, [scene_image], QUESTIONS[:1])
     with torch.inference_mode():
         out = eager.model(**inputs, use_cache=False, output_attentions=True)
@@ -71,9 +99,9 @@ def test_capture_on_eager_is_bit_identical_to_output_attentions(family, eager_vl
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
-def test_capture_on_eager_base_and_restores_implementation(family, eager_vlms, scene_image):
+def test_capture_on_eager_base_and_restores_implementation(family, vlm_of, scene_image):
     """Capture also wraps eager (float additive masks); the config is restored afterwards."""
-    eager = eager_vlms[family]
+    eager = vlm_of(family, "eager")
     images = [scene_image, scene_image]
     inputs = _batch(eager, images, QUESTIONS)
     expected, _ = _eager_rows(eager, inputs, (-1,))
@@ -86,8 +114,8 @@ def test_capture_on_eager_base_and_restores_implementation(family, eager_vlms, s
     assert (got - expected[[0, eager.num_layers - 1]]).abs().max().item() <= 1e-5
 
 
-def test_capture_restores_after_exception_and_early_exit(tiny_vlms, scene_image):
-    vlm = tiny_vlms["qwen2_5_vl"]
+def test_capture_restores_after_exception_and_early_exit(vlm_of, scene_image):
+    vlm = vlm_of("qwen2_5_vl")
     cfg = vlm.model.config.get_text_config()
     before = cfg._attn_implementation
     inputs = _batch(vlm, [scene_image], QUESTIONS[:1])
@@ -110,8 +138,8 @@ def test_capture_restores_after_exception_and_early_exit(tiny_vlms, scene_image)
         assert torch.isfinite(vlm.model(**inputs).logits).all()
 
 
-def test_capture_rejects_bad_layers(tiny_vlms):
-    vlm = tiny_vlms["llava"]
+def test_capture_rejects_bad_layers(vlm_of):
+    vlm = vlm_of("llava")
     with pytest.raises(ValueError, match=r"valid|use indices 0\.\."):
         with capture_attention_rows(vlm.model, [vlm.num_layers]):
             pass
@@ -134,9 +162,9 @@ def test_attention_rows_hand_computed():
     torch.testing.assert_close(rows[0, 1, 0], torch.softmax(2 * logits, 0))
 
 
-def test_extract_attention_equals_eager_scores(tiny_vlms, eager_vlms, scene_image):
+def test_extract_attention_equals_eager_scores(vlm_of, scene_image):
     """Attribution scores = mean over layers of eager last-row attention at the image tokens."""
-    vlm, eager = tiny_vlms["qwen2_5_vl"], eager_vlms["qwen2_5_vl"]
+    vlm, eager = vlm_of("qwen2_5_vl"), vlm_of("qwen2_5_vl", "eager")
     layers = (1, 3, 4)
     attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
     inputs = _batch(vlm, [scene_image], ["What is on the sign?"])

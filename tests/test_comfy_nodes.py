@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.comfy_frontend import graph_to_prompt, load_workflow, open_frontend, screenshot
-from tests.comfy_harness import REPO, ComfyServer, execution_error, status_messages
+from tests.comfy_harness import REPO, ComfyServer, execution_error, load_vlm_node, prompt_error, status_messages
 
 pytestmark = pytest.mark.comfy
 
@@ -40,9 +40,11 @@ def server(tiny_model_dirs, tmp_path_factory):
     (extra / "vlms" / "extra-llava").symlink_to(tiny_model_dirs["llava"], target_is_directory=True)
     (extra / "extra_model_paths.yaml").write_text(f"vea_test:\n  base_path: {extra}\n  VLM: vlms\n")
     ARTIFACTS.mkdir(exist_ok=True)
-    with ComfyServer(models=models, log_path=ARTIFACTS / "comfy_nodes_server.log",
-                     extra_args=("--disable-api-nodes", "--extra-model-paths-config",
-                                 str(extra / "extra_model_paths.yaml"))) as srv:
+    with ComfyServer(
+        models=models,
+        log_path=ARTIFACTS / "comfy_nodes_server.log",
+        extra_args=("--disable-api-nodes", "--extra-model-paths-config", str(extra / "extra_model_paths.yaml")),
+    ) as srv:
         (srv.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
         yield srv
 
@@ -72,11 +74,11 @@ def run_ok(server, prompt: dict, timeout: float = 180) -> dict:
     return entry
 
 
-def model_canvas(family_dir, image_path) -> np.ndarray:
+def model_canvas(vlm, image_path) -> np.ndarray:
+    """The canvas ``vlm`` renders of the image file, float64 0..1 ``[H, W, 3]``."""
     from vea_engine.inputs import render_canvases
-    from vea_engine.loading import load_vlm
 
-    canvases = render_canvases(load_vlm(family_dir), [Image.open(image_path)])
+    canvases = render_canvases(vlm, [Image.open(image_path)])
     return canvases[0].pixels.astype(np.float64) / 255.0
 
 
@@ -91,10 +93,20 @@ EXPECTED_INPUTS = {
     "VEANormalize": ["mask"],
     "VEAAlignMask": ["mask", "attention", "image", "fill", "answer_model"],
     "VEABlend": ["image", "mask", "alpha", "rounding"],
-    "VEAAnswer": ["model", "image", "question", "question_per_line", "prompt_style", "custom_prompt",
-                  "max_new_tokens"],
-    "VEAAllInOne": ["model", "image", "question", "question_per_line", "layers", "custom_layers", "lam", "sigma",
-                    "alpha", "max_new_tokens", "delegate"],
+    "VEAAnswer": ["model", "image", "question", "question_per_line", "prompt_style", "custom_prompt", "max_new_tokens"],
+    "VEAAllInOne": [
+        "model",
+        "image",
+        "question",
+        "question_per_line",
+        "layers",
+        "custom_layers",
+        "lam",
+        "sigma",
+        "alpha",
+        "max_new_tokens",
+        "delegate",
+    ],
 }
 
 
@@ -118,7 +130,7 @@ def test_object_info_lists_every_node_documented(server):
 
 
 # ---- shipped API workflows ------------------------------------------------------------------
-def test_basic_workflow_runs_and_highlights(server, tiny_model_dirs):
+def test_basic_workflow_runs_and_highlights(server, vlm_of):
     prompt = api("vea_basic")
     entry = run_ok(server, prompt)
     outputs = entry["outputs"]
@@ -126,7 +138,7 @@ def test_basic_workflow_runs_and_highlights(server, tiny_model_dirs):
     assert len(answers) == 1 and isinstance(answers[0], str)
     assert outputs[node_id(prompt, "VEAAnswer")]["text"] == answers
     highlighted = fetch_image(server, outputs[node_id(prompt, "SaveImage")]["images"][0])
-    canvas = model_canvas(tiny_model_dirs["qwen2_5_vl"], WORKFLOWS / "vea_example.png")
+    canvas = model_canvas(vlm_of("qwen2_5_vl"), WORKFLOWS / "vea_example.png")
     assert highlighted.shape == canvas.shape
     # out = canvas * (0.5 + 0.5 * E): never brighter, dimmed to half where E = 0, kept where E = 1
     assert (highlighted <= canvas + 1.5 / 255).all()
@@ -137,13 +149,13 @@ def test_basic_workflow_runs_and_highlights(server, tiny_model_dirs):
     assert heat.shape == canvas.shape
 
 
-def test_delegate_workflow_runs_on_the_answering_models_canvas(server, tiny_model_dirs):
+def test_delegate_workflow_runs_on_the_answering_models_canvas(server, vlm_of):
     prompt = api("vea_delegate")
     entry = run_ok(server, prompt)
     outputs = entry["outputs"]
     assert len(outputs[node_id(prompt, "PreviewAny")]["text"]) == 1
     highlighted = fetch_image(server, outputs[node_id(prompt, "SaveImage")]["images"][0])
-    llava_canvas = model_canvas(tiny_model_dirs["llava"], WORKFLOWS / "vea_example.png")
+    llava_canvas = model_canvas(vlm_of("llava"), WORKFLOWS / "vea_example.png")
     assert highlighted.shape == llava_canvas.shape  # the Qwen-made mask lands on LLaVA's 84x84 input
     assert (highlighted <= llava_canvas + 1.5 / 255).all()
 
@@ -160,8 +172,10 @@ def test_compare_workflow_gives_both_answers_and_a_unit_mask(server):
 
 def test_batch_of_images_gives_one_answer_each(server):
     prompt = api("vea_basic")
-    prompt["90"] = {"class_type": "RepeatImageBatch", "inputs": {"image": [node_id(prompt, "LoadImage"), 0],
-                                                                 "amount": 3}}
+    prompt["90"] = {
+        "class_type": "RepeatImageBatch",
+        "inputs": {"image": [node_id(prompt, "LoadImage"), 0], "amount": 3},
+    }
     prompt[node_id(prompt, "VEAExtractAttention")]["inputs"]["image"] = ["90", 0]
     entry = run_ok(server, prompt)
     assert len(entry["outputs"][node_id(prompt, "VEAAnswer")]["text"]) == 3
@@ -189,9 +203,11 @@ def test_running_twice_does_not_reload_the_model(server):
 
 
 def test_interrupt_stops_generation_and_the_next_prompt_succeeds(server):
-    prompt = api("vea_basic", max_new_tokens=4096)
-    prompt["90"] = {"class_type": "RepeatImageBatch", "inputs": {"image": [node_id(prompt, "LoadImage"), 0],
-                                                                 "amount": 48}}
+    prompt = api("vea_basic", max_new_tokens=2048)  # prompt + new tokens stay within the 4096-token context
+    prompt["90"] = {
+        "class_type": "RepeatImageBatch",
+        "inputs": {"image": [node_id(prompt, "LoadImage"), 0], "amount": 48},
+    }
     answer_node = node_id(prompt, "VEAAnswer")
     prompt[answer_node]["inputs"]["image"] = ["90", 0]
     prompt[answer_node]["inputs"]["prompt_style"] = "custom"
@@ -206,28 +222,12 @@ def test_interrupt_stops_generation_and_the_next_prompt_succeeds(server):
             time.sleep(0.05)
         else:
             pytest.fail("the answer node never reported progress")
-        started = time.monotonic()
-        server.interrupt()
-        entry = server.wait(queued["prompt_id"], timeout=60)
-    assert time.monotonic() - started < 20
-    assert entry["status"]["status_str"] == "error"
-    assert "execution_interrupted" in status_messages(entry)
+        entry, took = server.interrupt_running(queued["prompt_id"], timeout=60)
+    assert took < 20 and entry["status"]["status_str"] == "error" and "execution_interrupted" in status_messages(entry)
     run_ok(server, api("vea_compare"))  # the model is still usable
 
 
 # ---- bad input through the API -------------------------------------------------------------------
-def _error_of(server, prompt) -> str:
-    queued = server.queue(prompt)
-    if queued.get("node_errors"):
-        return json.dumps(queued["node_errors"])
-    if queued.get("error") and queued["http_status"] != 200:
-        return json.dumps(queued)
-    entry = server.wait(queued["prompt_id"], timeout=120)
-    error = execution_error(entry)
-    assert error is not None, "expected the prompt to fail"
-    return f"{error['node_type']}: {error['exception_message']}"
-
-
 @pytest.mark.parametrize(
     "case,expected",
     [
@@ -264,7 +264,7 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(server, case
         prompt[node_id(prompt, "VEABlend")]["inputs"]["mask"] = ["90", 0]
     elif case == "custom_without_placeholder":
         prompt[node_id(prompt, "VEAAnswer")]["inputs"].update({"prompt_style": "custom", "custom_prompt": "Hi"})
-    assert re.search(expected, _error_of(server, prompt)), case
+    assert re.search(expected, prompt_error(server, prompt)), case
     run_ok(server, api("vea_compare"))
 
 
@@ -297,22 +297,39 @@ def test_ui_workflows_load_convert_and_run(server):
 def test_profile_node_round_trips_into_the_attention_node(server, tmp_path):
     from vea_engine.synthetic import write_dataset
 
-    manifest = write_dataset(tmp_path / "data", n=3, seed=5, size=(192, 160))
+    manifest = write_dataset(server.input_dir / "vea_data", n=3, seed=5, size=(192, 160))  # datasets live in input/
     question = {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "What is the code?"}}
-    loader = {"class_type": "VEALoadVLM", "inputs": {"checkpoint": "Qwen2.5-VL-7B-Instruct", "hub_id": "",
-                                                     "dtype": "auto", "device": "default", "attention": "sdpa"}}
+    loader = load_vlm_node()
     image = {"class_type": "LoadImage", "inputs": {"image": "vea_example.png"}}
 
     def extract(layers_ref):
-        return {"class_type": "VEAExtractAttention", "inputs": {
-            "model": ["2", 0], "image": ["3", 0], "question": ["1", 0], "layers": layers_ref,
-            "question_per_line": False, "prompt_style": "qa"}}
+        return {
+            "class_type": "VEAExtractAttention",
+            "inputs": {
+                "model": ["2", 0],
+                "image": ["3", 0],
+                "question": ["1", 0],
+                "layers": layers_ref,
+                "question_per_line": False,
+                "prompt_style": "qa",
+            },
+        }
 
     profile_prompt = {
-        "1": question, "2": loader, "3": image,
-        "4": {"class_type": "VEAProfileLayers", "inputs": {"model": ["2", 0], "dataset": str(manifest), "rule": "any",
-                                                           "top_fraction": 0.34, "limit": 0,
-                                                           "filename": "vea/test_profile.json"}},
+        "1": question,
+        "2": loader,
+        "3": image,
+        "4": {
+            "class_type": "VEAProfileLayers",
+            "inputs": {
+                "model": ["2", 0],
+                "dataset": str(manifest),
+                "rule": "any",
+                "top_fraction": 0.34,
+                "limit": 0,
+                "filename": "vea/test_profile.json",
+            },
+        },
         "5": extract(["4", 0]),
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 1]}},
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
@@ -323,13 +340,31 @@ def test_profile_node_round_trips_into_the_attention_node(server, tmp_path):
     plot = fetch_image(server, entry["outputs"]["6"]["images"][0])
     assert plot.shape[1] > plot.shape[0] > 100  # a real, landscape chart
     reuse = {
-        "1": question, "2": loader, "3": image,
-        "4": {"class_type": "VEALayers", "inputs": {"model": ["2", 0], "mode": "profile", "custom_layers": "",
-                                                    "profile_path": "vea/test_profile.json"}},
+        "1": question,
+        "2": loader,
+        "3": image,
+        "4": {
+            "class_type": "VEALayers",
+            "inputs": {
+                "model": ["2", 0],
+                "mode": "profile",
+                "custom_layers": "",
+                "profile_path": "vea/test_profile.json",
+            },
+        },
         "5": extract(["4", 0]),
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
     }
     run_ok(server, reuse)
     bad = copy.deepcopy(reuse)
     bad["4"]["inputs"]["profile_path"] = "vea/missing.json"
-    assert "does not exist; write one with" in _error_of(server, bad)
+    assert "is not a file in ComfyUI's output or input folder" in prompt_error(server, bad)
+    outside = copy.deepcopy(reuse)
+    outside["4"]["inputs"]["profile_path"] = "../../../../etc/passwd"
+    assert "lies outside ComfyUI's output or input folder" in prompt_error(server, outside)
+    outside = copy.deepcopy(profile_prompt)
+    outside["4"]["inputs"]["filename"] = "../../../../tmp/x/profile.json"
+    assert "is not a file name inside ComfyUI's output folder" in prompt_error(server, outside)
+    outside["4"]["inputs"]["filename"] = "vea/p.json"
+    outside["4"]["inputs"]["dataset"] = str(tmp_path / "elsewhere.jsonl")
+    assert "lies outside ComfyUI's input folder" in prompt_error(server, outside)

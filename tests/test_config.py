@@ -35,7 +35,11 @@ def test_prompts_are_the_papers():
 
 def test_defaults_and_presets_are_the_papers():
     assert (DEFAULTS.lam, DEFAULTS.sigma, DEFAULTS.alpha, DEFAULTS.max_new_tokens, DEFAULTS.top_layer_fraction) == (
-        10.0, 0.5, 0.5, 50, 0.10,
+        10.0,
+        0.5,
+        0.5,
+        50,
+        0.10,
     )
     assert PRESET_LAYERS["llava-hf/llava-1.5-7b-hf"] == (14, 15, 17, 19)
     assert PRESET_LAYERS["Qwen/Qwen2.5-VL-7B-Instruct"] == (18, 22, 24)

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vea_engine.data import (
-    BadRow,
-    Sample,
-    convert_docvqa,
-    convert_textvqa,
-    convert_visual_cot,
-    load_manifest,
-)
+from vea_engine.converters import convert_docvqa, convert_textvqa, convert_visual_cot
+from vea_engine.data import BadRow, Sample, load_manifest
 
 
 def _png(path: Path, size: tuple[int, int] = (40, 30)) -> Path:

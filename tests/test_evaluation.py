@@ -10,21 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
+from tests.helpers import REPO, eval_args
 from vea_engine.data import load_manifest
-from vea_engine.evaluation import (
-    ALL_METHODS,
-    evaluate,
-    merge_outputs,
-    rank_path,
-    read_rows,
-    score,
-    shard,
-    summarize,
-)
+from vea_engine.distributed import shard
+from vea_engine.evaluation import evaluate, score
 from vea_engine.layers import LayerSelection
-from vea_engine.pipeline import run_vea
+from vea_engine.predictions import merge_outputs, rank_path, read_rows
+from vea_engine.summary import summarize
 from vea_engine.synthetic import write_dataset
 
 FAMILY = "llava"  # the fastest tiny model
@@ -45,8 +38,6 @@ def _stop_after(n: int):
             raise Stop(n)
 
     return progress
-
-
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +81,17 @@ def test_shard_is_a_strided_partition():
 
 
 def _row(sid, method, em, f1, anls, vqa=None, index=0):
-    return {"index": index, "id": sid, "method": method, "prediction": "x", "answers": ["x"],
-            "em": em, "f1": f1, "anls": anls, "vqa_acc": vqa}
+    return {
+        "index": index,
+        "id": sid,
+        "method": method,
+        "prediction": "x",
+        "answers": ["x"],
+        "em": em,
+        "f1": f1,
+        "anls": anls,
+        "vqa_acc": vqa,
+    }
 
 
 def test_summarize_hand_computed(tmp_path):
@@ -106,8 +106,13 @@ def test_summarize_hand_computed(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = summarize(path)
     base, vea = summary.method("base"), summary.method("vea")
-    assert (base.n, base.em, base.f1, base.anls, base.vqa_acc) == (3, pytest.approx(100 / 3), 50.0,
-                                                                 pytest.approx(125 / 3), 50.0)
+    assert (base.n, base.em, base.f1, base.anls, base.vqa_acc) == (
+        3,
+        pytest.approx(100 / 3),
+        50.0,
+        pytest.approx(125 / 3),
+        50.0,
+    )
     assert (base.delta_em, base.delta_f1, base.delta_anls) == (0.0, 0.0, 0.0)
     assert (vea.n, vea.em, vea.f1, vea.anls, vea.vqa_acc) == (2, 100.0, 100.0, 100.0, None)
     assert (vea.delta_em, vea.delta_f1, vea.delta_anls) == (50.0, 25.0, 37.5)
@@ -234,9 +239,9 @@ def test_cli_eval_killed_and_resumed(tiny_model_dirs, data50, full_run, tmp_path
     manifest = data50.parent / "with_bad_row.jsonl"
     manifest.write_text(data50.read_text() + '{"id": "broken", "image": "images/00000.png", "answers": ["1"]}\n')
     out = tmp_path / "cli.jsonl"
-    cmd = [sys.executable, "-m", "vea_engine", "eval", "--model", str(tiny_model_dirs[FAMILY]), "--data",
-           str(manifest), "--methods", ",".join(METHODS), "--layers", "2,4", "--max-new-tokens", str(TOKENS),
-           "--limit", "20", "--out", str(out)]
+    args = eval_args(tiny_model_dirs[FAMILY], manifest, ",".join(METHODS), out, "--layers", "2,4",
+                     "--max-new-tokens", TOKENS, "--limit", 20)  # fmt: skip
+    cmd = [sys.executable, "-m", "vea_engine", *args]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while _count_lines(out) < 5 and proc.poll() is None and time.monotonic() < deadline:
@@ -260,13 +265,29 @@ def test_accelerate_two_processes_equal_one(tiny_vlms, tiny_model_dirs, samples5
     single = tmp_path / "single.jsonl"
     evaluate(tiny_vlms[FAMILY], samples50[:6], methods, single, layers=LAYERS, max_new_tokens=TOKENS)
     out = tmp_path / "dp.jsonl"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "vea_engine", "eval", "--model", str(tiny_model_dirs[FAMILY]), "--data", str(data50),
-           "--methods", ",".join(methods), "--layers", "2,4", "--max-new-tokens", str(TOKENS), "--limit", "6",
-           "--out", str(out)]
-    done = subprocess.run(cmd, cwd=REPO, env=_env(CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True,
-                          timeout=300, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "vea_engine",
+        *eval_args(tiny_model_dirs[FAMILY], data50, ",".join(methods), out, "--layers", "2,4", "--max-new-tokens",
+                   TOKENS, "--limit", 6),
+    ]  # fmt: skip
+    done = subprocess.run(
+        cmd, cwd=REPO, env=_env(CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "eval rank 1/2: 3 samples" in done.stderr and "eval rank 0/2: 3 samples" in done.stderr
     assert done.stdout.count("dANLS") == 1  # only rank 0 prints the table

@@ -2,22 +2,17 @@
 
 For each family:
 
-* captured attention rows equal eager ``output_attentions`` rows at every layer
-  (single image and a left-padded batch of two), also for image-token query rows
-  (bidirectional image attention, sliding windows, prefix-LM masks);
 * **the token -> pixel-box map is right, checked against the model itself**: with
   the vision encoder layers short-circuited (each visual token then depends on
   its own pixels only), changing the pixels of one token's canvas box changes
   exactly that token among the grids that show the canvas unresampled, and the
   most-changed token of every grid covers the changed pixels;
-* planted attention on a 2x2 block of every grid -- every tile of tiled families --
-  makes the evidence map peak on that block's pixel boxes. The keys and the query
-  are *pinned* along the lowest-RoPE-frequency head dim (not added to, as in
-  ``tests/planting.py``): the planted keys then share the row evenly, and the pin
-  survives the per-head q/k norms of Gemma 3 and Qwen3;
 * the canvas is stable: encoding the rendered (or highlighted) canvas gives the
-  same token layout as the attribution pass of the original;
-* ``python -m vea_engine run`` works end to end.
+  same token layout as the attribution pass of the original.
+
+Tests that run on every family live with their subject: capture == eager in
+``test_capture.py``, planted attention on every grid in ``test_planted.py``, the CLI
+in ``test_pipeline.py``.
 
 Plus delegates across families (Qwen2.5-VL -> LLaVA-NeXT, LLaVA-1.5 -> Gemma 3),
 and the canvases of LLaVA-NeXT / OneVision / Idefics3 / SmolVLM / InternVL over
@@ -26,37 +21,22 @@ many image sizes with the released configs (pure geometry, no model).
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import run_cli, vea_run_args
+from tests.helpers import ALL_FAMILIES, NEW_FAMILIES
 from vea_engine.answering import answer
 from vea_engine.attribution import evidence_map, extract_attention
-from vea_engine.inputs import encode_batch, model_inputs, render_canvases
-from vea_engine.capture import _text_model, capture_attention_rows, decoder_attention_modules
 from vea_engine.config import build_prompt
+from vea_engine.decoder import text_decoder as _text_model
 from vea_engine.geometry import Frame, mask_from_original, remap_mask
-from vea_engine.mask import paint
+from vea_engine.inputs import encode_batch, model_inputs, render_canvases
 from vea_engine.pipeline import align_mask, run_vea
 
-NEW_FAMILIES = (
-    "gemma3",
-    "llava_next",
-    "qwen3_vl",
-    "llava_onevision",
-    "idefics3",
-    "smolvlm",
-    "internvl",
-    "paligemma",
-)
-QUESTIONS = ["What is written on the red sign in the picture?", "Which colour?"]
-TEXT_ROWS = (-1, -2, -4, -7)
 #: grids (part indices) whose pixels are the canvas itself, not a resampled copy of it
 EXACT_PARTS = {
     "gemma3": {0},
@@ -68,80 +48,14 @@ EXACT_PARTS = {
     "internvl": {0, 1, 2, 3},  # the tiles; the last grid is the thumbnail
     "paligemma": {0},
 }
-STRENGTH = 40.0
 
-
-@pytest.fixture(scope="session")
-def vlm_of(tiny_model_dirs):
-    """``vlm_of(family, attn="sdpa")``: tiny checkpoints loaded once per session, float32."""
-    from vea_engine.loading import load_vlm
-
-    cache = {}
-
-    def get(family: str, attn: str = "sdpa"):
-        if (family, attn) not in cache:
-            cache[family, attn] = load_vlm(tiny_model_dirs[family], dtype="float32", attn_implementation=attn)
-        return cache[family, attn]
-
-    return get
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(vlm, images, questions):
     """The attribution pass's inputs (the originals, encoded) and their geometry."""
     batch = encode_batch(vlm, images, questions)
     return batch.inputs, batch.geometry
-
-
-# -- capture == eager ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("family", NEW_FAMILIES)
-@pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded-batch"])
-def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
-    vlm, eager = vlm_of(family), vlm_of(family, "eager")
-    images = [scene_image, scene_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if padded else [scene_image]
-    inputs, geometry = _inputs(vlm, images, QUESTIONS[: len(images)])
-    n = inputs["input_ids"].shape[1]
-    if padded:
-        assert (inputs["attention_mask"][1] == 0).any(), "the second prompt must be left-padded"
-    # text query rows, and image-token query rows that are image tokens in every sequence of the batch
-    all_positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry] * len(images))
-    image_offsets = [{int(p) - n for p in pos} for pos in all_positions]
-    common = sorted(set.intersection(*image_offsets))
-    rows = TEXT_ROWS + tuple(common[:: max(1, len(common) // 4)][:4])
-    assert len(rows) == 8
-    with torch.inference_mode():
-        out = eager.model(**inputs, use_cache=False, output_attentions=True)
-        expected = torch.stack([a.float().mean(1)[:, list(rows)] for a in out.attentions])  # [L, B, R, N]
-        plain = vlm.model(**inputs, use_cache=False).logits
-        with capture_attention_rows(vlm.model, tuple(range(vlm.num_layers)), rows) as recorder:
-            captured = vlm.model(**inputs, use_cache=False).logits
-    got = recorder.stacked()
-    assert got.shape == expected.shape == (vlm.num_layers, len(images), len(rows), n)
-    assert (got - expected).abs().max().item() <= 1e-5
-    assert torch.equal(captured, plain)
-    torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5, rtol=0)
-    if padded:
-        assert got[:, 1, :, inputs["attention_mask"][1] == 0].abs().max().item() == 0.0
-    if family == "gemma3":
-        _check_gemma3_masks_were_exercised(vlm, inputs, got, rows, image_offsets[0])
-    if family == "paligemma":  # the prefix (image + prompt) is bidirectional: image rows see the last prompt token
-        image_rows = [i for i, r in enumerate(rows) if r in image_offsets[0]]
-        assert image_rows and got[:, 0, image_rows, -1].min() > 0
-
-
-def _check_gemma3_masks_were_exercised(vlm, inputs, rows_got, rows, image_offsets):
-    """The comparison above covered Gemma 3's sliding window and its bidirectional image block."""
-    n = inputs["input_ids"].shape[1]
-    text = vlm.model.config.text_config
-    sliding = [i for i, t in enumerate(text.layer_types) if t == "sliding_attention"]
-    first_image = min(image_offsets) + n
-    assert sliding and n - 1 - first_image >= text.sliding_window, "the window must cut the image off"
-    last = rows_got[sliding[0], 0, rows.index(-1)]  # [N]
-    assert last[: n - text.sliding_window].max() == 0 and last[n - text.sliding_window :].sum() > 0.99
-    image_row = next(i for i, r in enumerate(rows) if r in image_offsets)
-    later_image = [o + n for o in image_offsets if o > rows[image_row]]
-    assert rows_got[:, 0, image_row][:, later_image].sum(-1).min() > 0  # image tokens see later image tokens
 
 
 # -- token -> pixel box, checked against the model ----------------------------------------
@@ -218,89 +132,6 @@ def test_token_boxes_match_the_pixels_each_token_sees(family, vlm_of, scene_imag
                     assert bool(_intersects(boxes[span][moved], hit, margin=cell).all())
 
 
-# -- planted attention on every grid ------------------------------------------------------
-
-
-@contextmanager
-def _planted(vlm, layers, key_positions, seq_len):
-    """Pin the chosen keys and the last query of every head to ``STRENGTH`` along one head dim.
-
-    The dim pairs with the lowest RoPE frequency, so rotation leaves ``q . k`` = ``STRENGTH^2``
-    (times the scale) for every chosen key alike, far above any other key: they share the
-    attention row evenly. Hooks ``k_proj`` / ``q_proj``, or ``k_norm`` / ``q_norm`` where the
-    model normalises queries and keys per head (Gemma 3, Qwen3): the pin must survive that.
-    """
-    modules = decoder_attention_modules(vlm.model)
-    handles = []
-
-    def pin(out, positions, dim, head_dim):
-        out = out.clone()
-        if out.ndim == 3:  # [B, N, heads * head_dim]
-            view = out.view(*out.shape[:2], -1, head_dim)[:, positions]  # [B, P, heads, head_dim]
-            view.zero_()
-            view[..., dim] = STRENGTH
-            out.view(*out.shape[:2], -1, head_dim)[:, positions] = view
-        elif out.shape[2] == seq_len:  # [B, heads, N, head_dim]
-            out[:, :, positions] = 0
-            out[:, :, positions, dim] = STRENGTH
-        else:  # [B, N, heads, head_dim]
-            out[:, positions] = 0
-            out[:, positions, :, dim] = STRENGTH
-        return out
-
-    for layer in layers:
-        attn = modules[layer]
-        head_dim = attn.head_dim
-        dim = head_dim // 2 - 1
-        k_site, q_site = (attn.k_norm, attn.q_norm) if hasattr(attn, "k_norm") else (attn.k_proj, attn.q_proj)
-        handles += [
-            k_site.register_forward_hook(lambda m, a, out, d=dim, h=head_dim: pin(out, list(key_positions), d, h)),
-            q_site.register_forward_hook(lambda m, a, out, d=dim, h=head_dim: pin(out, [seq_len - 1], d, h)),
-        ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _global_layers(vlm):
-    """Two decoder layers whose last query row can see every image token (no sliding window there)."""
-    types = getattr(vlm.model.config.get_text_config(), "layer_types", None) or ["full_attention"] * vlm.num_layers
-    full = [i for i, t in enumerate(types) if t == "full_attention" and 0 < i < vlm.num_layers]
-    return (full[0], full[-1]) if len(full) > 1 else (1, vlm.num_layers - 2)
-
-
-@pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_planted_attention_peaks_on_every_grid(family, vlm_of, scene_image):
-    vlm = vlm_of(family)
-    question = "What does the sign say?"
-    inputs, geometry = _inputs(vlm, [scene_image], [question])
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
-    boxes = geometry.cell_boxes()
-    layers = _global_layers(vlm)
-    for index, part in enumerate(geometry.parts):
-        assert part.rows >= 2 and part.cols >= 2, "every grid must hold a 2x2 block"
-        r0, c0 = part.rows - 2, max(part.cols - 3, 0)
-        tokens = [part.token_start + (r0 + dr) * part.cols + c0 + dc for dr in (0, 1) for dc in (0, 1)]
-        with _planted(vlm, layers, [int(positions[t]) for t in tokens], inputs["input_ids"].shape[1]):
-            attention = extract_attention(vlm, [scene_image], question, layers)
-        scores = attention.scores[0]
-        assert attention.geometry == geometry
-        assert scores[tokens].sum() > 0.9, f"part {index}: planted tokens must take almost all attention"
-        x0, y0 = boxes[tokens, 0].min().item(), boxes[tokens, 1].min().item()
-        x1, y1 = boxes[tokens, 2].max().item(), boxes[tokens, 3].max().item()
-        sharp = evidence_map(attention, apply_smooth=False)[0]
-        marked = torch.zeros(1, geometry.n_tokens)
-        marked[0, tokens] = 1.0
-        inside = paint(geometry.split(marked)[index], geometry.canvas_hw, part.box)[0] > 0  # the block's pixels
-        assert sharp[inside].min() > sharp[~inside].max(), f"part {index}: the map does not peak on the block"
-        assert sharp[inside].max() == 1.0
-        smooth = evidence_map(attention, sigma=0.1)[0]
-        py, px = divmod(int(smooth.argmax()), smooth.shape[1])
-        assert x0 - 1 <= px < x1 + 1 and y0 - 1 <= py < y1 + 1, f"part {index}: smoothed peak outside the block"
-
-
 # -- canvas stability, end to end ---------------------------------------------------------
 
 
@@ -312,27 +143,19 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
     grids = [(p.token_start, p.rows, p.cols) for p in first.geometry.parts]
     assert [(p.token_start, p.rows, p.cols) for p in again.geometry.parts] == grids
     assert again.geometry.canvas_hw == first.geometry.canvas_hw == first.canvas.shape[1:3]
-    for fed_back, original in zip(again.geometry.parts, first.geometry.parts):
+    for fed_back, original in zip(again.geometry.parts, first.geometry.parts, strict=True):
         # the same pixels; LLaVA-NeXT's base grid shows the resized original, up to one cell past the canvas
-        cell = max((original.box[2] - original.box[0]) / original.cols, (original.box[3] - original.box[1]) / original.rows)
-        assert max(abs(a - b) for a, b in zip(fed_back.box, original.box)) <= (cell if family == "llava_next" else 0)
+        cell = max(
+            (original.box[2] - original.box[0]) / original.cols, (original.box[3] - original.box[1]) / original.rows
+        )
+        assert max(abs(a - b) for a, b in zip(fed_back.box, original.box, strict=True)) <= (
+            cell if family == "llava_next" else 0
+        )
     assert (again.canvas - first.canvas).abs().max() <= 1 / 255 + 1e-6
     # the canvas shows the original image: the region it covers overlaps the original almost entirely
     x0, y0, x1, y1 = first.geometry.canvas_in_original
     overlap = (min(x1, 200) - max(x0, 0)) * (min(y1, 150) - max(y0, 0))
     assert overlap >= 0.9 * 200 * 150
-
-
-@pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_cli_run(family, tiny_model_dirs, tmp_path, scene_image, vlm_of):
-    image_path = tmp_path / "scene.png"
-    scene_image.save(image_path)
-    done = run_cli(*vea_run_args(tiny_model_dirs[family], image_path, tmp_path / "out"))
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
-    assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
-    canvas_hw = render_canvases(vlm_of(family), [scene_image])[0].frame.canvas_hw
-    assert Image.open(summary["highlighted"]).size == Image.open(summary["heatmap"]).size == canvas_hw[::-1]
 
 
 # -- delegates ----------------------------------------------------------------------------
@@ -431,7 +254,9 @@ def test_llava_next_newlines_of_an_ambiguous_count_follow_the_geometry():
     with pytest.raises(ValueError, match=r"grid shapes \[\(24, 8\), \(72, 2\)\] all give 792"):
         adapter.image_token_positions(ids)
     for canvas_hw, (rows, cols) in (((336, 112), (24, 8)), ((1008, 28), (72, 2)), ((336, 112), (24, 8))):
-        geometry = adapter.token_layout({"image_sizes": torch.tensor([canvas_hw])}, 0, Frame.whole(canvas_hw, canvas_hw))
+        geometry = adapter.token_layout(
+            {"image_sizes": torch.tensor([canvas_hw])}, 0, Frame.whole(canvas_hw, canvas_hw)
+        )
         assert (geometry.parts[1].rows, geometry.parts[1].cols) == (rows, cols)
         kept = adapter.image_token_positions(ids, [geometry])[0]
         newlines = sorted(set(range(3, 795)) - set(kept.tolist()))
@@ -475,8 +300,9 @@ def _image_embeddings_all(vlm, inputs):
 # -- Idefics3 / SmolVLM / InternVL canvases over many sizes (no model) ---------------------
 
 
-@pytest.mark.parametrize(("longest", "tile"), [(4 * 364, 364), (4 * 512, 512), (224, 112)],
-                         ids=["idefics3", "smolvlm2", "tiny"])
+@pytest.mark.parametrize(
+    ("longest", "tile"), [(4 * 364, 364), (4 * 512, 512), (224, 112)], ids=["idefics3", "smolvlm2", "tiny"]
+)
 def test_split_image_canvas_is_a_fixed_point(longest, tile):
     """The processor's resized image (the canvas) is resized to itself when fed back: same tiles, same pixels."""
     from transformers import Idefics3ImageProcessor
@@ -537,7 +363,7 @@ def _encoded(vlm, run, monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("family", ("qwen2_vl", "qwen2_5_vl", "llava", *NEW_FAMILIES))
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_attribution_inputs_equal_base_answer_inputs(family, vlm_of, scene_image, monkeypatch):
     vlm = vlm_of(family)
     question = "What is written on the red sign?"

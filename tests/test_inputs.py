@@ -11,9 +11,14 @@ from PIL import Image
 
 from vea_engine.answering import answer
 from vea_engine.attribution import extract_attention
+from vea_engine.capture import capture_attention_rows
+from vea_engine.decoder import decoder_attention_modules
 from vea_engine.images import to_rgb_uint8
+from vea_engine.inputs import encode_batch
 from vea_engine.layers import parse_layer_list, select_layers
 from vea_engine.loading import load_vlm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -42,8 +47,14 @@ def test_folder_without_weights(tmp_path, tiny_model_dirs):
 def test_non_vlm_checkpoint(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
     with pytest.raises(ValueError, match="without a vision tower, not a vision-language model"):
         load_vlm(tmp_path / "llama")
@@ -84,7 +95,7 @@ def test_layer_index_out_of_range(tiny_vlms, scene_image):
     vlm = tiny_vlms["qwen2_5_vl"]
     with pytest.raises(ValueError, match=r"layer\(s\) \[6\] out of range for a model with 6 decoder layers"):
         select_layers([1, 6], vlm.num_layers)
-    with pytest.raises(ValueError, match="use indices 0..5"):
+    with pytest.raises(ValueError, match=r"layer\(s\) \[9\] out of range .* \(valid 0..5\)"):
         extract_attention(vlm, [scene_image], "What?", [9])
     with pytest.raises(ValueError, match="cannot read 'x'"):
         parse_layer_list("1,x")
@@ -143,7 +154,7 @@ def test_image_modes_convert_correctly():
         lambda: Image.new("RGBA", (60, 40), (10, 200, 30, 128)),
         lambda: Image.fromarray(np.full((40, 60), 40000, np.uint16)),
         lambda: Image.new("RGB", (1, 1), (255, 0, 0)),
-        lambda: torch.rand(40, 60, 3),
+        lambda: torch.rand(40, 60, 3, generator=torch.Generator().manual_seed(0)),
     ],
     ids=["grey", "rgba", "16bit", "1x1", "tensor"],
 )
@@ -159,11 +170,41 @@ def test_images_in_a_batch_must_share_a_size(tiny_vlms, scene_image):
         extract_attention(tiny_vlms["qwen2_5_vl"], [scene_image, scene_image.resize((90, 90))], "What?", [1])
 
 
-def test_model_still_usable_after_errors(tiny_vlms, scene_image):
-    vlm = tiny_vlms["qwen2_5_vl"]
-    with pytest.raises(ValueError):
+def test_model_still_usable_after_errors(vlm_of, scene_image):
+    """An error inside a capture scope -- after the model was switched to the capturing kernel -- restores it."""
+    vlm = vlm_of("qwen2_5_vl")
+    attention_modules = decoder_attention_modules(vlm.model)
+    configs = {id(c): c for c in [vlm.model.config.get_text_config(), *(m.config for m in attention_modules)]}
+    assert {c._attn_implementation for c in configs.values()} == {"sdpa"}
+    inputs = encode_batch(vlm, [scene_image], "What?").inputs
+    with torch.inference_mode():
+        before = vlm.model(**inputs, use_cache=False).logits
+    with pytest.raises(ValueError, match="out of range"):  # refused before the scope is entered
         extract_attention(vlm, [scene_image], "What?", [99])
-    assert vlm.model.config.get_text_config()._attn_implementation == "sdpa"
+
+    class Boom(RuntimeError):
+        pass
+
+    switched = []
+
+    def fail_in_layer_2(module, args, kwargs):
+        switched.append({c._attn_implementation for c in configs.values()})
+        raise Boom("an error in the middle of the forward pass")
+
+    handle = attention_modules[2].register_forward_pre_hook(fail_in_layer_2, with_kwargs=True)
+    try:
+        with pytest.raises(Boom), torch.inference_mode():
+            with capture_attention_rows(vlm.model, [1, 3]) as recorder:
+                vlm.model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    assert len(switched) == 1 and len(switched[0]) == 1 and switched[0] != {"sdpa"}, (
+        f"the error must fire while the capturing kernel is selected, not {switched}"
+    )
+    assert set(recorder.rows) == {1}, "layer 1 ran inside the scope, layer 3 never did"
+    assert {c._attn_implementation for c in configs.values()} == {"sdpa"}
+    with torch.inference_mode():
+        assert torch.equal(vlm.model(**inputs, use_cache=False).logits, before)
     assert len(answer(vlm, [scene_image], "What?", max_new_tokens=2)) == 1
 
 

@@ -25,6 +25,8 @@ import pytest
 
 from vea_engine import answer_words as AW
 from vea_engine import metrics as M
+from vea_engine import ranking as R
+from vea_engine import vqa_metrics as V
 
 
 def _require(module: str):
@@ -550,7 +552,7 @@ def test_default_lemmatiser_is_built_from_tagger_and_wordnet(
         assert M.token_f1(pred, refs) == qa_f1(pred, refs), (pred, refs, description)
 
 
-@pytest.mark.parametrize("fn", [M.exact_match, M.token_f1, M.anls, M.vqa_accuracy])
+@pytest.mark.parametrize("fn", [M.exact_match, M.token_f1, V.anls, V.vqa_accuracy])
 def test_answer_metrics_validate_inputs(fn):
     with pytest.raises(ValueError, match="non-empty list"):
         fn("x", [])
@@ -575,21 +577,21 @@ def test_answer_metrics_validate_inputs(fn):
     ],
 )
 def test_anls_hand_cases(pred, refs, expected):
-    assert M.anls(pred, refs) == pytest.approx(expected, abs=1e-12)
+    assert V.anls(pred, refs) == pytest.approx(expected, abs=1e-12)
 
 
 def test_anls_threshold():
-    assert M.anls("abcde", ["abxyz"], threshold=0.4) == pytest.approx(0.4)
-    assert M.anls("abcde", ["abxyz"], threshold=0.0) == pytest.approx(0.4)
+    assert V.anls("abcde", ["abxyz"], threshold=0.4) == pytest.approx(0.4)
+    assert V.anls("abcde", ["abxyz"], threshold=0.0) == pytest.approx(0.4)
     with pytest.raises(ValueError, match="threshold"):
-        M.anls("a", ["a"], threshold=1.5)
+        V.anls("a", ["a"], threshold=1.5)
 
 
 # ---- VQA accuracy ------------------------------------------------------------------------------
 @pytest.mark.parametrize("matches, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
 def test_vqa_accuracy_leave_one_out(matches, expected):
     refs = ["nokia"] * matches + ["samsung"] * (10 - matches)
-    assert M.vqa_accuracy("nokia", refs) == pytest.approx(expected, abs=1e-12)
+    assert V.vqa_accuracy("nokia", refs) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -606,17 +608,17 @@ def test_vqa_accuracy_leave_one_out(matches, expected):
     ],
 )
 def test_vqa_accuracy_normalisation(pred, ref):
-    assert M.vqa_accuracy(pred, [ref] * 3 + ["other"] * 7) == pytest.approx(0.9, abs=1e-12)
+    assert V.vqa_accuracy(pred, [ref] * 3 + ["other"] * 7) == pytest.approx(0.9, abs=1e-12)
 
 
 def test_vqa_accuracy_keeps_meaningful_differences():
-    assert M.vqa_accuracy("3.5", ["35"] * 10) == 0.0
-    assert M.vqa_accuracy("red car", ["car"] * 10) == 0.0  # no containment, unlike EM
+    assert V.vqa_accuracy("3.5", ["35"] * 10) == 0.0
+    assert V.vqa_accuracy("red car", ["car"] * 10) == 0.0  # no containment, unlike EM
 
 
 def test_vqa_accuracy_needs_the_answer_list():
     with pytest.raises(ValueError, match="full list of human answers"):
-        M.vqa_accuracy("a", ["a"])
+        V.vqa_accuracy("a", ["a"])
 
 
 # ---- ranking metrics against scikit-learn ------------------------------------------------------
@@ -640,31 +642,31 @@ def test_ranking_metrics_equal_sklearn_with_ties():
     sk = _require("sklearn.metrics")
     for scores, labels in _random_ranking_cases(600, seed=7):
         y = labels.astype(int)
-        assert abs(M.auroc(scores, labels) - sk.roc_auc_score(y, scores)) <= 1e-9
-        assert abs(M.average_precision(scores, labels) - sk.average_precision_score(y, scores)) <= 1e-9
-        assert abs(M.ndcg_all(scores, labels) - sk.ndcg_score(y[None, :], scores[None, :], k=None)) <= 1e-9
+        assert abs(R.auroc(scores, labels) - sk.roc_auc_score(y, scores)) <= 1e-9
+        assert abs(R.average_precision(scores, labels) - sk.average_precision_score(y, scores)) <= 1e-9
+        assert abs(R.ndcg_all(scores, labels) - sk.ndcg_score(y[None, :], scores[None, :], k=None)) <= 1e-9
 
 
 def test_ranking_metrics_hand_cases():
     scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
-    assert M.auroc(scores, labels) == pytest.approx(0.75)  # 3 of 4 (pos, neg) pairs ordered
-    assert M.average_precision(scores, labels) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert R.auroc(scores, labels) == pytest.approx(0.75)  # 3 of 4 (pos, neg) pairs ordered
+    assert R.average_precision(scores, labels) == pytest.approx((1 / 1 + 2 / 3) / 2)
     # ranking 0.8(+) 0.4(-) 0.35(+) 0.1(-): DCG = 1 + 1/log2(4); ideal = 1 + 1/log2(3)
-    assert M.ndcg_all(scores, labels) == pytest.approx((1 + 0.5) / (1 + 1 / math.log2(3)))
+    assert R.ndcg_all(scores, labels) == pytest.approx((1 + 0.5) / (1 + 1 / math.log2(3)))
     # a full tie: AUROC 1/2, AP = prevalence, tie-averaged gain at both positions
-    assert M.auroc([1.0, 1.0], [True, False]) == 0.5
-    assert M.average_precision([1.0, 1.0], [True, False]) == 0.5
-    assert M.ndcg_all([1.0, 1.0], [True, False]) == pytest.approx(0.5 * (1 + 1 / math.log2(3)))
+    assert R.auroc([1.0, 1.0], [True, False]) == 0.5
+    assert R.average_precision([1.0, 1.0], [True, False]) == 0.5
+    assert R.ndcg_all([1.0, 1.0], [True, False]) == pytest.approx(0.5 * (1 + 1 / math.log2(3)))
 
 
-@pytest.mark.parametrize("fn", [M.auroc, M.average_precision, M.ndcg_all])
+@pytest.mark.parametrize("fn", [R.auroc, R.average_precision, R.ndcg_all])
 def test_ranking_metrics_single_class_is_nan(fn):
     assert math.isnan(fn([0.3, 0.1, 0.2], [1, 1, 1]))
     assert math.isnan(fn([0.3, 0.1, 0.2], [False, False, False]))
     assert math.isnan(fn([0.5], [1]))
 
 
-@pytest.mark.parametrize("fn", [M.auroc, M.average_precision, M.ndcg_all])
+@pytest.mark.parametrize("fn", [R.auroc, R.average_precision, R.ndcg_all])
 def test_ranking_metrics_validate_inputs(fn):
     with pytest.raises(ValueError, match="has 3 entries but labels has 2"):
         fn([0.1, 0.2, 0.3], [0, 1])

@@ -25,14 +25,24 @@ def paligemma2_dir(tmp_path_factory):
     config = tiny_config("paligemma")
     text = config.text_config
     config.text_config = Gemma2Config(
-        vocab_size=text.vocab_size, hidden_size=text.hidden_size, intermediate_size=text.intermediate_size,
-        num_hidden_layers=text.num_hidden_layers, num_attention_heads=text.num_attention_heads,
-        num_key_value_heads=text.num_key_value_heads, head_dim=text.head_dim, hidden_activation="gelu_pytorch_tanh",
-        attn_logit_softcapping=SOFTCAP, final_logit_softcapping=30.0, query_pre_attn_scalar=text.head_dim,
-        sliding_window=4096, max_position_embeddings=4096, initializer_range=2.0,  # large logits: the cap bites
+        vocab_size=text.vocab_size,
+        hidden_size=text.hidden_size,
+        intermediate_size=text.intermediate_size,
+        num_hidden_layers=text.num_hidden_layers,
+        num_attention_heads=text.num_attention_heads,
+        num_key_value_heads=text.num_key_value_heads,
+        head_dim=text.head_dim,
+        hidden_activation="gelu_pytorch_tanh",
+        attn_logit_softcapping=SOFTCAP,
+        final_logit_softcapping=30.0,
+        query_pre_attn_scalar=text.head_dim,
+        sliding_window=4096,
+        max_position_embeddings=4096,
+        initializer_range=2.0,  # large logits: the cap bites
     )
-    torch.manual_seed(0)
-    model = PaliGemmaForConditionalGeneration(config)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching other tests' random state
+        torch.manual_seed(0)
+        model = PaliGemmaForConditionalGeneration(config)
     folder = tmp_path_factory.mktemp("paligemma2-tiny")
     model.save_pretrained(folder)
     tiny_processor("paligemma").save_pretrained(folder)
@@ -72,7 +82,7 @@ def _uncapped_rows(vlm, inputs, layers):
             out = vlm.model(**inputs, use_cache=False, output_attentions=True)
         return torch.stack([a.float().mean(1)[:, -1] for a in out.attentions])
     finally:
-        for m, value in zip(modules, saved):
+        for m, value in zip(modules, saved, strict=True):
             m.attn_logit_softcapping = value
 
 

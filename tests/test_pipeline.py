@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli, vea_run_args
+from tests.helpers import ALL_FAMILIES, cli, cli_json, run_cli, vea_run_args
 from vea_engine.answering import answer
 from vea_engine.attribution import evidence_map, extract_attention
-from vea_engine.inputs import model_inputs
 from vea_engine.config import build_prompt
 from vea_engine.geometry import Frame, remap_mask
+from vea_engine.inputs import model_inputs, render_canvases
 from vea_engine.layers import LayerSelection
 from vea_engine.mask import blend
 from vea_engine.methods import METHODS, MethodRunner
 from vea_engine.pipeline import align_mask, run_vea
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _greedy_oracle(vlm, image, question, steps):
@@ -80,8 +84,9 @@ def _reference_highlight(canvas: torch.Tensor, evidence: torch.Tensor, alpha: fl
 
 def test_run_vea_matches_the_stages(tiny_vlms, scene_image):
     vlm = tiny_vlms["qwen2_5_vl"]
-    result = run_vea(vlm, [scene_image], "What is on the sign?", layers=[2, 4], methods=("base", "inst", "vea"),
-                     max_new_tokens=3)
+    result = run_vea(
+        vlm, [scene_image], "What is on the sign?", layers=[2, 4], methods=("base", "inst", "vea"), max_new_tokens=3
+    )
     attention = extract_attention(vlm, [scene_image], "What is on the sign?", [2, 4])
     torch.testing.assert_close(result.evidence, evidence_map(attention))
     assert torch.equal(result.highlighted, _reference_highlight(attention.canvas, result.evidence))
@@ -132,19 +137,39 @@ def test_delegate_qwen_mask_llava_answer(tiny_vlms, scene_image):
         align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image.resize((50, 50))], llava)
 
 
-def test_cli_run_writes_images_and_json(tiny_model_dirs, tmp_path, scene_image):
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_cli_run_writes_images_and_json(family, tiny_model_dirs, vlm_of, tmp_path, scene_image, capsys):
+    """``vea_engine.cli.main(["run", ...])`` in-process: the JSON summary and both images, at the canvas size."""
     image_path = tmp_path / "scene.png"
     scene_image.save(image_path)
-    args = vea_run_args(tiny_model_dirs["llava"], image_path, tmp_path / "out")
-    done = run_cli(*args)
+    summary = cli_json(capsys, *vea_run_args(tiny_model_dirs[family], image_path, tmp_path / "out"))
+    assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
+    canvas_hw = render_canvases(vlm_of(family), [scene_image])[0].frame.canvas_hw
+    highlighted, heat = Image.open(summary["highlighted"]), Image.open(summary["heatmap"])
+    assert highlighted.size == heat.size == canvas_hw[::-1]
+    if family == "llava":
+        assert highlighted.size == (84, 84)  # shortest side 84, centre crop
+
+
+def test_cli_refuses_a_missing_image_with_exit_code_2(tiny_model_dirs, tmp_path, capsys, caplog):
+    args = vea_run_args(tiny_model_dirs["llava"], "/nope.png", tmp_path / "out")
+    with caplog.at_level(logging.ERROR, logger="vea_engine"):
+        code, out = cli(capsys, *args)
+    assert code == 2 and out == ""
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "vea_engine"]
+    assert len(errors) == 1 and "no image file at '/nope.png'" in errors[0]
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_cli_entry_point_in_a_fresh_process(tiny_model_dirs, tmp_path, scene_image):
+    """``python -m vea_engine run``: exit code 0, the JSON alone on stdout, logging on stderr (the one subprocess)."""
+    image_path = tmp_path / "scene.png"
+    scene_image.save(image_path)
+    done = run_cli(*vea_run_args(tiny_model_dirs["llava"], image_path, tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
-    highlighted = Image.open(summary["highlighted"])
-    heat = Image.open(summary["heatmap"])
-    assert highlighted.size == heat.size == (84, 84)
-    bad = run_cli(*args[:4], "/nope.png", *args[5:])
-    assert bad.returncode == 2 and "no image file at '/nope.png'" in bad.stderr
+    assert summary["layers"] == [1, 2] and Image.open(summary["highlighted"]).size == (84, 84)
+    assert re.search(r"^INFO vea_engine[.\w]*: ", done.stderr, re.MULTILINE), done.stderr  # the log, on stderr
 
 
 def test_method_table_runs_the_stages(tiny_vlms, scene_image):

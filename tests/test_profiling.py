@@ -9,24 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ENGINE_FAMILIES
-from planting import planted
 from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
 
+from tests.helpers import ENGINE_FAMILIES, eval_args
+from tests.planting import planted
 from vea_engine.attribution import extract_attention
 from vea_engine.data import load_manifest
 from vea_engine.geometry import GridPart, ImageGeometry
 from vea_engine.inputs import encode_batch
+from vea_engine.labels import evidence_labels
 from vea_engine.layers import LayerSelection
-from vea_engine.profiling import (
-    SELECTED_FILL,
-    LayerProfile,
-    evidence_labels,
-    n_top_layers,
-    plot_profile,
-    profile_layers,
-    select_top_layers,
-)
+from vea_engine.profile_plot import SELECTED_FILL, plot_profile
+from vea_engine.profiling import LayerProfile, n_top_layers, profile_layers, select_top_layers
 from vea_engine.synthetic import write_dataset
 
 PLANTED_LAYERS = (2, 4)
@@ -97,8 +91,9 @@ def test_evidence_labels_match_rasterised_oracle():
     """Coverage fractions on a 1/8-pixel raster (boxes on that lattice) give the same labels."""
     rng = np.random.default_rng(0)
     rows, cols, cell = 5, 7, 10
-    g = ImageGeometry.single_grid(rows, cols, (rows * cell, cols * cell), (rows * cell, cols * cell),
-                                  (0, 0, cols * cell, rows * cell))
+    g = ImageGeometry.single_grid(
+        rows, cols, (rows * cell, cols * cell), (rows * cell, cols * cell), (0, 0, cols * cell, rows * cell)
+    )
     sub = 8
     for _ in range(40):
         m = int(rng.integers(1, 4))
@@ -190,7 +185,7 @@ def test_evidence_labels_edges_on_just_inside_and_just_outside_boundaries():
         (0, 10, 30, 20): ([0, 1, 2], [0, 1, 2], [0, 1, 2]),  # three whole cells, touches (1, 3) only at x = 30
     }
     for box, expected in cases.items():
-        for rule, cols in zip(("any", "half", "all"), expected):
+        for rule, cols in zip(("any", "half", "all"), expected, strict=True):
             assert _on(evidence_labels(g, [box], rule)) == _grid([(1, c) for c in cols]), (box, rule)
     # a 1e-3 px step over a row edge
     assert _on(evidence_labels(g, [[10, 10, 20, 20 + d]], "any")) == _grid([(1, 1), (2, 1)])
@@ -297,8 +292,6 @@ def test_n_top_layers_matches_paper_presets():
 # ---------------------------------------------------------------------------------------------
 
 
-
-
 @pytest.fixture(scope="module")
 def synthetic_samples(tmp_path_factory):
     manifest = write_dataset(tmp_path_factory.mktemp("profile-data"), 8, seed=3, size=(224, 224))
@@ -401,8 +394,9 @@ def test_profile_skips_single_class_samples(tiny_vlms, synthetic_samples, caplog
 
 def _toy_profile(n=8, layers=(3, 6)):
     auroc = tuple(0.5 + 0.05 * i for i in range(n))
-    return LayerProfile("org/toy-model", n, layers, auroc, tuple(0.3 for _ in range(n)), tuple(0.6 for _ in range(n)),
-                        10, 2)
+    return LayerProfile(
+        "org/toy-model", n, layers, auroc, tuple(0.3 for _ in range(n)), tuple(0.6 for _ in range(n)), 10, 2
+    )
 
 
 def test_profile_json_nan_and_errors(tmp_path):
@@ -452,8 +446,23 @@ def test_cli_profile_then_eval_with_the_profile(tiny_model_dirs, tmp_path, caplo
     model = str(tiny_model_dirs["llava"])
     out, plot = tmp_path / "profile.json", tmp_path / "profile.png"
     with caplog.at_level(logging.WARNING):
-        code = main(["profile", "--model", model, "--data", str(manifest), "--out", str(out), "--plot", str(plot),
-                     "--top-fraction", "0.3", "--dtype", "float32"])
+        code = main(
+            [
+                "profile",
+                "--model",
+                model,
+                "--data",
+                str(manifest),
+                "--out",
+                str(out),
+                "--plot",
+                str(plot),
+                "--top-fraction",
+                "0.3",
+                "--dtype",
+                "float32",
+            ]
+        )
     assert code == 0
     assert f"{manifest}:2: skipped: 'boxes' is missing" in caplog.text  # line number of the bad row
     printed = json.loads(capsys.readouterr().out)
@@ -463,14 +472,14 @@ def test_cli_profile_then_eval_with_the_profile(tiny_model_dirs, tmp_path, caplo
     assert plot.is_file() and plot.stat().st_size > 1000
 
     preds = tmp_path / "preds.jsonl"
-    code = main(["eval", "--model", model, "--data", str(manifest), "--methods", "base,vea", "--profile", str(out),
-                 "--max-new-tokens", "2", "--out", str(preds), "--dtype", "float32"])
+    code = main(
+        eval_args(model, manifest, "base,vea", preds, "--profile", out, "--max-new-tokens", 2, "--dtype", "float32")
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "dANLS" in table and "\nvea " in table
     vea_rows = [json.loads(line) for line in preds.read_text().splitlines() if '"method": "vea"' in line]
     assert len(vea_rows) == 4  # eval does not need boxes: all 4 rows
     assert all(r["layers"] == list(profile.layers) and r["layer_source"] == f"profile:{out}" for r in vea_rows)
-    code = main(["eval", "--model", model, "--data", str(manifest), "--methods", "vea", "--profile",
-                 str(tmp_path / "missing.json"), "--out", str(preds)])
+    code = main(eval_args(model, manifest, "vea", preds, "--profile", tmp_path / "missing.json"))
     assert code == 2 and "does not exist" in caplog.text

@@ -22,11 +22,13 @@ def moe_dir(tmp_path_factory):
     vision = {k: v for k, v in dense["vision_config"].items() if k != "model_type"}
     ids = {k: dense[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
     config = Qwen3VLMoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
-    torch.manual_seed(0)
-    model = Qwen3VLMoeForConditionalGeneration(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching other tests' random state
+        torch.manual_seed(0)
+        model = Qwen3VLMoeForConditionalGeneration(config)
     for module in model.modules():  # large weights (like the other tiny models): attention far from uniform
         if isinstance(module, torch.nn.Linear):
-            torch.nn.init.normal_(module.weight, std=0.2)
+            torch.nn.init.normal_(module.weight, std=0.2, generator=generator)
     folder = tmp_path_factory.mktemp("qwen3_vl_moe-tiny")
     model.save_pretrained(folder)
     tiny_processor("qwen3_vl").save_pretrained(folder)

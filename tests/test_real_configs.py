@@ -335,7 +335,10 @@ def _qwen_tokens(size: tuple[int, int], patch: int, low: int, high: int, merge: 
     hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
     if hb * wb > high:
         beta = math.sqrt(h * w / high)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+        hb, wb = (
+            max(factor, math.floor(h / beta / factor) * factor),
+            max(factor, math.floor(w / beta / factor) * factor),
+        )
     elif hb * wb < low:
         beta = math.sqrt(low / (h * w))
         hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor

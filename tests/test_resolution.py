@@ -29,8 +29,9 @@ def qwen_processor(tiny_model_dirs):
 #                    (the number for Qwen2.5-VL-7B under the reference's cap)
 #   checkpoint:      beta = sqrt(786432 / 200704) = 1.980 -> 364 x 504 px -> 13 x 18 = 234 tokens
 #   100000 pixels:   beta = 2.804 -> 252 x 364 px -> 9 x 13 = 117 tokens
-@pytest.mark.parametrize(("resolution", "tokens"), [("paper", 315), ("checkpoint", 234), (100_000, 117),
-                                                    ("100000", 117)])
+@pytest.mark.parametrize(
+    ("resolution", "tokens"), [("paper", 315), ("checkpoint", 234), (100_000, 117), ("100000", 117)]
+)
 def test_qwen_resolution_modes(qwen_processor, resolution, tokens):
     apply_resolution(qwen_processor, "qwen2_5_vl", resolution)
     assert _qwen_tokens(qwen_processor) == tokens

@@ -7,9 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from tests.helpers import REPO
 
-COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "nodes", "execution"}
+COMFY_MODULES = {
+    "comfy",
+    "comfy_api",
+    "comfy_extras",
+    "comfy_execution",
+    "folder_paths",
+    "server",
+    "nodes",
+    "execution",
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -73,3 +82,15 @@ def test_public_names_never_collide_with_submodules():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr + done.stdout
+
+
+def test_only_the_demo_module_reaches_the_test_model_builder():
+    users = set()
+    for path in (REPO / "vea_engine").rglob("*.py"):
+        if "testing" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and "testing" in node.module.split("."):
+                users.add(path.name)
+    assert users == {"demo.py"}, users

@@ -106,7 +106,7 @@ def test_write_dataset_is_byte_identical_and_loads(tmp_path):
     samples, bad = load_manifest(first, require_boxes=True)
     assert bad == [] and len(samples) == 4
     rows = [json.loads(line) for line in first.read_text(encoding="utf-8").splitlines()]
-    for sample, row in zip(samples, rows):
+    for sample, row in zip(samples, rows, strict=True):
         regenerated = make_sample(row["seed"], size=(256, 192))
         assert sample.image_size == (256, 192)
         assert sample.question == regenerated.question

@@ -30,65 +30,13 @@ from vea_engine.testing.tiny_models import (
     read_marker,
     tiny_config,
 )
+from vea_engine.testing.tiny_models.registry import expectations
 
 QUESTION = "What is the code in the yellow box?"
-#: family -> the exact chat text for one image + QUESTION (the real templates' output).
-EXPECTED_CHAT = {
-    "qwen2_vl": (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{QUESTION}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    ),
-    "llava": f"USER: <image>\n{QUESTION} ASSISTANT:",
-    "gemma3": f"<bos><start_of_turn>user\n<start_of_image>{QUESTION}<end_of_turn>\n<start_of_turn>model\n",
-    "llava_next": f"[INST] <image>\n{QUESTION} [/INST]",
-    "qwen3_vl": (
-        f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
-    ),
-    "llava_onevision": f"<|im_start|>user <image>\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
-    "idefics3": f"<|begin_of_text|>User:<image>{QUESTION}<end_of_utterance>\nAssistant:",
-    "smolvlm": f"<|im_start|>User:<image>{QUESTION}<end_of_utterance>\nAssistant:",
-    "internvl": f"<|im_start|>user\n<IMG_CONTEXT>\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
-    "paligemma": None,  # no chat template: the processor writes <image>*n <bos> {text}\n itself
-}
-EXPECTED_CHAT["qwen2_5_vl"] = EXPECTED_CHAT["qwen2_vl"]
-IMAGE_TOKEN = {
-    "qwen2_vl": "<|image_pad|>",
-    "qwen2_5_vl": "<|image_pad|>",
-    "llava": "<image>",
-    "gemma3": "<image_soft_token>",
-    "llava_next": "<image>",
-    "qwen3_vl": "<|image_pad|>",
-    "llava_onevision": "<image>",
-    "idefics3": "<image>",
-    "smolvlm": "<image>",
-    "internvl": "<IMG_CONTEXT>",
-    "paligemma": "<image>",
-}
-#: (W, H) -> Qwen image_grid_thw: smart_resize to multiples of 28 (150x200 -> 140x196), 14 px patches.
-QWEN_GRIDS = {(200, 150): (1, 10, 14), (448, 448): (1, 32, 32)}
-#: family -> (W, H) -> image placeholder tokens in the prompt, worked out by hand:
-IMAGE_TOKENS = {
-    "llava": {(200, 150): 36, (448, 448): 36},  # 84 px crop, 14 px patches: 6 x 6
-    "gemma3": {(200, 150): 36, (448, 448): 36},  # 168 px square, 12 x 12 patches pooled 2 x 2
-    # 56-px tiles of 4 x 4 cells + 16 base tokens. 200x150 -> 2x2 tiles (8 x 8 cells), 4:3 unpadded to 6 rows
-    # (+1 newline each); 448x448 -> 2x2 tiles, square: 8 rows of 8 cells + newline
-    "llava_next": {(200, 150): 16 + 6 * 9, (448, 448): 16 + 8 * 9},
-    # smart_resize to multiples of 32: 200x150 -> 192x160 (12 x 10 patches of 16 px, merged 2x2); 448 -> 28 x 28
-    "qwen3_vl": {(200, 150): 6 * 5, (448, 448): 14 * 14},
-    # 200x150 -> 3x4 tiles = 12 x 16 cells, more than 9 tiles x 1.1^2: shrunk by 1.155 to 10 x 13;
-    # 448x448 -> 6x6 tiles (336 px) = 24 x 24 cells shrunk by 2 to 12 x 12; + newlines + 16 base tokens
-    "llava_onevision": {(200, 150): 16 + 10 * 14, (448, 448): 16 + 12 * 13},
-    # longest side -> 224, sides up to multiples of 112: 2 x 2 tiles + global, 4 x 4 tokens each (14 px, shuffle 2)
-    "idefics3": {(200, 150): 5 * 16, (448, 448): 5 * 16},
-    # 2 x 2 tiles of 192 px + global, 3 x 3 tokens each (16 px patches, shuffle 4)
-    "smolvlm": {(200, 150): 5 * 9, (448, 448): 5 * 9},
-    # 4:3 ties 1x1 and 2x2; the image's area decides for 2x2: 4 tiles + thumbnail, 4 x 4 tokens each
-    "internvl": {(200, 150): 5 * 16, (448, 448): 5 * 16},
-    "paligemma": {(200, 150): 36, (448, 448): 36},  # 84 px square, 14 px patches
-}
-#: families whose image tokens are interleaved with other tokens (row/column tags)
-SPLIT_PROMPT = {"idefics3", "smolvlm"}
+#: Input picture sizes (W, H) whose image-token counts every family's expectations list. The
+#: expected chat text, image token and counts are hand-written next to each family's builder
+#: (``EXPECTED`` in ``vea_engine/testing/tiny_models/<family>.py``), read here via ``expectations``.
+SIZES = [(200, 150), (448, 448)]
 
 
 @dataclass
@@ -233,18 +181,35 @@ def test_overrides_build_and_load(tmp_path):
         assert torch.isfinite(model(**inputs).logits).all()
 
 
+def test_every_family_states_its_expectations():
+    for family in FAMILIES:
+        expected = expectations(family)
+        assert set(expected.image_tokens) == set(SIZES), family
+        assert not expected.image_grids or set(expected.image_grids) == set(SIZES), family
+        assert expected.chat is None or expected.chat.count("{question}") == 1, family
+    assert expectations("paligemma").chat_for(QUESTION) is None
+    assert expectations("llava").chat_for(QUESTION) == f"USER: <image>\n{QUESTION} ASSISTANT:"
+
+
+def test_every_family_has_an_engine_adapter():
+    from vea_engine.families import adapter_class
+
+    for family in FAMILIES:
+        adapter_class(tiny_config(family).model_type)  # ValueError when vea_engine/families lacks it
+
+
 # -- each family --------------------------------------------------------------------------
 
 
 def test_default_build_skips_families_whose_processor_needs_a_missing_package(monkeypatch, tmp_path, caplog):
     import importlib.util
 
-    from vea_engine.testing import tiny_models
+    from vea_engine.testing.tiny_models import registry
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "num2words" else real(name, *a))
     assert missing_requirements("smolvlm") == ("num2words",) and "smolvlm" not in available_families()
-    monkeypatch.setattr(tiny_models, "FAMILIES", ("llava", "smolvlm"))
+    monkeypatch.setattr(registry, "FAMILIES", ("llava", "smolvlm"))
     with caplog.at_level("WARNING", logger="vea_engine.testing.tiny_models"):
         assert list(build_tiny_models(tmp_path)) == ["llava"]
     assert "smolvlm checkpoint skipped: num2words not installed" in caplog.text
@@ -256,7 +221,9 @@ def test_folder_is_a_plain_checkpoint(tiny_dirs, family):
     folder = tiny_dirs[family]
     names = {p.name for p in folder.iterdir()}
     expected = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
-    expected |= {"processor_config.json", MARKER_NAME} | ({"chat_template.jinja"} if EXPECTED_CHAT[family] else set())
+    expected |= {"processor_config.json", MARKER_NAME} | (
+        {"chat_template.jinja"} if expectations(family).chat else set()
+    )
     assert expected <= names
     assert read_marker(folder) == {"family": family, "builder_version": BUILDER_VERSION, "seed": 0, "overrides": {}}
     config_text = (folder / "config.json").read_text()
@@ -277,7 +244,7 @@ def test_config_highlights(loaded, family):
     attention = _text_decoder(model).layers[0].self_attn
     assert attention.k_proj.out_features == 2 * 16 and attention.q_proj.out_features == 4 * 16  # GQA, head_dim 16
     assert model.dtype == torch.float32
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN[family])
+    image_id = tokenizer.convert_tokens_to_ids(expectations(family).image_token)
     # Gemma3Processor.image_token_id is its <start_of_image> (a transformers quirk); the tokenizer knows the real one
     processor_id = tokenizer.image_token_id if family == "gemma3" else processor.image_token_id
     assert _image_token_id(model) == image_id == processor_id
@@ -302,8 +269,10 @@ def test_config_highlights(loaded, family):
         assert vision.fullatt_block_indexes == [1] and vision.window_size == 112
     if family == "gemma3":
         assert config.mm_tokens_per_image == 36 and (vision.image_size, vision.patch_size) == (168, 14)
-        assert text.sliding_window == 64 and text.layer_types == ["sliding_attention", "sliding_attention",
-                                                                  "full_attention"] * 2
+        assert (
+            text.sliding_window == 64
+            and text.layer_types == ["sliding_attention", "sliding_attention", "full_attention"] * 2
+        )
         assert tokenizer.bos_token == "<bos>" and tokenizer.boi_token == "<start_of_image>"
         assert tokenizer("x").input_ids[0] == tokenizer.bos_token_id  # Gemma's tokenizer adds BOS
     if family == "llava_next":
@@ -335,10 +304,11 @@ def test_config_highlights(loaded, family):
 
 
 def test_chat_template_matches_the_real_one(loaded, family):
-    if EXPECTED_CHAT[family] is None:
+    expected = expectations(family).chat_for(QUESTION)
+    if expected is None:
         assert loaded.processor.chat_template is None
         return
-    assert _chat(loaded.processor) == EXPECTED_CHAT[family]
+    assert _chat(loaded.processor) == expected
 
 
 def test_tokenizer_round_trip(loaded, family):
@@ -348,26 +318,26 @@ def test_tokenizer_round_trip(loaded, family):
     assert tokenizer.decode(ids) == "what is the zebra code 4821?"
     unknown = tokenizer("price: 5€", add_special_tokens=False)["input_ids"]
     assert unknown[-1] == tokenizer.unk_token_id
-    for token in (IMAGE_TOKEN[family], tokenizer.eos_token, tokenizer.pad_token):
+    for token in (expectations(family).image_token, tokenizer.eos_token, tokenizer.pad_token):
         assert tokenizer(token, add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids(token)]
 
 
-@pytest.mark.parametrize("size", [(200, 150), (448, 448)], ids=["200x150", "448x448"])
+@pytest.mark.parametrize("size", SIZES, ids=["200x150", "448x448"])
 def test_image_token_count_matches_geometry(loaded, family, size):
     processor, model = loaded.processor, loaded.model
+    expected = expectations(family)
     inputs = _encode(processor, [QUESTION], [_picture(*size)])
     positions = (inputs["input_ids"][0] == _image_token_id(model)).nonzero().flatten()
     if family == "llava":
         assert tuple(inputs["pixel_values"].shape) == (1, 3, 84, 84)
-    if family in ("qwen2_vl", "qwen2_5_vl"):
+    if expected.image_grids:  # Qwen-style families: the processor's patch grid, then merged tokens
         grid = tuple(int(v) for v in inputs["image_grid_thw"][0])
-        assert grid == QWEN_GRIDS[size]
-        expected = math.prod(grid) // processor.image_processor.merge_size**2
-    else:
-        expected = IMAGE_TOKENS[family][size]
-    assert len(positions) == expected
-    if family not in SPLIT_PROMPT:
-        assert torch.equal(positions, torch.arange(positions[0], positions[0] + expected))  # one contiguous block
+        assert grid == expected.image_grids[size]
+        assert math.prod(grid) // processor.image_processor.merge_size**2 == expected.image_tokens[size]
+    count = expected.image_tokens[size]
+    assert len(positions) == count
+    if not expected.split_prompt:
+        assert torch.equal(positions, torch.arange(positions[0], positions[0] + count))  # one contiguous block
 
 
 def test_forward_is_finite_and_sees_the_image(loaded):

@@ -47,6 +47,10 @@ def answer(
 
     Returns:
         One stripped answer string per image, in order.
+
+    Raises:
+        ValueError: a prompt plus ``max_new_tokens`` exceeds the model's context
+            (:func:`~vea_engine.inputs.check_context`), before anything runs on the model.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
@@ -57,7 +61,7 @@ def answer(
     # Images of different sizes are answered one by one; a same-size batch goes through together.
     groups = [list(range(len(arrays)))] if len({a.shape for a in arrays}) == 1 else [[i] for i in range(len(arrays))]
     for group in groups:
-        inputs = model_inputs(vlm, [arrays[i] for i in group], [prompts[i] for i in group])
+        inputs = model_inputs(vlm, [arrays[i] for i in group], [prompts[i] for i in group], max_new_tokens)
         extra = {}
         if progress is not None:
             from transformers import StoppingCriteriaList

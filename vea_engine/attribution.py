@@ -22,6 +22,7 @@ from .config import DEFAULTS, MASK_DTYPE
 from .geometry import ImageGeometry
 from .images import uint8_to_tensor
 from .inputs import Progress, encode_batch, layer_progress
+from .layers import LayerSelection, for_model
 from .loading import VLM
 from .mask import denoise, gaussian_smooth, minmax_normalize, paint
 
@@ -73,7 +74,7 @@ def layer_scores(
     vlm: VLM,
     images: Any,
     questions: str | Sequence[str],
-    layers: Sequence[int],
+    layers: LayerSelection | Sequence[int],
     prompt_style: str = "qa",
     template: str | None = None,
     early_exit: bool = True,
@@ -87,7 +88,8 @@ def layer_scores(
         images: ``[B, H, W, C]`` tensor in [0, 1], or a list of same-size images
             (PIL, arrays, paths). They are encoded as given, like the base answer.
         questions: one question, or one per image.
-        layers: decoder layers to read (0-based).
+        layers: decoder layers to read: a :class:`~vea_engine.layers.LayerSelection` or
+            0-based indices (checked against the model by :func:`~vea_engine.layers.for_model`).
         prompt_style: prompt of the attribution pass; the paper uses ``qa``.
         template: for ``custom`` prompts.
         early_exit: stop the forward pass after the deepest requested layer.
@@ -99,7 +101,7 @@ def layer_scores(
         the batch, canvases [H, W, 3] uint8, questions one per image)``.
     """
     batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
-    layers = tuple(sorted({int(layer) for layer in layers}))
+    layers = for_model(layers, vlm.num_layers, vlm.name).layers  # sorted, unique, in range
     with (
         capture_attention_rows(vlm.model, layers, (-1,), stop_after_last=early_exit) as recorder,
         layer_progress(vlm.model, progress, (max(layers) + 1) if early_exit else None),
@@ -124,28 +126,20 @@ def layer_mean(scores: torch.Tensor) -> torch.Tensor:
 
 
 def extract_attention(
-    vlm: VLM,
-    images: Any,
-    questions: str | Sequence[str],
-    layers: Sequence[int],
-    prompt_style: str = "qa",
-    template: str | None = None,
-    early_exit: bool = True,
-    progress: Progress | None = None,
-    rounding: str = "truncate",
+    vlm: VLM, images: Any, questions: str | Sequence[str], layers: LayerSelection | Sequence[int], **options: Any
 ) -> AttentionMap:
     """Per-token evidence scores of each image for its question (paper step 2).
 
     Head-mean attention of the last prompt token, averaged over ``layers`` and
-    restricted to the image tokens; arguments as :func:`layer_scores`.
+    restricted to the image tokens. Arguments and keyword ``options``
+    (``prompt_style``, ``template``, ``early_exit``, ``progress``, ``rounding``) as
+    :func:`layer_scores`.
 
     Returns:
         :class:`AttentionMap` with ``scores [B, n_tokens]``.
     """
-    layers = tuple(sorted({int(layer) for layer in layers}))
-    scores, geometry, canvases, questions = layer_scores(
-        vlm, images, questions, layers, prompt_style, template, early_exit, progress, rounding
-    )
+    layers = for_model(layers, vlm.num_layers, vlm.name).layers
+    scores, geometry, canvases, questions = layer_scores(vlm, images, questions, layers, **options)
     return AttentionMap(
         scores=layer_mean(scores),  # [B, n_tokens]
         geometry=geometry,
@@ -168,7 +162,7 @@ def paint_scores(attention: AttentionMap) -> torch.Tensor:
     H, W = geometry.canvas_hw
     total = None
     count = torch.zeros(geometry.canvas_hw, dtype=MASK_DTYPE)
-    parts = [(p, g) for p, g in zip(geometry.parts, geometry.split(attention.scores)) if p.n_tokens]
+    parts = [(p, g) for p, g in zip(geometry.parts, geometry.split(attention.scores), strict=True) if p.n_tokens]
     for part, grid in parts:
         painted = paint(grid, geometry.canvas_hw, part.box)
         total = painted if total is None else total + painted

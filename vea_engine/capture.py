@@ -24,7 +24,6 @@ model is exactly as it was.
 from __future__ import annotations
 
 import contextvars
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +31,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import compat
 from .config import MASK_DTYPE
+from .decoder import decoder_attention_modules, text_decoder
+
+__all__ = ["AttentionRecorder", "StopForward", "attention_rows", "capture_attention_rows", "decoder_attention_modules"]
 
 _CAPTURE_PREFIX = "vea_capture+"
 _ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("vea_capture", default=None)
@@ -76,61 +79,14 @@ class AttentionRecorder:
         return torch.stack([self.rows[layer].to(device) for layer in self.layers])
 
 
-def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every text decoder layer, in layer order.
-
-    Works for transformers VLMs that expose ``model.language_model`` (or
-    ``model.model.language_model``) with a ``layers`` list whose items have
-    ``self_attn``.
-    """
-    text = _text_model(model)
-    layers = getattr(text, "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(text).__name__} has no decoder 'layers'; this model type is not supported for capture.")
-    modules = []
-    for index, layer in enumerate(layers):
-        attn = getattr(layer, "self_attn", None)
-        if attn is None:
-            raise ValueError(f"decoder layer {index} of {type(text).__name__} has no 'self_attn' module.")
-        modules.append(attn)
-    return modules
-
-
-def _text_model(model: nn.Module) -> nn.Module:
-    for path in ("language_model", "model.language_model", "model.text_model", "text_model", "model"):
-        obj = model
-        for name in path.split("."):
-            obj = getattr(obj, name, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.Module) and hasattr(obj, "layers"):
-            return obj
-    raise ValueError(f"cannot find the text decoder of {type(model).__name__} (no language_model.layers).")
-
-
-def _base_function(name: str, module: nn.Module):
-    """The attention function ``name`` resolves to for ``module`` (its own eager for 'eager')."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if name == "eager":
-        return sys.modules[type(module).__module__].eager_attention_forward
-    return ALL_ATTENTION_FUNCTIONS[name]
-
-
 def _ensure_registered(base: str) -> str:
-    """Register the capturing wrapper (and its mask function) for ``base``; returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
+    """Register the capturing wrapper (masked like ``base``) under a private name; returns that name."""
     name = _CAPTURE_PREFIX + base
-    if name not in AttentionInterface._global_mapping:
-        if base not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-            raise ValueError(
-                f"attention implementation {base!r} cannot be captured; use one of "
-                f"{sorted(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping)}."
-            )
-        AttentionInterface.register(name, _capturing_attention)
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[base])
+    if not compat.is_registered(name):
+        kernels = compat.mask_kernels()
+        if base not in kernels:
+            raise ValueError(f"attention implementation {base!r} cannot be captured; use one of {sorted(kernels)}.")
+        compat.register_kernel(name, _capturing_attention, like=base)
     return name
 
 
@@ -144,7 +100,7 @@ def _capturing_attention(
 ):
     recorder = _ACTIVE.get()
     base = recorder._base if recorder is not None else _base_name(module)
-    output = _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+    output = compat.attention_function(base, module)(module, query, key, value, attention_mask, **kwargs)
     if recorder is None:
         return output
     layer = recorder._modules.get(id(module))
@@ -173,7 +129,7 @@ def _capturing_attention(
 
 
 def _base_name(module: nn.Module) -> str:
-    name = getattr(module.config, "_attn_implementation", "sdpa") or "sdpa"
+    name = compat.get_attn_implementation(module.config) or "sdpa"
     return name.removeprefix(_CAPTURE_PREFIX)
 
 
@@ -270,10 +226,10 @@ def capture_attention_rows(
     if not query_positions:
         raise ValueError("query_positions must name at least one query row, e.g. (-1,) for the last prompt token.")
     configs = {id(m.config): m.config for m in modules}
-    text_config = getattr(_text_model(model), "config", None)
+    text_config = getattr(text_decoder(model), "config", None)
     if text_config is not None:
         configs[id(text_config)] = text_config
-    saved = {key: cfg._attn_implementation_internal for key, cfg in configs.items()}
+    saved = {key: compat.raw_attn_implementation(cfg) for key, cfg in configs.items()}
     bases = {_base_name(m) for m in modules}
     if len(bases) != 1:
         raise ValueError(f"decoder layers use mixed attention implementations {sorted(bases)}; cannot capture.")
@@ -290,9 +246,9 @@ def capture_attention_rows(
     token = _ACTIVE.set(recorder)
     try:
         for cfg in configs.values():
-            cfg._attn_implementation_internal = name
+            compat.set_attn_implementation(cfg, name)
         yield recorder
     finally:
         for key, cfg in configs.items():
-            cfg._attn_implementation_internal = saved[key]
+            compat.set_attn_implementation(cfg, saved[key])
         _ACTIVE.reset(token)

@@ -18,14 +18,11 @@ import sys
 from pathlib import Path
 
 from .config import DEFAULTS, RESOLUTION_MODES, ROUNDING_MODES
+from .demo import RANDOM_WEIGHTS_WARNING, build_demo_models
+from .layers import LAYER_MODES
+from .loading import ATTN_IMPLEMENTATIONS, DTYPES
 
 log = logging.getLogger("vea_engine")
-
-RANDOM_WEIGHTS_WARNING = (
-    "THE DEMO MODEL HAS RANDOM WEIGHTS: its answers and attention are meaningless. "
-    "The demo only shows the pipeline running end to end; pass --model with a real checkpoint "
-    "(e.g. Qwen/Qwen2.5-VL-7B-Instruct or a local folder) for real answers."
-)
 
 
 RESOLUTION_HELP = (
@@ -36,24 +33,30 @@ ROUNDING_HELP = "how canvases and highlighted images become 8-bit: truncate (the
 
 
 def _add_vea_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layers", default=None, help="'14,15,17', 'all', 'deepest_half' or 'preset' (default)")
+    parser.add_argument(
+        "--layers",
+        default=None,
+        help=f"a layer list like '14,15,17' or a mode: {', '.join(LAYER_MODES[:-1])} (default preset)",
+    )
     parser.add_argument("--lam", type=float, default=DEFAULTS.lam, help="denoise threshold (paper: 10)")
     parser.add_argument("--sigma", type=float, default=DEFAULTS.sigma, help="smoothing; <=1 relative, >1 px, 0 off")
     parser.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="brightness of non-evidence (paper: 0.5)")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread over devices)")
-    parser.add_argument("--attn", default="sdpa", help="attention kernel: sdpa, eager, flash_attention_2")
-    parser.add_argument("--resolution", default="paper", help=RESOLUTION_HELP)
+    _add_model_options(parser)
     parser.add_argument("--rounding", default="truncate", choices=ROUNDING_MODES, help=ROUNDING_HELP)
     parser.add_argument("--delegate", default=None, help="a second model that makes the mask for --model")
     parser.add_argument("--out", default="outputs", help="folder for highlighted.png and heatmap.png")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="auto", choices=list(DTYPES))
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread one model over devices)")
-    parser.add_argument("--attn", default="sdpa", help="attention kernel: sdpa, eager, flash_attention_2")
+    parser.add_argument(
+        "--attn",
+        default="sdpa",
+        choices=ATTN_IMPLEMENTATIONS,
+        help="attention kernel (capture works on all; eager reproduces the reference bit for bit)",
+    )
     parser.add_argument("--resolution", default="paper", help=RESOLUTION_HELP)
 
 
@@ -74,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--model", required=True, help="checkpoint folder or hub id")
     profile.add_argument("--data", required=True, help="JSONL manifest with evidence boxes")
     profile.add_argument("--rule", default="any", choices=["any", "half", "all"], help="token evidence label rule")
-    profile.add_argument("--top-fraction", type=float, default=DEFAULTS.top_layer_fraction,
-                         help="fraction of layers kept (paper: 0.10, at least one)")
+    profile.add_argument(
+        "--top-fraction",
+        type=float,
+        default=DEFAULTS.top_layer_fraction,
+        help="fraction of layers kept (paper: 0.10, at least one)",
+    )
     profile.add_argument("--out", default="profile.json", help="profile JSON to write")
     profile.add_argument("--plot", default=None, help="also draw the per-layer scores to this PNG")
     profile.add_argument("--limit", type=int, default=None, help="use the first N good rows only")
@@ -83,11 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate VEA, baselines and ablations on a manifest (resumable)")
     ev.add_argument("--model", required=True, help="checkpoint folder or hub id")
     ev.add_argument("--data", required=True, help="JSONL manifest")
-    ev.add_argument("--methods", default="base,inst,vea",
-                    help="comma list of base, inst, vea, vea_no_denoise, vea_no_smooth, vea_all_layers, vea_no_hint")
+    ev.add_argument(
+        "--methods",
+        default="base,inst,vea",
+        help="comma list of base, inst, vea, vea_no_denoise, vea_no_smooth, vea_all_layers, vea_no_hint",
+    )
     ev.add_argument("--out", default="preds.jsonl", help="predictions JSONL (appended to; resumes)")
     choice = ev.add_mutually_exclusive_group()
-    choice.add_argument("--layers", default=None, help="'14,15,17', 'all', 'deepest_half' or 'preset' (default)")
+    choice.add_argument(
+        "--layers",
+        default=None,
+        help=f"a layer list like '14,15,17' or a mode: {', '.join(LAYER_MODES[:-1])} (default preset)",
+    )
     choice.add_argument("--profile", default=None, help="a profile.json from 'profile': use its layers")
     ev.add_argument("--limit", type=int, default=None, help="evaluate the first N good rows only")
     ev.add_argument("--lam", type=float, default=DEFAULTS.lam, help="denoise threshold (paper: 10)")
@@ -109,6 +123,12 @@ def _layers_arg(text: str | None):
     return parse_layer_list(text)
 
 
+def _settings(args: argparse.Namespace) -> dict:
+    """The method's hyper-parameters from the command line (run, demo and eval share them)."""
+    names = ("lam", "sigma", "alpha", "max_new_tokens", "rounding")
+    return {name: getattr(args, name) for name in names}
+
+
 def run_command(args: argparse.Namespace, model: str, image, question: str) -> dict:
     """Load, run VEA, write images; returns the JSON-able summary."""
     from .config import build_prompt
@@ -127,12 +147,8 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
         [image],
         question,
         layers=_layers_arg(args.layers),
-        lam=args.lam,
-        sigma=args.sigma,
-        alpha=args.alpha,
-        max_new_tokens=args.max_new_tokens,
         delegate=delegate,
-        rounding=args.rounding,
+        **_settings(args),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,13 +172,20 @@ def profile_command(args: argparse.Namespace) -> dict:
     """Profile a model's layers on a manifest; writes the JSON (and plot); returns a summary."""
     from .data import load_good_samples
     from .loading import load_vlm
-    from .profiling import plot_profile, profile_layers
+    from .profile_plot import plot_profile
+    from .profiling import profile_layers
 
     samples = load_good_samples(args.data, args.limit, require_boxes=True)
-    vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn,
-                   resolution=args.resolution)
-    profile = profile_layers(vlm, samples, rule=args.rule, top_fraction=args.top_fraction,
-                             progress=lambda done, total: log.debug("profile: %d/%d samples", done, total))
+    vlm = load_vlm(
+        args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn, resolution=args.resolution
+    )
+    profile = profile_layers(
+        vlm,
+        samples,
+        rule=args.rule,
+        top_fraction=args.top_fraction,
+        progress=lambda done, total: log.debug("profile: %d/%d samples", done, total),
+    )
     out = profile.to_json(args.out)
     summary = {
         "model": vlm.name,
@@ -182,8 +205,10 @@ def profile_command(args: argparse.Namespace) -> dict:
 def eval_command(args: argparse.Namespace) -> str | None:
     """Evaluate a manifest (this rank's shard); returns the summary table on rank 0, else None."""
     from .data import load_good_samples
-    from .evaluation import check_methods, dist_context, evaluate, summarize
+    from .distributed import dist_context
+    from .evaluation import check_methods, evaluate
     from .loading import load_vlm
+    from .summary import summarize
 
     methods = check_methods(args.methods)  # fail before loading anything
     layers = _layers_arg(args.layers)
@@ -201,15 +226,17 @@ def eval_command(args: argparse.Namespace) -> str | None:
                 "drop --device (each rank uses its own device) or run a single process with --device auto."
             )
         device = device or context.device
-    vlm = load_vlm(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn,
-                   resolution=args.resolution)
-    if not hasattr(layers, "layers"):
-        from .layers import select_layers
-
-        layers = select_layers(layers, vlm.num_layers, vlm.name)
+    vlm = load_vlm(
+        args.model, dtype=args.dtype, device=device, attn_implementation=args.attn, resolution=args.resolution
+    )
     out = evaluate(
-        vlm, samples, methods, args.out, layers=layers, lam=args.lam, sigma=args.sigma, alpha=args.alpha,
-        max_new_tokens=args.max_new_tokens, context=context, rounding=args.rounding,
+        vlm,
+        samples,
+        methods,
+        args.out,
+        layers=layers,
+        context=context,
+        **_settings(args),
         progress=lambda done, total: log.debug("eval: %d/%d", done, total),
     )
     return str(summarize(out)) if context.rank == 0 else None
@@ -217,20 +244,19 @@ def eval_command(args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "make-tiny-models":
-            from .testing.tiny_models import build_tiny_models
-
-            paths = build_tiny_models(args.out)
+            paths = build_demo_models(args.out)
             print(json.dumps({family: str(path) for family, path in paths.items()}, indent=2))
         elif args.command == "run":
             print(json.dumps(run_command(args, args.model, args.image, args.question), indent=2))
         elif args.command == "demo":
             from .synthetic import make_sample
-            from .testing.tiny_models import build_tiny_models
 
-            paths = build_tiny_models(args.models_dir, families=(args.family,))
+            paths = build_demo_models(args.models_dir, families=(args.family,))
             sample = make_sample(seed=0)
             log.warning(RANDOM_WEIGHTS_WARNING)
             summary = run_command(args, str(paths[args.family]), sample.image, sample.question)

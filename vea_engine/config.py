@@ -20,9 +20,7 @@ QA_PREFIX = (
     "Directly answer the question based on the image, no explanation is needed. "
     "If the image does not contain any relevant evidence, output \u201cI cannot answer based on the given image.\u201d "
 )
-VEA_HINT = (
-    "Only use words from the picture, especially those in the highlighted region, to answer the question. "
-)
+VEA_HINT = "Only use words from the picture, especially those in the highlighted region, to answer the question. "
 
 #: Prompt styles. ``custom`` takes a user template containing ``{question}``.
 PROMPT_STYLES = ("qa", "vea", "custom")

@@ -234,8 +234,9 @@ def _sample(mask: torch.Tensor, src_region: Box, dst_hw: tuple[int, int], dst_re
     gx = (2 * (xs - sx0) / (sx1 - sx0) - 1).to(MASK_DTYPE)  # [-1, 1] over the source pixels' extent
     gy = (2 * (ys - sy0) / (sy1 - sy0) - 1).to(MASK_DTYPE)
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].expand(B, H, W, 2)
-    out = F.grid_sample(mask.to(MASK_DTYPE)[:, None], grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)[:, 0]  # [B, H, W]
+    out = F.grid_sample(
+        mask.to(MASK_DTYPE)[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )[:, 0]  # [B, H, W]
     seen = ((ys >= sy0) & (ys < sy1))[:, None] & ((xs >= sx0) & (xs < sx1))[None, :]  # [H, W] inside the source
     return torch.where(seen, out, torch.full_like(out, fill))
 

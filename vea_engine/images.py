@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 
 
-
 def _from_pil(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         array = np.asarray(image).astype(np.float64) / 65535.0

@@ -5,7 +5,8 @@ One pass of the model over a batch is prepared here, once, for every caller
 
 * :func:`broadcast_questions` -- one question per image;
 * :func:`render_canvases` -- each image's model-input rendering with its frame;
-* :func:`model_inputs` -- processor outputs on the model's device;
+* :func:`model_inputs` -- processor outputs on the model's device, checked against
+  the model's context length (:func:`check_context`);
 * :func:`encode_batch` -- all of it for one prompt style, plus each image's token
   layout on its canvas: the attribution pass encodes the *original* images with
   the plain QA prompt, byte for byte the inputs of the base answer;
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .capture import decoder_attention_modules
 from .config import build_prompt
+from .decoder import decoder_attention_modules
 from .geometry import Canvas, ImageGeometry
 from .images import images_to_uint8
 from .loading import VLM
@@ -55,11 +56,58 @@ def render_canvases(vlm: VLM, images: Any, rounding: str = "truncate") -> list[C
     return [vlm.adapter.render(image, rounding) for image in images_to_uint8(images)]
 
 
-def model_inputs(vlm: VLM, images: list[np.ndarray], prompts: list[str]) -> Any:
+#: ``tokenizer.model_max_length`` at or above this is transformers' "no limit" placeholder.
+_NO_TOKENIZER_LIMIT = 10**9
+_TOKENIZER_SOURCE = "the tokenizer's model_max_length"
+
+
+def context_limit(vlm: VLM) -> tuple[int, str] | None:
+    """The model's context length in tokens and where it comes from; None when nothing says.
+
+    The smaller of the text decoder's ``max_position_embeddings`` and the tokenizer's
+    ``model_max_length`` (unless that is transformers' "no limit" placeholder).
+    """
+    config = vlm.model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limits = []
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append((positions, "max_position_embeddings"))
+    tokenizer_limit = getattr(getattr(vlm.processor, "tokenizer", None), "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _NO_TOKENIZER_LIMIT:
+        limits.append((tokenizer_limit, _TOKENIZER_SOURCE))
+    return min(limits, key=lambda limit: limit[0]) if limits else None  # a tie names the model config
+
+
+def check_context(vlm: VLM, n_prompt: int, new_tokens: int = 0) -> None:
+    """Raise a ValueError when ``n_prompt`` prompt tokens plus ``new_tokens`` to generate exceed
+    the model's context (:func:`context_limit`): the model would run silently past its positions."""
+    limit = context_limit(vlm)
+    if limit is None or n_prompt + new_tokens <= limit[0]:
+        return
+    generated = f" + {new_tokens} new tokens" if new_tokens else ""
+    fixes = ["shorten the question"]
+    if vlm.adapter.pixel_budget:
+        fixes.append("lower the resolution setting (fewer image tokens)")
+    if limit[1] == _TOKENIZER_SOURCE:
+        fixes.append("raise model_max_length in tokenizer_config.json if the model allows more")
+    fix = ", ".join(fixes[:-1]) + (" or " if len(fixes) > 1 else "") + fixes[-1]
+    raise ValueError(
+        f"question: the prompt is {n_prompt} tokens{generated}, more than the model's context of {limit[0]} "
+        f"tokens ({limit[1]}); {fix}."
+    )
+
+
+def model_inputs(vlm: VLM, images: list[np.ndarray], prompts: list[str], new_tokens: int = 0) -> Any:
     """Processor outputs for ``[H, W, 3]`` uint8 images + prompts, on the model's device
-    (floating inputs in the model's dtype)."""
+    (floating inputs in the model's dtype).
+
+    ``new_tokens`` (answers: ``max_new_tokens``) counts towards the context check: a
+    ValueError when the longest prompt plus that many tokens exceeds the model's context.
+    """
     pil = [Image.fromarray(image) for image in images]
     inputs = vlm.adapter.encode(pil, prompts)
+    check_context(vlm, int(inputs["input_ids"].shape[-1]), new_tokens)  # [B, N]: N = the longest prompt
     moved = {}
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor):
@@ -117,7 +165,7 @@ def encode_batch(
     canvases = [vlm.adapter.render(o, rounding) for o in originals]
     inputs = model_inputs(vlm, originals, prompts)
     layouts = [vlm.adapter.token_layout(inputs, i, c.frame) for i, c in enumerate(canvases)]
-    geometries = {ImageGeometry(layout, c.frame) for layout, c in zip(layouts, canvases)}
+    geometries = {ImageGeometry(layout, c.frame) for layout, c in zip(layouts, canvases, strict=True)}
     if len(geometries) != 1:
         raise ValueError("images in one batch must share a size (their token layouts differ); split the batch.")
     geometry = geometries.pop()

@@ -39,21 +39,61 @@ class LayerSelection:
     num_layers: int | None = None
     scores: tuple[float, ...] | None = None
 
+    def __post_init__(self) -> None:
+        layers = tuple(sorted({int(layer) for layer in self.layers}))
+        if not layers:
+            raise ValueError(f"layers: a selection needs at least one layer ({self.source}).")
+        object.__setattr__(self, "layers", layers)
+
     def check(self, num_layers: int, who: str = "layers") -> tuple[int, ...]:
         """The layers, after checking they exist in a model with ``num_layers`` decoder layers
         (and that the selection was made for a model of that depth, when it records one)."""
         if self.num_layers is not None and self.num_layers != num_layers:
             raise ValueError(
-                f"{who}: the layers {list(self.layers)} ({self.source}) were chosen for a model with "
+                f"{who}: the layers ({shorten(self.source, 80)}) were chosen for a model with "
                 f"{self.num_layers} decoder layers, but this model has {num_layers}; choose layers for this model."
             )
         bad = [layer for layer in self.layers if not 0 <= layer < num_layers]
         if bad:
+            shown = f"{bad}" if len(bad) <= 8 else f"[{', '.join(map(str, bad[:8]))}, ...] ({len(bad)} in all)"
             raise ValueError(
-                f"{who}: layer(s) {bad} out of range for a model with {num_layers} decoder layers "
-                f"(valid 0..{num_layers - 1}); selection came from {self.source}."
+                f"{who}: layer(s) {shown} out of range for a model with {num_layers} decoder layers "
+                f"(valid 0..{num_layers - 1}); selection came from {shorten(self.source, 80)}."
             )
         return self.layers
+
+
+def describe_layers(selection: LayerSelection) -> str:
+    """One line for people: which layers are read and where they came from."""
+    source = selection.source
+    why = {
+        "fallback:all": "no pre-profiled layers for this checkpoint, so all layers (as the reference code does)",
+        "all": "all layers",
+        "deepest_half": "the deepest half",
+        "custom": "your list",
+    }.get(source, source.replace("preset:", "the paper's preset for ").replace("profile:", "the profile "))
+    return f"layers {list(selection.layers)}: {why}"
+
+
+def for_model(
+    layers: LayerSelection | Sequence[int] | str | None, num_layers: int, model_name: str = "", who: str = "layers"
+) -> LayerSelection:
+    """The one place layer choices are normalised and checked against a model.
+
+    Args:
+        layers: a :class:`LayerSelection` (checked against this model's depth), indices,
+            a mode name or None (see :func:`select_layers`).
+        num_layers: the model's decoder depth.
+        model_name: its path or hub id (presets).
+        who: what to call the argument in errors (e.g. the node that received it).
+
+    Returns:
+        A :class:`LayerSelection` valid for this model.
+    """
+    if isinstance(layers, LayerSelection):
+        layers.check(num_layers, who)
+        return layers
+    return select_layers(layers, num_layers, model_name)
 
 
 def preset_for(name: str, num_layers: int | None = None) -> str | None:
@@ -68,17 +108,47 @@ def preset_for(name: str, num_layers: int | None = None) -> str | None:
     return None
 
 
+#: Largest decoder layer index a layer list may name (deeper than any released VLM), and the longest
+#: layer-list text read: both are checked before anything is allocated.
+MAX_LAYER_INDEX = 1023
+MAX_LAYER_TEXT = 2000
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``repr`` of user text, cut to about ``limit`` characters (error messages stay short)."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def parse_layer_list(text: str) -> tuple[int, ...]:
-    """Parse ``"14, 15, 17"`` or ``"14-17"`` ranges into sorted unique indices."""
+    """Parse ``"14, 15, 17"`` or ``"14-17"`` ranges into sorted unique indices.
+
+    Bounded: at most :data:`MAX_LAYER_TEXT` characters, every index in
+    ``0..MAX_LAYER_INDEX``; checked before a range is expanded.
+    """
+    if len(text) > MAX_LAYER_TEXT:
+        raise ValueError(
+            f"layers: the list is {len(text)} characters long (at most {MAX_LAYER_TEXT}); "
+            "write indices like '14,15,17' or ranges like '14-17'."
+        )
     layers: set[int] = set()
     for token in filter(None, (t.strip() for t in re.split(r"[,\s]+", text))):
-        match = re.fullmatch(r"(-?\d+)(?:-(\d+))?", token)
+        match = re.fullmatch(r"(\d{1,9})(?:-(\d{1,9}))?", token)
         if not match:
-            raise ValueError(f"layers: cannot read {token!r} in {text!r}; write indices like '14,15,17' or '14-17'.")
-        start, end = int(match.group(1)), match.group(2)
-        layers.update(range(start, int(end) + 1) if end is not None else [start])
+            raise ValueError(
+                f"layers: cannot read {shorten(token, 30)} in {shorten(text)}; write 0-based indices like '14,15,17' "
+                "or ranges like '14-17'."
+            )
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) is not None else start
+        if end < start or end > MAX_LAYER_INDEX:
+            raise ValueError(
+                f"layers: {shorten(token, 30)} is not a range of layer indices 0..{MAX_LAYER_INDEX} (low-high, low "
+                "first); write e.g. '14-17'."
+            )
+        layers.update(range(start, end + 1))
     if not layers:
-        raise ValueError(f"layers: {text!r} names no layer; write indices like '14,15,17'.")
+        raise ValueError(f"layers: {shorten(text)} names no layer; write indices like '14,15,17'.")
     return tuple(sorted(layers))
 
 

@@ -247,8 +247,6 @@ def blend(images: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alph
     return (images.to(MASK_DTYPE) * gain).clamp(0.0, 1.0)
 
 
-
-
 def highlight_uint8(
     canvas: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULTS.alpha, rounding: str = "truncate"
 ) -> torch.Tensor:

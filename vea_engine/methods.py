@@ -23,7 +23,7 @@ from .attribution import AttentionMap, evidence_map, extract_attention
 from .config import DEFAULTS
 from .images import images_to_uint8
 from .inputs import Progress, broadcast_questions
-from .layers import LayerSelection
+from .layers import LayerSelection, for_model
 from .loading import VLM
 from .mask import highlight_uint8
 
@@ -89,7 +89,8 @@ class MethodRunner:
         vlm: the model that answers.
         images: ``[B, H, W, C]`` in [0, 1] or a list of same-size images.
         questions: one question, or one per image.
-        selection: the layers of ``selected`` methods (validated for ``mask_model``).
+        selection: the layers of ``selected`` methods: a :class:`LayerSelection`, indices, a
+            mode or None (preset, else all layers), checked once against ``mask_model``.
         lam, sigma, alpha: paper hyper-parameters (denoise, smooth, highlight).
         max_new_tokens: answer length.
         mask_model: the model whose attention makes the mask (a delegate); default ``vlm``.
@@ -102,7 +103,7 @@ class MethodRunner:
         vlm: VLM,
         images: Any,
         questions: str | Sequence[str],
-        selection: LayerSelection,
+        selection: LayerSelection | Sequence[int] | str | None,
         lam: float = DEFAULTS.lam,
         sigma: float = DEFAULTS.sigma,
         alpha: float = DEFAULTS.alpha,
@@ -115,8 +116,8 @@ class MethodRunner:
         self.images = images_to_uint8(images)  # [H, W, 3] uint8 each: what every method starts from
         self.questions = broadcast_questions(questions, len(self.images))
         n = self.mask_model.num_layers
-        self.layer_sets = {"selected": selection.check(n), "all": tuple(range(n))}
-        self.selection = selection
+        self.selection = for_model(selection, n, self.mask_model.name)
+        self.layer_sets = {"selected": self.selection.layers, "all": tuple(range(n))}
         self.lam, self.sigma, self.alpha, self.max_new_tokens = lam, sigma, alpha, max_new_tokens
         self.progress, self.rounding = progress, rounding
         self._attention: dict[str, AttentionMap] = {}
@@ -126,8 +127,12 @@ class MethodRunner:
         """The attribution over layer set ``layers`` (``selected`` / ``all``), computed once."""
         if layers not in self._attention:
             self._attention[layers] = extract_attention(
-                self.mask_model, self.images, self.questions, self.layer_sets[layers],
-                progress=self.progress, rounding=self.rounding,
+                self.mask_model,
+                self.images,
+                self.questions,
+                self.layer_sets[layers],
+                progress=self.progress,
+                rounding=self.rounding,
             )
         return self._attention[layers]
 

@@ -13,7 +13,7 @@ from .align import align_mask
 from .attribution import AttentionMap
 from .config import DEFAULTS
 from .inputs import Progress
-from .layers import LayerSelection, select_layers
+from .layers import LayerSelection
 from .loading import VLM
 from .methods import METHODS, MethodRunner, check_methods
 
@@ -82,13 +82,11 @@ def run_vea(
         :class:`VEAResult`.
     """
     wanted = check_methods(methods, "run_vea")
-    mask_model = delegate or vlm
-    selection = layers if isinstance(layers, LayerSelection) else select_layers(layers, mask_model.num_layers, mask_model.name)
     runner = MethodRunner(
-        vlm, images, questions, selection, lam, sigma, alpha, max_new_tokens, mask_model, progress, rounding
+        vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress, rounding
     )
     # the highlighted image shown: ``vea`` with the ablation switches of this call
     shown = replace(METHODS["vea"], denoise=apply_denoise, smooth=apply_smooth, prompt="vea" if hint else "qa")
     evidence, highlighted = runner.highlighted(shown)
     answers = {m.name: runner.answer(shown if m.name == "vea" else m) for m in wanted}
-    return VEAResult(answers, evidence, highlighted.float() / 255.0, runner.attention("selected"), selection)
+    return VEAResult(answers, evidence, highlighted.float() / 255.0, runner.attention("selected"), runner.selection)

@@ -2,7 +2,8 @@
 
 An adapter answers, for one loaded processor/config:
 
-* how to build the chat text for one image + prompt (:meth:`FamilyAdapter.chat_text`);
+* how to build the chat text for one image + prompt (:meth:`FamilyAdapter.chat_text`)
+  and encode it, the prompt always as plain text (:meth:`FamilyAdapter.encode`);
 * what the model-input rendering of an image is, and where it lies in the
   original (:meth:`FamilyAdapter.render`, a :class:`~vea_engine.geometry.Canvas`)
   -- VEA paints and highlights on it;
@@ -18,6 +19,7 @@ processor, it is laid out as the same token grids.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -26,7 +28,7 @@ import torch
 from PIL import Image
 
 from ..geometry import Canvas, Frame, TokenLayout
-
+from .common import PlainTextPrompts, reserved_strings, sentinel_token
 
 
 class FamilyAdapter:
@@ -76,9 +78,42 @@ class FamilyAdapter:
         return self.fallback_template.format(image=image, prompt=prompt)
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        """Processor outputs (``BatchFeature``) for images + prompts, left-padded."""
-        texts = [self.chat_text(p) for p in prompts]
-        return self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        """Processor outputs (``BatchFeature``) for images + prompts, left-padded.
+
+        Each prompt is plain text: see :meth:`plain_user_text`. An override must keep
+        that: render ``plain_user_text(prompts).prompts`` and pass the processor's
+        outputs through its ``restore``.
+        """
+        plain = self.plain_user_text(prompts)
+        texts = [self.chat_text(p) for p in plain.prompts]
+        return plain.restore(self.processor(text=texts, images=images, return_tensors="pt", padding=True))
+
+    @functools.cached_property
+    def _template_text(self) -> str:
+        """A rendered chat (the template's own tokens, for :func:`~vea_engine.families.common.reserved_strings`)."""
+        return self.chat_text("?")
+
+    @functools.cached_property
+    def reserved(self) -> tuple[str, ...]:
+        """Strings the tokenizer or the processor read as control tokens or image placeholders."""
+        return reserved_strings(self.processor, self._template_text)
+
+    @functools.cached_property
+    def _sentinel(self) -> str | None:
+        """The spare special token a prompt stands in as (:func:`~vea_engine.families.common.sentinel_token`)."""
+        return sentinel_token(self.processor, self._template_text)
+
+    def plain_user_text(self, prompts: Sequence[str]) -> PlainTextPrompts:
+        """The prompts prepared so that :meth:`encode` keeps them plain text.
+
+        A prompt is user text as a whole (prefix, question, custom template). One that
+        writes a special-token string (``<image>``, ``<|im_start|>``, ``<bos>``...) is
+        encoded as those characters, as with ``split_special_tokens``: never as an image
+        placeholder or a chat turn. Prompts without such strings are left alone, so their
+        ids are exactly the plain processor's. Use: render ``.prompts``, run the processor,
+        pass its outputs through ``.restore``.
+        """
+        return PlainTextPrompts(self.processor, prompts, self.reserved, self._sentinel)
 
     # -- canvas and token layout ----------------------------------------------
     #: Whether the processor takes a pixel budget (``max_pixels``); see :meth:`set_max_pixels`.

@@ -44,7 +44,9 @@ class Gemma3Adapter(FixedGridAdapter):
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
         # The chat template writes <bos> itself (no second one from the tokenizer); one image per text.
-        return encode_chat(self.processor, [self.chat_text(p) for p in prompts], images, nested=True)
+        plain = self.plain_user_text(prompts)  # prompts stay plain text
+        texts = [self.chat_text(p) for p in plain.prompts]
+        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         pixels = processor_canvas(self.processor.image_processor, image, rounding, do_pan_and_scan=False)

@@ -77,7 +77,9 @@ class Idefics3Adapter(FamilyAdapter):
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
         # one image per prompt; the chat template writes the BOS token itself
-        return encode_chat(self.processor, [self.chat_text(p) for p in prompts], images, nested=True)
+        plain = self.plain_user_text(prompts)  # prompts stay plain text
+        texts = [self.chat_text(p) for p in plain.prompts]
+        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         ip = self.processor.image_processor
@@ -100,8 +102,11 @@ class Idefics3Adapter(FamilyAdapter):
         if present != [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]:
             raise ValueError(f"{self.family}: the tiles of image {index} are not a full row-major grid: {present}.")
         S, n, seen = self.tile, self.tokens_per_side, self.seen_side
-        parts = [GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, c * S + seen, r * S + seen))
-                 for r in range(rows) for c in range(cols)]
+        parts = [
+            GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, c * S + seen, r * S + seen))
+            for r in range(rows)
+            for c in range(cols)
+        ]
         H, W = (rows * S, cols * S) if rows else (S, S)
         # the global image is the whole canvas squashed to S x S; its patches see the first `seen` px of S
         parts.append(GridPart(rows * cols * n * n, n, n, (0, 0, W * seen // S, H * seen // S)))

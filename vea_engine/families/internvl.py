@@ -92,8 +92,11 @@ class InternVLAdapter(FamilyAdapter):
                 f"{self.family}: {inputs['pixel_values'].shape[0]} tiles for {n_images} images, expected "
                 f"{per_image} each; the images in one batch must share a size."
             )
-        parts = [GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, (c + 1) * S, (r + 1) * S))
-                 for r in range(rows) for c in range(cols)]
+        parts = [
+            GridPart((r * cols + c) * n * n, n, n, (c * S, r * S, (c + 1) * S, (r + 1) * S))
+            for r in range(rows)
+            for c in range(cols)
+        ]
         if rows * cols > 1:
             parts.append(GridPart(rows * cols * n * n, n, n, (0, 0, cols * S, rows * S)))  # the thumbnail
         return TokenLayout(canvas_hw, tuple(parts))

@@ -58,7 +58,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from PIL import Image
 
 from ..geometry import Canvas, Frame, GridPart, TokenLayout
@@ -274,7 +273,9 @@ class LlavaNextAdapter(FamilyAdapter):
         ip = self.processor.image_processor
         h0, w0 = image.shape[:2]
         layout = self.layout((h0, w0))
-        pixels = ip(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"][0]  # [1 + tiles (+pad), 3, S, S]
+        pixels = ip(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"][
+            0
+        ]  # [1 + tiles (+pad), 3, S, S]
         th, tw = layout.tiles_hw
         page = stitch_tiles(pixels[1 : 1 + th * tw], th, tw)  # [3, Hb, Wb] the padded page
         x0, y0, x1, y1 = layout.canvas_page_box

@@ -54,4 +54,6 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
         # One image per prompt: a flat list would read as one prompt with several (untiled) images.
-        return encode_chat(self.processor, [self.chat_text(p) for p in prompts], images, nested=True)
+        plain = self.plain_user_text(prompts)  # prompts stay plain text
+        texts = [self.chat_text(p) for p in plain.prompts]
+        return plain.restore(encode_chat(self.processor, texts, images, nested=True))

@@ -1,0 +1,103 @@
+"""Bad values get one clear error at the node that received them (issue: hardening).
+
+Every node input with a range or a choice list is walked from the real server's
+``/object_info``: an out-of-range value, NaN, infinity and an unknown choice are each
+refused by that node's check with a message naming the node, the input and the value.
+Then a few prompts go through the real server end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.comfy_harness import ComfyServer, load_vlm_node, prompt_error
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dirs):
+    with ComfyServer(models={"VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"]}) as srv:
+        yield srv
+
+
+WALK = """
+import importlib.util, json, math, sys
+sys.path.insert(0, sys.argv[1])
+spec = importlib.util.spec_from_file_location("vea_pack", sys.argv[2] + "/__init__.py",
+                                              submodule_search_locations=[sys.argv[2]])
+pack = importlib.util.module_from_spec(spec); sys.modules["vea_pack"] = pack; spec.loader.exec_module(pack)
+from comfy_api.latest import io
+from vea_pack.nodes import NODES
+from vea_pack.nodes.checks import check_value
+out = []
+for node in NODES:
+    schema = node.define_schema()
+    for spec in schema.inputs:
+        bad = []
+        if isinstance(spec, io.Combo.Input) and spec.options and spec.id != "checkpoint":
+            bad = ["no-such-choice", "cuda:7"]
+        elif isinstance(spec, (io.Float.Input, io.Int.Input)):
+            bad = [math.nan, math.inf, -math.inf]
+            bad += [spec.max + 1] if spec.max is not None else []
+            bad += [spec.min - 1] if spec.min is not None else []
+        for value in bad:
+            try:
+                check_value(schema.display_name, spec, value)
+                out.append([schema.node_id, spec.id, repr(value), None])
+            except ValueError as error:
+                out.append([schema.node_id, spec.id, repr(value), str(error)])
+print(json.dumps(out))
+"""
+
+
+def test_every_ranged_or_choice_input_refuses_bad_values(server):
+    import subprocess
+    import sys
+
+    from tests.comfy_harness import REPO, comfyui_dir
+
+    done = subprocess.run(
+        [sys.executable, "-c", WALK, str(comfyui_dir()), str(REPO)],
+        capture_output=True,
+        text=True,
+        cwd=str(comfyui_dir()),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    info = server.object_info()
+    assert len(results) > 40
+    for node_id, name, value, message in results:
+        assert node_id in info and name in {
+            **info[node_id]["input"]["required"],
+            **info[node_id]["input"].get("optional", {}),
+        }
+        assert message is not None, f"{node_id}.{name} accepted {value}"
+        display = info[node_id]["display_name"]
+        assert message.startswith(f"{display}: {name} = ") and len(message) < 300, message
+
+
+def test_bad_values_through_the_server(server):
+    loader = load_vlm_node(device="cuda:7")
+    preview = {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}
+    layers = {"class_type": "VEALayers", "inputs": {"model": ["1", 0], "mode": "custom", "custom_layers": "0-3000000"}}
+    error = prompt_error(server, {"1": loader, "2": layers, "3": preview})
+    assert "VEA Load VLM: device = 'cuda:7' is not one of 'default', 'cpu'" in error
+    loader["inputs"]["device"] = "cpu"
+    error = prompt_error(server, {"1": loader, "2": layers, "3": preview})
+    assert "is not a range of layer indices 0..1023" in error and len(error) < 400
+    image = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}}
+    mask = {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 48}}
+    blend = {"class_type": "VEABlend", "inputs": {"image": ["1", 0], "mask": ["2", 0], "alpha": math.nan}}
+    shown = {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
+    error = prompt_error(server, {"1": image, "2": mask, "3": blend, "4": shown})
+    assert "VEA Blend: alpha = nan is not a finite number" in error
+    blend["inputs"]["alpha"] = 0.5
+    blend["inputs"]["rounding"] = "nearest"
+    error = prompt_error(server, {"1": image, "2": mask, "3": blend, "4": shown})
+    assert "VEA Blend: rounding = 'nearest' is not one of 'truncate', 'round'" in error
+    blend["inputs"]["rounding"] = "truncate"
+    entry = server.wait(server.queue({"1": image, "2": mask, "3": blend, "4": shown})["prompt_id"], timeout=120)
+    assert entry["status"]["status_str"] == "success"  # the server keeps serving
