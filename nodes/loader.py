@@ -55,9 +55,10 @@ class VEALoadVLM(io.ComfyNode):
                 io.Combo.Input(
                     "attention",
                     options=list(ATTN_IMPLEMENTATIONS),
-                    default="sdpa",
-                    tooltip="Attention kernel. VEA captures its rows on any of them; sdpa is fast and needs "
-                    "no extra package.",
+                    default=ATTN_IMPLEMENTATIONS[0],
+                    tooltip="Attention kernel; VEA captures its rows on any of them. auto: eager at the paper's "
+                    "resolution (reproduces the reference code bit for bit), else sdpa (memory does not grow with "
+                    "the square of the tokens).",
                 ),
                 io.Combo.Input(
                     "resolution",

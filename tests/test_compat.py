@@ -14,7 +14,7 @@ def test_installed_transformers_is_the_checked_major_version():
 def test_attn_implementation_field_switches_and_restores(tiny_model_dirs):
     from vea_engine.loading import load_vlm
 
-    vlm = load_vlm(tiny_model_dirs["qwen2_5_vl"], dtype="float32")
+    vlm = load_vlm(tiny_model_dirs["qwen2_5_vl"], dtype="float32", attn_implementation="sdpa")
     config = vlm.model.config.get_text_config()
     saved = compat.raw_attn_implementation(config)
     assert compat.get_attn_implementation(config) == "sdpa"

@@ -53,7 +53,7 @@ def test_paligemma2_loads_on_eager_and_capture_applies_the_soft_cap(paligemma2_d
     from vea_engine.inputs import encode_batch
     from vea_engine.loading import load_vlm
 
-    vlm = load_vlm(paligemma2_dir, dtype="float32")  # sdpa asked for: Gemma 2 cannot, so eager
+    vlm = load_vlm(paligemma2_dir, dtype="float32", attn_implementation="sdpa")  # Gemma 2 cannot: eager
     assert vlm.model.config.text_config._attn_implementation == "eager"
     batch = encode_batch(vlm, [scene_image], "What is written on the red sign?")
     layers = tuple(range(vlm.num_layers))

@@ -41,7 +41,7 @@ def test_qwen3_vl_moe_capture_equals_eager(moe_dir, scene_image):
     from vea_engine.inputs import encode_batch
     from vea_engine.loading import load_vlm
 
-    vlm = load_vlm(moe_dir, dtype="float32")
+    vlm = load_vlm(moe_dir, dtype="float32", attn_implementation="sdpa")
     eager = load_vlm(moe_dir, dtype="float32", attn_implementation="eager")
     assert vlm.model_type == "qwen3_vl_moe" and type(vlm.adapter) is Qwen3VLAdapter
     batch = encode_batch(vlm, [scene_image], "What is written on the red sign?")

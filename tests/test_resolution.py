@@ -89,3 +89,15 @@ def test_older_llava_processor_configs_are_completed_from_the_model_config(tiny_
 
     batch = encode_batch(vlm, [scene_image], "What?")
     assert batch.geometry.n_tokens == 36 and batch.positions[0].numel() == 36  # 84 / 14 = 6 x 6 patches, CLS dropped
+
+
+def test_auto_kernel_is_eager_at_the_paper_resolution_and_sdpa_beyond(tiny_model_dirs):
+    """``auto``: the reference's eager kernel under the paper's cap (bit-exact runs), SDPA at other resolutions."""
+    from vea_engine.loading import resolve_attn_implementation
+
+    assert [resolve_attn_implementation("auto", r) for r in ("paper", "checkpoint", 10**6)] == ["eager", "sdpa", "sdpa"]
+    assert resolve_attn_implementation("flash_attention_2", "paper") == "flash_attention_2"
+    paper = load_vlm(tiny_model_dirs["llava"], dtype="float32")
+    beyond = load_vlm(tiny_model_dirs["llava"], dtype="float32", resolution="checkpoint")
+    assert paper.model.config.get_text_config()._attn_implementation == "eager"
+    assert beyond.model.config.get_text_config()._attn_implementation == "sdpa"

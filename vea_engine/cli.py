@@ -53,9 +53,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (spread one model over devices)")
     parser.add_argument(
         "--attn",
-        default="sdpa",
+        default=ATTN_IMPLEMENTATIONS[0],
         choices=ATTN_IMPLEMENTATIONS,
-        help="attention kernel (capture works on all; eager reproduces the reference bit for bit)",
+        help="attention kernel (capture works on all): auto = eager at the paper resolution (bit-exact), else sdpa",
     )
     parser.add_argument("--resolution", default="paper", help=RESOLUTION_HELP)
 

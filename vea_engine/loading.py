@@ -27,7 +27,17 @@ log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+#: Attention kernels. ``auto`` (the default): ``eager`` under the paper's resolution -- the reference
+#: code's kernel, so a paper run reproduces it bit for bit, and cheap at that size -- else ``sdpa``,
+#: whose memory does not grow with the square of the tokens. Capture works on every kernel.
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+
+
+def resolve_attn_implementation(attn_implementation: str, resolution: str | int) -> str:
+    """The kernel ``auto`` stands for at a resolution (other names are returned as they are)."""
+    if attn_implementation != "auto":
+        return attn_implementation
+    return "eager" if resolution == "paper" else "sdpa"
 
 
 @dataclass(frozen=True)
@@ -347,7 +357,7 @@ def load_vlm(
     source: str | os.PathLike,
     dtype: str = "auto",
     device: str | torch.device | None = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = "auto",
     trust_remote_code: bool = False,
     local_files_only: bool | None = None,
     resolution: str | int = "paper",
@@ -360,6 +370,8 @@ def load_vlm(
         device: ``cpu``, ``cuda``, ``cuda:1``...; ``auto`` spreads a large model over the
             available devices (accelerate ``device_map="auto"``); None = cpu.
         attn_implementation: the kernel the model runs on; capture works on all of them.
+            ``auto``: eager under ``resolution="paper"`` (the reference's kernel: bit-exact
+            reproduction), sdpa otherwise (see :data:`ATTN_IMPLEMENTATIONS`).
         trust_remote_code: run code shipped with the checkpoint. Off unless you opt in.
         local_files_only: never touch the network (default: on for folders, and when
             ``HF_HUB_OFFLINE`` is set).
@@ -386,6 +398,7 @@ def load_vlm(
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}.")
+    attn_implementation = resolve_attn_implementation(attn_implementation, resolution)
     if local_files_only is None:
         local_files_only = is_local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
     common = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
