@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..vea_engine.config import DEFAULTS
+from ..vea_engine.labels import LABEL_RULES
 from .bridge import LAYERS_TYPE, VLM_TYPE, progress_callback
 from .checks import checked
 from .files import resolve_read, resolve_write
@@ -33,17 +35,17 @@ class VEAProfileLayers(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "rule",
-                    options=["any", "half", "all"],
+                    options=list(LABEL_RULES),
                     default="any",
                     tooltip="A token is evidence if its patch overlaps a box at all / by half / fully.",
                 ),
                 io.Float.Input(
                     "top_fraction",
-                    default=0.10,
+                    default=DEFAULTS.top_layer_fraction,
                     min=0.01,
                     max=1.0,
                     step=0.01,
-                    tooltip="Fraction of layers kept (at least one). Paper: 0.10.",
+                    tooltip=f"Fraction of layers kept (at least one). Paper: {DEFAULTS.top_layer_fraction:g}.",
                 ),
                 io.Int.Input("limit", default=100, min=0, max=100000, tooltip="Use the first N good rows (0 = all)."),
                 io.String.Input(

@@ -6,6 +6,7 @@ import pytest
 
 from tests.comfy_harness import ComfyServer
 from vea_engine.config import DEFAULTS, PAPER_MAX_PIXELS, PROMPT_STYLES, RESOLUTION_MODES, ROUNDING_MODES
+from vea_engine.labels import LABEL_RULES
 from vea_engine.layers import LAYER_MODES
 from vea_engine.loading import ATTN_IMPLEMENTATIONS, DTYPES
 
@@ -41,6 +42,8 @@ def test_choice_lists_are_the_engines(info):
     assert _options(info, "VEAAnswer", "prompt_style") == list(PROMPT_STYLES)
     assert set(_options(info, "VEAExtractAttention", "prompt_style")) <= set(PROMPT_STYLES)
     assert _options(info, "VEABlend", "rounding") == list(ROUNDING_MODES)
+    assert _options(info, "VEAProfileLayers", "rule") == list(LABEL_RULES)
+    assert _inputs(info, "VEAProfileLayers")["top_fraction"][1]["default"] == DEFAULTS.top_layer_fraction
 
 
 def test_shared_inputs_are_declared_once(info):

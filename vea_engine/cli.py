@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import DEFAULTS, RESOLUTION_MODES, ROUNDING_MODES
 from .demo import RANDOM_WEIGHTS_WARNING, build_demo_models
+from .labels import LABEL_RULES
 from .layers import LAYER_MODES
 from .loading import ATTN_IMPLEMENTATIONS, DTYPES
 
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile = sub.add_parser("profile", help="rank decoder layers by evidence localisation (paper step 1)")
     profile.add_argument("--model", required=True, help="checkpoint folder or hub id")
     profile.add_argument("--data", required=True, help="JSONL manifest with evidence boxes")
-    profile.add_argument("--rule", default="any", choices=["any", "half", "all"], help="token evidence label rule")
+    profile.add_argument("--rule", default="any", choices=LABEL_RULES, help="token evidence label rule")
     profile.add_argument(
         "--top-fraction",
         type=float,
