@@ -17,8 +17,15 @@ from tests.comfy_harness import ComfyServer, load_vlm_node, prompt_error
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dirs):
-    with ComfyServer(models={"VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"]}) as srv:
+def server(tiny_model_dirs, tmp_path_factory):
+    import shutil
+
+    damaged = tmp_path_factory.mktemp("damaged") / "qwen-damaged"
+    shutil.copytree(tiny_model_dirs["qwen2_5_vl"], damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated download
+    models = {"VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"], "VLM/qwen-damaged": damaged}
+    with ComfyServer(models=models) as srv:
         yield srv
 
 
@@ -101,3 +108,50 @@ def test_bad_values_through_the_server(server):
     blend["inputs"]["rounding"] = "truncate"
     entry = server.wait(server.queue({"1": image, "2": mask, "3": blend, "4": shown})["prompt_id"], timeout=120)
     assert entry["status"]["status_str"] == "success"  # the server keeps serving
+
+
+def _answer_prompt(question: str, **answer_inputs) -> dict:
+    """Load VLM -> a 64x48 image -> VEA Answer -> preview."""
+    image = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}}
+    answer = {"class_type": "VEAAnswer", "inputs": {"model": ["1", 0], "image": ["2", 0], "question": question,
+              "question_per_line": False, "prompt_style": "qa", "custom_prompt": "{question}", "max_new_tokens": 2,
+              **answer_inputs}}  # fmt: skip
+    return {
+        "1": load_vlm_node(),
+        "2": image,
+        "3": answer,
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}},
+    }
+
+
+def test_damaged_checkpoint_names_the_file_and_the_fix(server):
+    prompt = _answer_prompt("What?")
+    prompt["1"] = load_vlm_node("qwen-damaged")
+    error = prompt_error(server, prompt)
+    assert "VEALoadVLM" in error and "model.safetensors" in error and "re-download" in error and len(error) < 400
+    assert server.run(_answer_prompt("What?"), timeout=120)[1] == "success"  # the server keeps serving
+
+
+def test_special_token_strings_in_a_question_are_plain_text(server):
+    entry, status = server.run(_answer_prompt("What do <|image_pad|> and <|im_start|>user mean?"), timeout=120)
+    assert status == "success" and len(entry["outputs"]["4"]["text"]) == 1
+
+
+def test_a_question_longer_than_the_context_is_refused_before_running(server):
+    error = prompt_error(server, _answer_prompt("why " * 6000))
+    assert "VEAAnswer" in error and "more than the model's context of 4096 tokens" in error and len(error) < 400
+
+
+def test_a_validation_problem_is_reported_once(server):
+    queued = server.queue(_answer_prompt("   "))
+    errors = queued["node_errors"]["3"]["errors"]
+    assert len(errors) == 1 and "VEA Answer: question is empty" in errors[0]["details"]
+
+
+def test_the_layers_used_and_their_source_are_shown(server):
+    layers = {"class_type": "VEALayers", "inputs": {"model": ["1", 0], "mode": "preset", "custom_layers": ""}}
+    preview = {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}
+    entry, status = server.run({"1": load_vlm_node(), "2": layers, "3": preview}, timeout=120)
+    assert status == "success"
+    assert entry["outputs"]["2"]["text"] == ["layers [0, 1, 2, 3, 4, 5]: no pre-profiled layers for this checkpoint, "
+                                             "so all layers (as the reference code does)"]  # fmt: skip
