@@ -6,7 +6,10 @@ A random-weight Qwen2.5-VL (8 decoder layers, GQA) on an 80x80-patch image
   (a) sdpa        plain forward on SDPA
   (b) eager+attn  eager forward with output_attentions=True (every layer's [B, H, N, N])
   (c) capture     SDPA forward + our capture of the last-token row at 4 layers
-  (d) +early exit the same, stopping after the deepest captured layer (the engine's default)
+  (d) +early exit the same, stopping after the deepest captured layer (the engine's default on SDPA)
+  (e) eager capture eager kernel (no output_attentions) + capture from its own weights, early exit:
+                  what ``attention="auto"`` runs at the paper's resolution (bit-exact with the
+                  reference); compare at ``--grid 36`` (324 image tokens, the paper's 512*512 cap)
 
 Peak memory is the peak of live tensor bytes during one forward (CPU: allocator
 events recorded by torch.profiler, exact and repeatable; CUDA:
@@ -130,7 +133,20 @@ def variants(model, inputs) -> dict:
                 pass
         return rec.stacked()
 
-    return {"sdpa": sdpa, "eager": eager, "capture": capture, "capture+exit": lambda: capture(True)}
+    def eager_capture():
+        model.set_attn_implementation("eager")
+        try:
+            return capture(True)
+        finally:
+            model.set_attn_implementation("sdpa")
+
+    return {
+        "sdpa": sdpa,
+        "eager": eager,
+        "capture": capture,
+        "capture+exit": lambda: capture(True),
+        "eager capture": eager_capture,
+    }
 
 
 def main() -> None:
@@ -156,6 +172,7 @@ def main() -> None:
         "eager": "(b) eager+attn",
         "capture": "(c) capture",
         "capture+exit": "(d) +early exit",
+        "eager capture": "(e) eager capture",
     }
     for name, label in labels.items():
         print(
