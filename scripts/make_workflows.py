@@ -2,8 +2,15 @@
 
 Both formats are derived from the same graph below and from the live node
 definitions of a real ComfyUI server (``/object_info``: widget order, socket
-types), so they cannot drift apart. Thumbnails are screenshots of each UI
-workflow loaded in the real front end.
+types), so they cannot drift apart. The UI layout is computed, not hand-placed:
+each graph names its groups (load, attribute, mask, highlight, answer) as columns of
+nodes; the node sizes are measured in the real front end (with every image shown, as
+after a run), then the groups are laid out left to right, the nodes stacked in their
+columns, and a Note (a front-end-only node, absent from the API format) saying what the
+graph does and where models and image go is placed below groups where no link runs.
+Each graph fits a 1600x1000 window at a zoom where the front end still draws text
+(``tests/test_workflow_layout.py`` checks that, and that nothing overlaps).
+Thumbnails are screenshots of each UI workflow loaded in the real front end.
 
 Run: ``.venv/bin/python scripts/make_workflows.py`` (needs ``scripts/install_comfyui.sh``).
 Writes ``workflows/<name>.json`` (UI, served by ComfyUI's template browser),
@@ -24,72 +31,132 @@ EXAMPLE_IMAGE = "vea_example.png"
 QWEN = "Qwen2.5-VL-7B-Instruct"
 LLAVA = "llava-1.5-7b-hf"
 
+# Layout, in graph units (the front end's LiteGraph constants where they exist).
+VIEWPORT = (1600, 1000)  # a common laptop window; the fitted zoom must keep text drawn (>= 0.6) there
+NODE_TITLE = 30  # LiteGraph.NODE_TITLE_HEIGHT: a node's title bar sits above its pos
+GROUP_TITLE = 34  # a group's title bar: font_size 24 * 1.4
+PAD = 14  # group border to its nodes
+GAP_Y = 26  # between stacked nodes
+COL_GAP = 40  # between columns of one group
+GROUP_GAP = 40  # between groups
+GROUP_GAP_Y = 30  # between stacked groups
+NOTE_GAP = 30  # between the groups and the Note below them
+NOTE_MIN_HEIGHT = 96
+WIDTH = 280  # node width unless a graph says otherwise
+COLORS = {  # LGraphCanvas.node_colors[...].groupcolor
+    "load": "#3f789e",
+    "attribute": "#b06634",
+    "mask": "#8A8",
+    "highlight": "#b58b2a",
+    "answer": "#88A",
+}
+
 
 @dataclass
 class Node:
     id: int
     type: str
-    pos: tuple[int, int]
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)  # input name -> (source node id, output name)
     title: str | None = None
+    width: int = WIDTH
+    pos: tuple[int, int] = (0, 0)  # set by layout()
+    size: tuple[int, int] | None = None  # measured in the front end; None: let it compute
 
 
-def _question(pos, text):
-    return Node(1, "PrimitiveStringMultiline", pos, {"value": text}, title="Question")
+@dataclass
+class Group:
+    title: str
+    color: str
+    columns: list[list[int]]  # node ids, per column top to bottom; columns left to right
 
 
-def basic(question: str) -> list[Node]:
-    return [
-        _question((40, 420), question),
-        Node(2, "VEALoadVLM", (40, 80), {"checkpoint": QWEN}),
-        Node(3, "LoadImage", (40, 620), {"image": EXAMPLE_IMAGE}),
-        Node(4, "VEALayers", (420, 80), {"mode": "preset"}, {"model": (2, "model")}),
+@dataclass
+class Graph:
+    nodes: list[Node]
+    stacks: list[list[Group]]  # left to right, each a stack of groups top to bottom; stacks[0] is Load
+    note: str  # what the graph does and where models and image go
+    note_under: tuple[int, int] = (1, -1)  # the first and last stack the Note lies below (where no link runs)
+
+    @property
+    def groups(self) -> list[Group]:
+        return [group for stack in self.stacks for group in stack]
+
+
+def _models_and_image(*checkpoints: str) -> str:
+    folders = " and ".join(f"ComfyUI/models/VLM/{c}" for c in checkpoints)
+    return (
+        "Models: each checkpoint is a folder in ComfyUI/models/VLM/<checkpoint folder> "
+        f"(config.json, *.safetensors, processor files); here {folders}.\n"
+        f"Image: copy {EXAMPLE_IMAGE} from this pack's workflows/ folder into ComfyUI/input/, or pick your own."
+    )
+
+
+def _question(text):
+    return Node(1, "PrimitiveStringMultiline", {"value": text}, title="Question")
+
+
+def basic(question: str) -> Graph:
+    nodes = [
+        _question(question),
+        Node(2, "VEALoadVLM", {"checkpoint": QWEN}),
+        Node(3, "LoadImage", {"image": EXAMPLE_IMAGE}),
+        Node(4, "VEALayers", {"mode": "preset"}, {"model": (2, "model")}),
         Node(
             5,
             "VEAExtractAttention",
-            (420, 300),
             {},
             {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING"), "layers": (4, "layers")},
         ),
-        Node(6, "VEADenoise", (820, 80), {"lam": 10.0}, {"attention": (5, "attention")}),
-        Node(7, "VEASmooth", (820, 260), {"sigma": 0.5}, {"attention": (6, "denoised")}),
-        Node(8, "VEANormalize", (820, 440), {}, {"mask": (7, "smoothed")}),
-        Node(9, "VEABlend", (1180, 80), {"alpha": 0.5}, {"image": (5, "model_image"), "mask": (8, "normalized")}),
+        Node(6, "VEADenoise", {"lam": 10.0}, {"attention": (5, "attention")}, width=240),
+        Node(7, "VEASmooth", {"sigma": 0.5}, {"attention": (6, "denoised")}, width=240),
+        Node(8, "VEANormalize", {}, {"mask": (7, "smoothed")}, width=240),
+        Node(9, "VEABlend", {"alpha": 0.5}, {"image": (5, "model_image"), "mask": (8, "normalized")}),
         Node(
             10,
             "VEAAnswer",
-            (1180, 300),
             {"prompt_style": "vea"},
             {"model": (2, "model"), "image": (9, "highlighted"), "question": (1, "STRING")},
+            width=300,
         ),
-        Node(11, "PreviewAny", (1560, 300), {}, {"source": (10, "answer")}, title="VEA answer"),
-        Node(12, "SaveImage", (1560, 500), {"filename_prefix": "vea/highlighted"}, {"images": (9, "highlighted")}),
-        Node(13, "PreviewImage", (1180, 620), {}, {"images": (5, "heatmap")}),
+        Node(11, "PreviewAny", {}, {"source": (10, "answer")}, title="VEA answer", width=300),
+        Node(12, "SaveImage", {"filename_prefix": "vea/highlighted"}, {"images": (9, "highlighted")}),
+        Node(13, "PreviewImage", {}, {"images": (5, "heatmap")}),
     ]
+    stacks = [
+        [Group("1. Load", COLORS["load"], [[2, 3, 1]])],  # this order crosses the fewest links
+        [Group("2. Attribute", COLORS["attribute"], [[4, 5, 13]])],
+        [Group("3. Mask", COLORS["mask"], [[6, 7, 8]])],
+        [Group("4. Highlight", COLORS["highlight"], [[9, 12]])],
+        [Group("5. Answer", COLORS["answer"], [[10, 11]])],
+    ]
+    note = (
+        "VEA, stage by stage: the model's attention over the image (2) is denoised, smoothed and normalized "
+        "into an evidence mask (3) that dims everything but the evidence (4); the same model then answers "
+        "from the highlighted image (5).\n" + _models_and_image(QWEN)
+    )
+    return Graph(nodes, stacks, note)
 
 
-def delegate(question: str) -> list[Node]:
-    return [
-        _question((40, 460), question),
-        Node(2, "VEALoadVLM", (40, 80), {"checkpoint": QWEN}, title="Mask model (Qwen2.5-VL)"),
-        Node(3, "LoadImage", (40, 660), {"image": EXAMPLE_IMAGE}),
-        Node(4, "VEALoadVLM", (40, 260), {"checkpoint": LLAVA}, title="Answer model (LLaVA-1.5)"),
-        Node(5, "VEALayers", (420, 80), {"mode": "preset"}, {"model": (2, "model")}),
+def delegate(question: str) -> Graph:
+    nodes = [
+        _question(question),
+        Node(2, "VEALoadVLM", {"checkpoint": QWEN}, title="Mask model (Qwen2.5-VL)"),
+        Node(3, "LoadImage", {"image": EXAMPLE_IMAGE}),
+        Node(4, "VEALoadVLM", {"checkpoint": LLAVA}, title="Answer model (LLaVA-1.5)"),
+        Node(5, "VEALayers", {"mode": "preset"}, {"model": (2, "model")}),
         Node(
             6,
             "VEAExtractAttention",
-            (420, 300),
             {},
             {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING"), "layers": (5, "layers")},
         ),
-        Node(7, "VEADenoise", (820, 80), {}, {"attention": (6, "attention")}),
-        Node(8, "VEASmooth", (820, 260), {}, {"attention": (7, "denoised")}),
-        Node(9, "VEANormalize", (820, 440), {}, {"mask": (8, "smoothed")}),
+        Node(7, "VEADenoise", {}, {"attention": (6, "attention")}, width=240),
+        Node(8, "VEASmooth", {}, {"attention": (7, "denoised")}, width=240),
+        Node(9, "VEANormalize", {}, {"mask": (8, "smoothed")}, width=240),
         Node(
             10,
             "VEAAlignMask",
-            (1180, 80),
             {},
             {
                 "mask": (9, "normalized"),
@@ -98,33 +165,59 @@ def delegate(question: str) -> list[Node]:
                 "answer_model": (4, "model"),
             },
         ),
-        Node(11, "VEABlend", (1180, 330), {}, {"image": (10, "aligned_image"), "mask": (10, "aligned_mask")}),
+        Node(11, "VEABlend", {}, {"image": (10, "aligned_image"), "mask": (10, "aligned_mask")}),
         Node(
             12,
             "VEAAnswer",
-            (1560, 80),
             {"prompt_style": "vea"},
             {"model": (4, "model"), "image": (11, "highlighted"), "question": (1, "STRING")},
+            width=300,
         ),
-        Node(13, "PreviewAny", (1940, 80), {}, {"source": (12, "answer")}, title="VEA answer (delegate mask)"),
-        Node(14, "SaveImage", (1560, 400), {"filename_prefix": "vea/delegate"}, {"images": (11, "highlighted")}),
+        Node(13, "PreviewAny", {}, {"source": (12, "answer")}, title="VEA answer (delegate mask)", width=300),
+        Node(14, "SaveImage", {"filename_prefix": "vea/delegate"}, {"images": (11, "highlighted")}),
     ]
+    stacks = [
+        [Group("1. Load", COLORS["load"], [[4, 2, 3, 1]])],  # this order crosses the fewest links
+        [Group("2. Attribute", COLORS["attribute"], [[5, 6]])],
+        [Group("3. Mask", COLORS["mask"], [[7, 8, 9]])],
+        [Group("4. Highlight", COLORS["highlight"], [[10, 11, 14]])],
+        [Group("5. Answer", COLORS["answer"], [[12, 13]])],
+    ]
+    note = (
+        "VEA with a delegate mask: Qwen2.5-VL's attention over the image (2) becomes an evidence mask (3), "
+        "aligned to what LLaVA-1.5 sees and used to dim everything but the evidence (4); LLaVA-1.5 answers "
+        "from the highlighted image (5).\n" + _models_and_image(QWEN, LLAVA)
+    )
+    return Graph(nodes, stacks, note, note_under=(3, 4))  # clear of the links from Question and Load Image
 
 
-def compare(question: str) -> list[Node]:
-    return [
-        _question((40, 300), question),
-        Node(2, "VEALoadVLM", (40, 80), {"checkpoint": QWEN}),
-        Node(3, "LoadImage", (40, 500), {"image": EXAMPLE_IMAGE}),
-        Node(
-            4, "VEAAllInOne", (440, 80), {}, {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING")}
-        ),
-        Node(5, "PreviewAny", (900, 60), {}, {"source": (4, "base_answer")}, title="Base answer"),
-        Node(6, "PreviewAny", (900, 240), {}, {"source": (4, "vea_answer")}, title="VEA answer"),
-        Node(7, "SaveImage", (900, 420), {"filename_prefix": "vea/compare"}, {"images": (4, "highlighted")}),
-        Node(8, "MaskToImage", (1300, 60), {}, {"mask": (4, "mask")}),
-        Node(9, "PreviewImage", (1300, 200), {}, {"images": (8, "IMAGE")}, title="Evidence map"),
+def compare(question: str) -> Graph:
+    nodes = [
+        _question(question),
+        Node(2, "VEALoadVLM", {"checkpoint": QWEN}),
+        Node(3, "LoadImage", {"image": EXAMPLE_IMAGE}),
+        Node(4, "VEAAllInOne", {}, {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING")}),
+        # as wide as the two columns of Highlight below them: room for the answers' text
+        Node(5, "PreviewAny", {}, {"source": (4, "base_answer")}, title="Base answer", width=2 * WIDTH + COL_GAP),
+        Node(6, "PreviewAny", {}, {"source": (4, "vea_answer")}, title="VEA answer", width=2 * WIDTH + COL_GAP),
+        Node(7, "SaveImage", {"filename_prefix": "vea/compare"}, {"images": (4, "highlighted")}),
+        Node(8, "MaskToImage", {}, {"mask": (4, "mask")}),
+        Node(9, "PreviewImage", {}, {"images": (8, "IMAGE")}, title="Evidence map"),
     ]
+    stacks = [
+        [Group("1. Load", COLORS["load"], [[2, 3, 1]])],
+        [Group("2. VEA (all-in-one)", COLORS["attribute"], [[4]])],
+        [
+            Group("3. Answer", COLORS["answer"], [[6, 5]]),
+            Group("4. Highlight", COLORS["highlight"], [[7, 8], [9]]),
+        ],
+    ]
+    note = (
+        "Base vs VEA: one node runs every stage (attribute, mask, highlight, answer) and returns the "
+        "model's plain answer and its VEA answer (3), the highlighted image and the evidence map (4).\n"
+        + _models_and_image(QWEN)
+    )
+    return Graph(nodes, stacks, note, note_under=(1, 1))
 
 
 GRAPHS = {"vea_basic": basic, "vea_delegate": delegate, "vea_compare": compare}
@@ -182,8 +275,65 @@ def api_prompt(nodes: list[Node], object_info: dict) -> dict:
     return prompt
 
 
-def ui_workflow(nodes: list[Node], object_info: dict) -> dict:
-    """UI format (nodes + links) as the front end saves it."""
+def layout(graph: Graph, sizes: dict[int, list[int]]) -> tuple[list[list[int]], list[int]]:
+    """Place the nodes (sets ``pos`` and ``size``); returns the group boundings and the Note's ``[x, y, w, h]``.
+
+    ``sizes``: node id -> ``[w, h]`` as the front end sizes the node (without its title bar).
+    Stacks of groups go left to right, all starting at the top; in a group, columns go left
+    to right and nodes top to bottom. The one-group stacks right of Load end at one height;
+    the Note spans the stacks ``graph.note_under`` names, below them.
+    """
+    by_id = {n.id: n for n in graph.nodes}
+
+    def height(nid: int) -> int:  # with the title bar
+        return sizes[nid][1] + NODE_TITLE
+
+    def col_width(col: list[int]) -> int:
+        return max(sizes[nid][0] for nid in col)
+
+    def place(group: Group, x: int, top: int) -> int:
+        """Place the group's nodes with its top-left at (x, top); returns the group's height."""
+        cx, bottom = x + PAD, 0
+        for col in group.columns:
+            y = top + GROUP_TITLE + PAD
+            for nid in col:
+                by_id[nid].pos, by_id[nid].size = (cx, y + NODE_TITLE), tuple(sizes[nid])
+                y += height(nid) + GAP_Y
+            bottom = max(bottom, y - GAP_Y)
+            cx += col_width(col) + COL_GAP
+        return bottom + PAD - top
+
+    boundings, stacks, x = [], [], 0  # stacks: (left, right, its groups' boundings)
+    for stack in graph.stacks:
+        width = max(2 * PAD + sum(map(col_width, g.columns)) + COL_GAP * (len(g.columns) - 1) for g in stack)
+        y, own = 0, []
+        for group in stack:
+            own.append([x, y, width, place(group, x, y)])
+            y += own[-1][3] + GROUP_GAP_Y
+        boundings += own
+        stacks.append((x, x + width, own))
+        x += width + GROUP_GAP
+    singles = [own[0] for _, _, own in stacks[1:] if len(own) == 1]
+    tallest = max((b[3] for b in singles), default=0)
+    for bounding in singles:  # one-group stacks right of Load end at one height
+        bounding[3] = tallest
+    first, last = graph.note_under
+    below = stacks[first : last % len(stacks) + 1]
+    note_x, note_y = below[0][0], max(b[1] + b[3] for _, _, own in below for b in own)
+    note_w = below[-1][1] - note_x
+    return boundings, [note_x, note_y + NOTE_GAP + NODE_TITLE, note_w, _note_height(graph.note, note_w)]
+
+
+def _note_height(text: str, width: int) -> int:
+    """Room for ``text`` in a Note of ``width`` (its textarea: ~7 px a character, ~15 px a line)."""
+    per_line = max(1, (width - 20) // 7)
+    lines = sum(max(1, -(-len(par) // per_line)) for par in text.split("\n"))
+    return max(NOTE_MIN_HEIGHT, 15 * lines + 24)
+
+
+def ui_workflow(graph: Graph, object_info: dict, boundings=None, note_rect=None) -> dict:
+    """UI format (nodes, links, groups and the Note) as the front end saves it."""
+    nodes = graph.nodes
     by_id = {n.id: n for n in nodes}
     links, out_links = [], {}
     for node in nodes:
@@ -233,7 +383,7 @@ def ui_workflow(nodes: list[Node], object_info: dict) -> dict:
             "id": node.id,
             "type": node.type,
             "pos": list(node.pos),
-            "size": [340, 0],
+            "size": list(node.size or (node.width, 0)),
             "flags": {},
             "order": order,
             "mode": 0,
@@ -245,23 +395,133 @@ def ui_workflow(nodes: list[Node], object_info: dict) -> dict:
         if node.title:
             entry["title"] = node.title
         ui_nodes.append(entry)
+    note_id = max(n.id for n in nodes) + 1  # the executable nodes keep their ids (and the API prompt its keys)
+    if note_rect is not None:
+        # "Note" is a front-end node (virtual: app.graphToPrompt leaves it out of the API prompt)
+        ui_nodes.append(
+            {
+                "id": note_id,
+                "type": "Note",
+                "pos": note_rect[:2],
+                "size": note_rect[2:],
+                "flags": {},
+                "order": len(nodes),
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "title": "About this workflow",
+                "properties": {},
+                "widgets_values": [graph.note],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        )
+    groups = [
+        {"id": i + 1, "title": g.title, "bounding": b, "color": g.color, "font_size": 24, "flags": {}}
+        for i, (g, b) in enumerate(zip(graph.groups, boundings or [], strict=False))
+    ]
     return {
-        "last_node_id": max(n.id for n in nodes),
+        "last_node_id": note_id if note_rect is not None else note_id - 1,
         "last_link_id": len(links),
         "nodes": ui_nodes,
         "links": links,
-        "groups": [],
+        "groups": groups,
         "config": {},
         "extra": {},
         "version": 0.4,
     }
 
 
-def main() -> None:
-    sys.path.insert(0, str(REPO))
+# Image nodes grow once their image has loaded: LoadImage right after app.loadGraphData,
+# SaveImage / PreviewImage after a run. The layout reserves the room they take then.
+IMAGES_SHOWN_JS = """(types) => {
+  window.app.graph.setDirtyCanvas(true, true);  // a node takes up its images when drawn
+  return window.app.graph._nodes.filter(n => types.includes(n.type))
+    .every(n => n.imgs && n.imgs.length && n.imgs.every(img => img.complete && img.naturalWidth > 0));
+}"""
+SIZES_JS = """() => {
+  window.app.graph.setDirtyCanvas(true, true);  // sizes follow the images at the next draw
+  return Object.fromEntries(window.app.graph._nodes.map(n => [n.id, [...n.size].map(Math.round)]));
+}"""
+# What the front end does with an "executed" message: each image output node shows an image.
+SHOW_OUTPUTS_JS = """(image) => {
+  for (const n of window.app.graph._nodes) {
+    if (n.type === 'SaveImage' || n.type === 'PreviewImage') {
+      const id = String(n.id);
+      window.app.api.dispatchCustomEvent('executed',
+        {node: id, display_node: id, prompt_id: 'layout', output: {images: [image]}});
+    }
+  }
+}"""
+OUTPUT_IMAGE_NODES = ["SaveImage", "PreviewImage"]
+FIT_JS = """async () => {
+  await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+  await new Promise(r => setTimeout(r, 600));  // the fit is animated (350 ms)
+  return window.app.canvas.ds.scale;
+}"""
+
+
+def settle(page, image_types=("LoadImage",)) -> dict[int, list[int]]:
+    """Wait until the nodes of ``image_types`` show their images and no size changes; returns the sizes."""
+    page.wait_for_function(IMAGES_SHOWN_JS, arg=list(image_types), timeout=30_000, polling=100)
+    before = None
+    for _ in range(50):
+        page.wait_for_timeout(200)
+        now = page.evaluate(SIZES_JS)
+        if now == before:
+            return {int(k): v for k, v in now.items()}
+        before = now
+    raise RuntimeError("node sizes did not settle")
+
+
+def measure(page, graph: Graph, info: dict) -> dict[int, list[int]]:
+    """Node id -> ``[w, h]``: the real front end's size of each node at its width, with its images shown."""
+    from tests.comfy_frontend import load_workflow
+
+    for i, node in enumerate(graph.nodes):
+        node.pos, node.size = (400 * i, 100), None
+    missing = load_workflow(page, ui_workflow(graph, info))
+    if missing:
+        raise RuntimeError(f"the front end reports missing nodes {missing}")
+    settle(page)
+    page.evaluate(SHOW_OUTPUTS_JS, {"filename": EXAMPLE_IMAGE, "subfolder": "", "type": "input"})
+    return settle(page, ["LoadImage", *OUTPUT_IMAGE_NODES])
+
+
+# The part of the page where the canvas is not covered by menus and panels (left, top, right, bottom).
+CLEAR = (70, 140, VIEWPORT[0] - 10, VIEWPORT[1] - 60)
+VIEW_JS = """([scale, offset]) => {
+  const ds = window.app.canvas.ds;
+  ds.scale = scale;
+  ds.offset = offset;
+  window.app.canvas.setDirty(true, true);
+}"""
+
+
+def thumbnail(page, path: Path, bounds: list[float]) -> None:
+    """A JPEG of the graph (``bounds``: x, y, w, h in graph units) drawn as large as the clear canvas allows."""
     from PIL import Image
 
-    from tests.comfy_frontend import load_workflow, open_frontend, screenshot
+    from tests.comfy_frontend import screenshot
+
+    left, top, right, bottom = CLEAR
+    scale = min((right - left) / bounds[2], (bottom - top) / bounds[3], 1.0)
+    x0 = left + ((right - left) - bounds[2] * scale) / 2  # screen = (graph + offset) * scale
+    y0 = top + ((bottom - top) - bounds[3] * scale) / 2
+    page.evaluate(VIEW_JS, [scale, [x0 / scale - bounds[0], y0 / scale - bounds[1]]])
+    png = path.with_suffix(".png")
+    screenshot(page, png)
+    margin = 8
+    box = (x0 - margin, y0 - margin, x0 + bounds[2] * scale + margin, y0 + bounds[3] * scale + margin)
+    shot = Image.open(png).convert("RGB").crop(tuple(round(v) for v in box))
+    shot.thumbnail((960, 640), Image.Resampling.LANCZOS)
+    shot.save(path, quality=88)
+    png.unlink()
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO))
+    from tests.comfy_frontend import load_workflow, open_frontend
     from tests.comfy_harness import ComfyServer
     from vea_engine.synthetic import make_sample
 
@@ -273,24 +533,25 @@ def main() -> None:
         info = server.object_info()
         for vlm in (QWEN, LLAVA):  # let the combo accept the names the workflows use
             info["VEALoadVLM"]["input"]["required"]["checkpoint"][1]["options"].append(vlm)
-        with open_frontend(server, viewport=(1900, 1000)) as page:
-            for name, graph in GRAPHS.items():
-                nodes = graph(sample.question)
-                ui = ui_workflow(nodes, info)
+        # neither the minimap nor the canvas info (bottom corners) in the thumbnails
+        settings = {"Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
+        with open_frontend(server, viewport=VIEWPORT, settings=settings) as page:
+            for name, make in GRAPHS.items():
+                graph = make(sample.question)
+                boundings, note_rect = layout(graph, measure(page, graph, info))
+                ui = ui_workflow(graph, info, boundings, note_rect)
                 (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
-                (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(api_prompt(nodes, info), indent=2) + "\n")
+                prompt = api_prompt(graph.nodes, info)
+                (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
                 missing = load_workflow(page, ui)
                 if missing:
                     raise RuntimeError(f"{name}: the front end reports missing nodes {missing}")
-                # zoom in enough for the front end to draw titles and widgets (it skips them when far out)
-                page.evaluate("async () => await window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-                page.wait_for_timeout(300)
-                png = WORKFLOWS / f"{name}.png"
-                screenshot(page, png)
-                shot = Image.open(png).convert("RGB").crop((60, 130, 1900, 1000))
-                shot.resize((960, 454), Image.Resampling.LANCZOS).save(WORKFLOWS / f"{name}.jpg", quality=88)
-                png.unlink()
-    print("wrote", ", ".join(GRAPHS))
+                settle(page)
+                zoom = page.evaluate(FIT_JS)
+                right = max(b[0] + b[2] for b in boundings)
+                bottom = max([b[1] + b[3] for b in boundings] + [note_rect[1] + note_rect[3]])
+                thumbnail(page, WORKFLOWS / f"{name}.jpg", [0, 0, right, bottom])
+                print(f"{name}: {right} x {bottom} graph units, fitted zoom {zoom:.3f} at {VIEWPORT[0]}x{VIEWPORT[1]}")
 
 
 if __name__ == "__main__":
