@@ -432,51 +432,9 @@ def ui_workflow(graph: Graph, object_info: dict, boundings=None, note_rect=None)
     }
 
 
-# Image nodes grow once their image has loaded: LoadImage right after app.loadGraphData,
-# SaveImage / PreviewImage after a run. The layout reserves the room they take then.
-IMAGES_SHOWN_JS = """(types) => {
-  window.app.graph.setDirtyCanvas(true, true);  // a node takes up its images when drawn
-  return window.app.graph._nodes.filter(n => types.includes(n.type))
-    .every(n => n.imgs && n.imgs.length && n.imgs.every(img => img.complete && img.naturalWidth > 0));
-}"""
-SIZES_JS = """() => {
-  window.app.graph.setDirtyCanvas(true, true);  // sizes follow the images at the next draw
-  return Object.fromEntries(window.app.graph._nodes.map(n => [n.id, [...n.size].map(Math.round)]));
-}"""
-# What the front end does with an "executed" message: each image output node shows an image.
-SHOW_OUTPUTS_JS = """(image) => {
-  for (const n of window.app.graph._nodes) {
-    if (n.type === 'SaveImage' || n.type === 'PreviewImage') {
-      const id = String(n.id);
-      window.app.api.dispatchCustomEvent('executed',
-        {node: id, display_node: id, prompt_id: 'layout', output: {images: [image]}});
-    }
-  }
-}"""
-OUTPUT_IMAGE_NODES = ["SaveImage", "PreviewImage"]
-FIT_JS = """async () => {
-  await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
-  await new Promise(r => setTimeout(r, 600));  // the fit is animated (350 ms)
-  return window.app.canvas.ds.scale;
-}"""
-
-
-def settle(page, image_types=("LoadImage",)) -> dict[int, list[int]]:
-    """Wait until the nodes of ``image_types`` show their images and no size changes; returns the sizes."""
-    page.wait_for_function(IMAGES_SHOWN_JS, arg=list(image_types), timeout=30_000, polling=100)
-    before = None
-    for _ in range(50):
-        page.wait_for_timeout(200)
-        now = page.evaluate(SIZES_JS)
-        if now == before:
-            return {int(k): v for k, v in now.items()}
-        before = now
-    raise RuntimeError("node sizes did not settle")
-
-
 def measure(page, graph: Graph, info: dict) -> dict[int, list[int]]:
     """Node id -> ``[w, h]``: the real front end's size of each node at its width, with its images shown."""
-    from tests.comfy_frontend import load_workflow
+    from tests.comfy_frontend import load_workflow, settle, show_outputs
 
     for i, node in enumerate(graph.nodes):
         node.pos, node.size = (400 * i, 100), None
@@ -484,8 +442,7 @@ def measure(page, graph: Graph, info: dict) -> dict[int, list[int]]:
     if missing:
         raise RuntimeError(f"the front end reports missing nodes {missing}")
     settle(page)
-    page.evaluate(SHOW_OUTPUTS_JS, {"filename": EXAMPLE_IMAGE, "subfolder": "", "type": "input"})
-    return settle(page, ["LoadImage", *OUTPUT_IMAGE_NODES])
+    return show_outputs(page, EXAMPLE_IMAGE)
 
 
 # The part of the page where the canvas is not covered by menus and panels (left, top, right, bottom).
@@ -521,7 +478,7 @@ def thumbnail(page, path: Path, bounds: list[float]) -> None:
 
 def main() -> None:
     sys.path.insert(0, str(REPO))
-    from tests.comfy_frontend import load_workflow, open_frontend
+    from tests.comfy_frontend import fit_view, load_workflow, open_frontend, settle
     from tests.comfy_harness import ComfyServer
     from vea_engine.synthetic import make_sample
 
@@ -547,7 +504,7 @@ def main() -> None:
                 if missing:
                     raise RuntimeError(f"{name}: the front end reports missing nodes {missing}")
                 settle(page)
-                zoom = page.evaluate(FIT_JS)
+                zoom = fit_view(page)["scale"]
                 right = max(b[0] + b[2] for b in boundings)
                 bottom = max([b[1] + b[3] for b in boundings] + [note_rect[1] + note_rect[3]])
                 thumbnail(page, WORKFLOWS / f"{name}.jpg", [0, 0, right, bottom])

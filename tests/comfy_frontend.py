@@ -216,3 +216,57 @@ def screenshot(page, path: str | os.PathLike) -> Path:
     page.wait_for_timeout(300)  # let the canvas redraw once
     page.screenshot(path=str(path))
     return path
+
+
+# ---- layout helpers: node sizes as the front end draws them --------------------------------------
+# Image nodes grow once their image has loaded: LoadImage right after app.loadGraphData,
+# SaveImage / PreviewImage after a run.
+OUTPUT_IMAGE_NODES = ("SaveImage", "PreviewImage")
+_IMAGES_SHOWN_JS = """(types) => {
+  window.app.graph.setDirtyCanvas(true, true);  // a node takes up its images when drawn
+  return window.app.graph._nodes.filter(n => types.includes(n.type))
+    .every(n => n.imgs && n.imgs.length && n.imgs.every(img => img.complete && img.naturalWidth > 0));
+}"""
+_SIZES_JS = """() => {
+  window.app.graph.setDirtyCanvas(true, true);  // sizes follow the images at the next draw
+  return Object.fromEntries(window.app.graph._nodes.map(n => [n.id, [...n.size].map(Math.round)]));
+}"""
+# What the front end does with an "executed" message: each image output node shows an image.
+_SHOW_OUTPUTS_JS = """(image) => {
+  for (const n of window.app.graph._nodes) {
+    if (n.type === 'SaveImage' || n.type === 'PreviewImage') {
+      const id = String(n.id);
+      window.app.api.dispatchCustomEvent('executed',
+        {node: id, display_node: id, prompt_id: 'layout', output: {images: [image]}});
+    }
+  }
+}"""
+_FIT_JS = """async () => {
+  await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+  await new Promise(r => setTimeout(r, 700));  // the fit is animated (350 ms)
+  return {scale: window.app.canvas.ds.scale, lowQuality: window.app.canvas.low_quality};
+}"""
+
+
+def settle(page, image_types=("LoadImage",)) -> dict[int, list[int]]:
+    """Wait until the nodes of ``image_types`` show their images and no node size changes; returns the sizes."""
+    page.wait_for_function(_IMAGES_SHOWN_JS, arg=list(image_types), timeout=30_000, polling=100)
+    before = None
+    for _ in range(50):
+        page.wait_for_timeout(200)
+        now = page.evaluate(_SIZES_JS)
+        if now == before:
+            return {int(k): v for k, v in now.items()}
+        before = now
+    raise RuntimeError("node sizes did not settle")
+
+
+def show_outputs(page, image_name: str) -> dict[int, list[int]]:
+    """Show input image ``image_name`` in every image output node, as after a run; returns the settled sizes."""
+    page.evaluate(_SHOW_OUTPUTS_JS, {"filename": image_name, "subfolder": "", "type": "input"})
+    return settle(page, ["LoadImage", *OUTPUT_IMAGE_NODES])
+
+
+def fit_view(page) -> dict:
+    """Run the front end's "Zoom to fit"; returns ``{"scale", "lowQuality"}`` after the animation."""
+    return page.evaluate(_FIT_JS)

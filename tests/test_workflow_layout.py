@@ -15,7 +15,15 @@ from itertools import combinations
 
 import pytest
 
-from tests.comfy_frontend import graph_to_prompt, load_workflow, open_frontend, screenshot
+from tests.comfy_frontend import (
+    fit_view,
+    graph_to_prompt,
+    load_workflow,
+    open_frontend,
+    screenshot,
+    settle,
+    show_outputs,
+)
 from tests.comfy_harness import REPO, ComfyServer
 
 pytestmark = [pytest.mark.comfy, pytest.mark.frontend]
@@ -79,24 +87,6 @@ EXECUTABLE = {
 NAMES = tuple(EXECUTABLE)
 NOTE_TYPES = ("Note", "MarkdownNote")
 
-IMAGES_SHOWN_JS = """(types) => {
-  window.app.graph.setDirtyCanvas(true, true);  // a node takes up its images when drawn
-  return window.app.graph._nodes.filter(n => types.includes(n.type))
-    .every(n => n.imgs && n.imgs.length && n.imgs.every(img => img.complete && img.naturalWidth > 0));
-}"""
-SIZES_JS = """() => {
-  window.app.graph.setDirtyCanvas(true, true);
-  return window.app.graph._nodes.map(n => [n.id, ...n.size]);
-}"""
-SHOW_OUTPUTS_JS = """(image) => {
-  for (const n of window.app.graph._nodes) {
-    if (n.type === 'SaveImage' || n.type === 'PreviewImage') {
-      const id = String(n.id);
-      window.app.api.dispatchCustomEvent('executed',
-        {node: id, display_node: id, prompt_id: 'layout-test', output: {images: [image]}});
-    }
-  }
-}"""
 GEOMETRY_JS = """() => {
   const graph = window.app.graph;
   for (const group of graph._groups) group.recomputeInsideNodes();
@@ -119,24 +109,6 @@ GEOMETRY_JS = """() => {
     links,
   };
 }"""
-FIT_JS = """async () => {
-  await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
-  await new Promise(r => setTimeout(r, 700));  // the fit is animated (350 ms)
-  return {scale: window.app.canvas.ds.scale, lowQuality: window.app.canvas.low_quality};
-}"""
-
-
-def settle(page, image_types: list[str]) -> None:
-    """Wait until the nodes of ``image_types`` show their images and no node size changes any more."""
-    page.wait_for_function(IMAGES_SHOWN_JS, arg=image_types, timeout=30_000, polling=100)
-    before = None
-    for _ in range(50):
-        page.wait_for_timeout(200)
-        now = page.evaluate(SIZES_JS)
-        if now == before:
-            return
-        before = now
-    raise AssertionError("node sizes did not settle")
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +124,10 @@ def measured():
                 assert load_workflow(page, ui) == [], name
                 settle(page, ["LoadImage"])
                 loaded = page.evaluate(GEOMETRY_JS)
-                fit = page.evaluate(FIT_JS)
+                fit = fit_view(page)
                 screenshot(page, ARTIFACTS / f"layout_{name}.png")
                 prompt = graph_to_prompt(page)
-                page.evaluate(SHOW_OUTPUTS_JS, {"filename": "vea_example.png", "subfolder": "", "type": "input"})
-                settle(page, ["LoadImage", "SaveImage", "PreviewImage"])
+                show_outputs(page, "vea_example.png")
                 shown = page.evaluate(GEOMETRY_JS)
                 screenshot(page, ARTIFACTS / f"layout_{name}_with_outputs.png")
                 found[name] = {
