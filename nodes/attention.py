@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 from .bridge import (
@@ -231,7 +230,7 @@ class VEABlend(io.ComfyNode):
     @classmethod
     @checked
     def execute(cls, image, mask, alpha, rounding: str = "truncate") -> io.NodeOutput:
+        from ..vea_engine.images import to_levels
         from ..vea_engine.mask import highlight_uint8
 
-        levels = (image.clamp(0, 1) * 255).round().to(torch.uint8)  # [B, H, W, C] the 8-bit image
-        return io.NodeOutput(highlight_uint8(levels, mask_batch(mask), alpha, rounding).float() / 255.0)
+        return io.NodeOutput(highlight_uint8(to_levels(image), mask_batch(mask), alpha, rounding).float() / 255.0)

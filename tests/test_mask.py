@@ -8,9 +8,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from vea_engine.attribution import AttentionMap, evidence_map
+from vea_engine.config import ROUNDING_MODES
 from vea_engine.geometry import ImageGeometry
 from vea_engine.mask import (
-    ROUNDING_MODES,
     blend,
     denoise,
     gaussian_smooth,

@@ -20,7 +20,7 @@ import torch
 from .capture import StopForward, capture_attention_rows
 from .config import DEFAULTS, MASK_DTYPE
 from .geometry import ImageGeometry
-from .images import uint8_to_tensor
+from .images import to_levels, uint8_to_tensor
 from .inputs import Progress, encode_batch, layer_progress
 from .layers import LayerSelection, for_model
 from .loading import VLM
@@ -58,7 +58,7 @@ class AttentionMap:
     @property
     def canvas_uint8(self) -> torch.Tensor:
         """The canvas as its exact 8-bit levels, ``[B, H, W, 3]`` uint8 (what :func:`highlight_uint8` takes)."""
-        return (self.canvas * 255).round().to(torch.uint8)
+        return to_levels(self.canvas)
 
     @property
     def batch_size(self) -> int:

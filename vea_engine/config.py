@@ -29,6 +29,17 @@ PROMPT_STYLES = ("qa", "vea", "custom")
 #: default) or ``round`` (to the nearest level; an opt-in).
 ROUNDING_MODES = ("truncate", "round")
 
+
+def check_rounding(rounding: str, who: str = "") -> str:
+    """``rounding`` if it is one of :data:`ROUNDING_MODES`, else a ValueError saying what to pass."""
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(
+            f"{who + ': ' if who else ''}rounding must be one of {ROUNDING_MODES}, got {rounding!r}; use 'truncate' "
+            "(the reference code's uint8 cast, the default) or 'round' (nearest, ties to even)."
+        )
+    return rounding
+
+
 #: The reference code loads every processor with ``max_pixels = 512 * 512``.
 PAPER_MAX_PIXELS = 512 * 512
 

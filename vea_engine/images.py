@@ -114,6 +114,14 @@ def uint8_to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).float() / 255.0
 
 
+def to_levels(images: torch.Tensor) -> torch.Tensor:
+    """Float images in ``[0, 1]`` (any shape, e.g. ``[B, H, W, C]``) -> their 8-bit levels, uint8 (rounded).
+
+    Exact for images that came from uint8 (``level / 255``), such as canvases.
+    """
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """``[H, W, 3]`` float in [0, 1] -> PIL RGB (rounded)."""
     return Image.fromarray(to_rgb_uint8(image))

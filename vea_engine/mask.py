@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULTS, MASK_DTYPE, ROUNDING_MODES
+from .config import DEFAULTS, MASK_DTYPE, check_rounding
 
 
 def _check_batch(name: str, x: torch.Tensor, ndim: int, what: str) -> None:
@@ -279,11 +279,7 @@ def highlight_uint8(
             f"highlight_uint8: canvas must be uint8 (0..255), got {canvas.dtype}; for a float image in [0, 1] use "
             "blend(), or convert it first (e.g. (image * 255).to(torch.uint8), which truncates like the reference)."
         )
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(
-            f"highlight_uint8: rounding must be one of {ROUNDING_MODES}, got {rounding!r}; use 'truncate' "
-            "(the reference's uint8 cast, the default) or 'round' (nearest, ties to even)."
-        )
+    check_rounding(rounding, "highlight_uint8")
     evidence = mask.to(canvas.device, MASK_DTYPE)  # [B|1, H, W]
     if not torch.isfinite(evidence).all():
         raise ValueError(

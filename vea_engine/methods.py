@@ -21,7 +21,7 @@ from .align import align_mask
 from .answering import answer
 from .attribution import AttentionMap, evidence_map, extract_attention
 from .config import DEFAULTS
-from .images import images_to_uint8
+from .images import images_to_uint8, to_levels
 from .inputs import Progress, broadcast_questions
 from .layers import LayerSelection, for_model
 from .loading import VLM
@@ -147,8 +147,7 @@ class MethodRunner:
                 evidence, canvas = align_mask(
                     evidence, attention.geometry.frame, self.images, self.vlm, rounding=self.rounding
                 )
-            levels = (canvas * 255).round().to(torch.uint8)  # [B, H, W, 3] the exact 8-bit levels
-            self._highlighted[key] = evidence, highlight_uint8(levels, evidence, self.alpha, self.rounding)
+            self._highlighted[key] = evidence, highlight_uint8(to_levels(canvas), evidence, self.alpha, self.rounding)
         return self._highlighted[key]
 
     def answer(self, method: Method) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import ROUNDING_MODES
+from ..config import check_rounding
 
 
 def size_value(size: Any, key: str) -> int | None:
@@ -36,15 +36,6 @@ def size_value(size: Any, key: str) -> int | None:
         return None
     value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
     return int(value) if value is not None else None
-
-
-def check_rounding(rounding: str) -> str:
-    """``rounding`` if it is one of :data:`ROUNDING_MODES`, else a ValueError saying what to pass."""
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(
-            f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}; 'truncate' is the reference code's behaviour."
-        )
-    return rounding
 
 
 def processor_pixels_to_uint8(pixels: torch.Tensor, image_processor: Any, rounding: str = "truncate") -> np.ndarray:
