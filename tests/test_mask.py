@@ -219,6 +219,49 @@ def test_gaussian_batched_equals_one_by_one():
         assert torch.equal(batch[b], gaussian_smooth(torch.from_numpy(maps[b])[None], 1.0)[0])
 
 
+@pytest.mark.parametrize(
+    "hw,grid,box",
+    [
+        ((1120, 1120), (40, 40), None),  # Qwen2.5-VL, 1,600 tokens: 28-px cells
+        ((336, 336), (24, 24), None),  # LLaVA-1.5: 14-px cells
+        ((140, 196), (5, 7), None),
+        ((672, 672), (24, 24), (0, 0, 700, 690)),  # a grid reaching past the canvas (LLaVA-NeXT base image)
+        ((300, 500), (10, 10), (10, 40, 480, 290)),  # a grid on part of the canvas: zeros around it
+    ],
+)
+def test_painted_grids_take_the_block_path_and_equal_scipy_bit_for_bit(hw, grid, box):
+    from vea_engine.mask import _smooth_axis, _smooth_runs
+
+    cells = torch.rand(2, *grid, generator=torch.Generator().manual_seed(sum(hw)))
+    painted = paint(cells, hw, box)  # [2, H, W]
+    for sigma in (0.5, 1.0, 0.1, 3.0):
+        px = sigma * min(hw) if sigma <= 1 else sigma
+        blocks = _smooth_runs(painted, px)
+        assert blocks is not None  # few runs of equal rows / columns: the block path is taken
+        fft = _smooth_axis(_smooth_axis(painted, px, 1), px, 2).numpy()
+        if hw[0] * hw[1] > 400 * 400 and px > 30:
+            # scipy's direct filter costs ~10 s here: the block path equals the FFT path (checked against scipy
+            # at the other sizes) away from the exact-zero tails
+            tails = np.abs(fft) < 1e-12
+            np.testing.assert_array_equal(blocks.numpy()[~tails], fft[~tails])
+            continue
+        for b in range(2):
+            ref = smooth_ref(painted[b].numpy(), sigma)
+            # bit for bit, except where scipy's truncated kernel gives exact zeros and the filtered
+            # indicators (like the FFT path) leave float64 round-off below 1e-15
+            tails = np.abs(ref) < 1e-12
+            for ours in (blocks[b].numpy(), fft[b]):
+                np.testing.assert_array_equal(ours[~tails], ref[~tails], err_msg=f"sigma={sigma}")
+                assert np.abs(ours[tails]).max(initial=0) < 1e-14
+
+
+def test_unblocky_maps_take_the_fft_path():
+    from vea_engine.mask import _smooth_runs
+
+    assert _smooth_runs(torch.rand(1, 64, 48), 5.0) is None
+    assert _smooth_runs(torch.rand(1, 1, 40), 5.0) is None
+
+
 # ---- normalise -----------------------------------------------------------------------------
 def test_minmax_matches_reference_and_constant_is_zero():
     rng = np.random.default_rng(1234)

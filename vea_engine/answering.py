@@ -9,7 +9,7 @@ import torch
 
 from .config import DEFAULTS, build_prompt
 from .images import images_to_uint8
-from .inputs import Progress, broadcast_questions, model_inputs
+from .inputs import Progress, broadcast_questions, model_inputs, shape_buckets
 from .loading import VLM
 
 
@@ -52,33 +52,55 @@ def answer(
         ValueError: a prompt plus ``max_new_tokens`` exceeds the model's context
             (:func:`~vea_engine.inputs.check_context`), before anything runs on the model.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+    check_max_new_tokens(max_new_tokens)
     arrays = images_to_uint8(images)
     questions = broadcast_questions(questions, len(arrays))
     prompts = [build_prompt(q, prompt_style, template) for q in questions]
-    answers: list[str] = []
-    # Images of different sizes are answered one by one; a same-size batch goes through together.
-    groups = [list(range(len(arrays)))] if len({a.shape for a in arrays}) == 1 else [[i] for i in range(len(arrays))]
-    for group in groups:
-        inputs = model_inputs(vlm, [arrays[i] for i in group], [prompts[i] for i in group], max_new_tokens)
-        extra = {}
-        if progress is not None:
-            from transformers import StoppingCriteriaList
-
-            extra["stopping_criteria"] = StoppingCriteriaList([_StepCallback(progress, max_new_tokens)])
-        tokenizer = vlm.processor.tokenizer
-        output = vlm.model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            **extra,
-        )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    answers: list[str] = [""] * len(arrays)
+    # One generate call per image size: same-size images go through together, in input order.
+    for bucket in shape_buckets(arrays):
+        inputs = model_inputs(vlm, [arrays[i] for i in bucket], [prompts[i] for i in bucket], max_new_tokens)
+        for i, text in zip(bucket, generate_answers(vlm, inputs, max_new_tokens, progress), strict=True):
+            answers[i] = text
     return answers
+
+
+def check_max_new_tokens(max_new_tokens: Any) -> None:
+    """Raise a ValueError unless ``max_new_tokens`` is a positive integer."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+
+
+def generate_answers(
+    vlm: VLM, inputs: Any, max_new_tokens: int = DEFAULTS.max_new_tokens, progress: Progress | None = None
+) -> list[str]:
+    """Greedy answers for encoded inputs (:func:`~vea_engine.inputs.model_inputs`): one ``generate`` call.
+
+    Args:
+        vlm: a loaded model.
+        inputs: processor outputs on the model's device, ``input_ids [B, N]`` left-padded.
+        max_new_tokens: answer length limit.
+        progress: called after each generated token; may raise to cancel.
+
+    Returns:
+        One stripped answer per sequence, in order.
+    """
+    extra = {}
+    if progress is not None:
+        from transformers import StoppingCriteriaList
+
+        extra["stopping_criteria"] = StoppingCriteriaList([_StepCallback(progress, max_new_tokens)])
+    tokenizer = vlm.processor.tokenizer
+    output = vlm.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        **extra,
+    )
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]  # [B, T]
+    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

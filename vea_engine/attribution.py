@@ -10,18 +10,19 @@ evidence map is painted and the image highlighted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .capture import StopForward, capture_attention_rows
+from .answering import check_max_new_tokens, generate_answers
+from .capture import AttentionRecorder, StopForward, capture_attention_rows
 from .config import DEFAULTS, MASK_DTYPE
 from .geometry import ImageGeometry
 from .images import to_levels, uint8_to_tensor
-from .inputs import Progress, encode_batch, layer_progress
+from .inputs import EncodedBatch, Progress, check_context, encode_batch, layer_progress
 from .layers import LayerSelection, for_model
 from .loading import VLM
 from .mask import denoise, gaussian_smooth, minmax_normalize, paint
@@ -100,6 +101,25 @@ def layer_scores(
         ``(scores [L, B, n_tokens] float32 CPU in sorted layer order, geometry shared by
         the batch, canvases [H, W, 3] uint8, questions one per image)``.
     """
+    scores, batch = _layer_scores(
+        vlm, images, questions, layers, prompt_style, template, early_exit, progress, rounding
+    )
+    return scores, batch.geometry, [c.pixels for c in batch.canvases], list(batch.questions)
+
+
+@torch.inference_mode()
+def _layer_scores(
+    vlm: VLM,
+    images: Any,
+    questions: str | Sequence[str],
+    layers: LayerSelection | Sequence[int],
+    prompt_style: str = "qa",
+    template: str | None = None,
+    early_exit: bool = True,
+    progress: Progress | None = None,
+    rounding: str = "truncate",
+) -> tuple[torch.Tensor, EncodedBatch]:
+    """:func:`layer_scores` as ``(scores [L, B, n_tokens], the encoded batch)``."""
     batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
     layers = for_model(layers, vlm.num_layers, vlm.name).layers  # sorted, unique, in range
     with (
@@ -110,9 +130,78 @@ def layer_scores(
             vlm.model(**batch.inputs, use_cache=False, logits_to_keep=1)
         except StopForward:
             pass
+    return _token_scores(recorder, batch), batch
+
+
+def _token_scores(recorder: AttentionRecorder, batch: EncodedBatch) -> torch.Tensor:
+    """The recorded last-token rows restricted to each sequence's image tokens: ``[L, B, n_tokens]`` float32 CPU."""
     rows = recorder.stacked()[:, :, -1, :].to("cpu", MASK_DTYPE)  # [L, B, K]
-    scores = torch.stack([rows[:, i, pos.cpu()] for i, pos in enumerate(batch.positions)], dim=1)  # [L, B, n_tokens]
-    return scores, batch.geometry, [c.pixels for c in batch.canvases], list(batch.questions)
+    return torch.stack([rows[:, i, pos.cpu()] for i, pos in enumerate(batch.positions)], dim=1)  # [L, B, n_tokens]
+
+
+def _attention_map(vlm: VLM, scores: torch.Tensor, batch: EncodedBatch, layers: tuple[int, ...]) -> AttentionMap:
+    return AttentionMap(
+        scores=layer_mean(scores),  # [B, n_tokens]
+        geometry=batch.geometry,
+        canvas=uint8_to_tensor([c.pixels for c in batch.canvases]),
+        layers=layers,
+        model_name=vlm.name,
+        questions=tuple(batch.questions),
+    )
+
+
+def attention_maps(
+    vlm: VLM,
+    images: Any,
+    questions: str | Sequence[str],
+    layer_sets: Mapping[str, Sequence[int]],
+    base_answer_tokens: int | None = None,
+    progress: Progress | None = None,
+    rounding: str = "truncate",
+) -> tuple[dict[str, AttentionMap], list[str] | None]:
+    """Attributions over several layer sets from ONE pass, optionally as the base answer's prefill.
+
+    The rows of every layer in the union of ``layer_sets`` are recorded in one forward
+    pass, then each set's map is the :func:`layer_mean` of its own layers: bit for bit
+    what :func:`extract_attention` gives for that set alone.
+
+    With ``base_answer_tokens``, the pass is the prefill of the base answer: the
+    attribution pass and the base answer see identical inputs (the plain QA prompt and
+    the original image), so the base answer's ``generate`` call runs with the capture
+    active, its prefill recorded on the way, and decoding continues from that prefill's
+    own cache. The answers are token for token those of
+    :func:`~vea_engine.answering.answer` with the ``qa`` prompt, for the price of the
+    base answer alone. Without it, the pass stops after the deepest layer needed.
+
+    Args:
+        vlm, images, questions, rounding: as :func:`layer_scores` (same-size images).
+        layer_sets: ``name -> layer indices`` (e.g. ``{"selected": (14, 15), "all": range(28)}``).
+        base_answer_tokens: also decode the base answer, at most this many tokens.
+        progress: per decoder layer (attribution alone) or per generated token (with the answer).
+
+    Returns:
+        ``({name: AttentionMap with scores [B, n_tokens]}, base answers or None)``.
+    """
+    sets = {name: for_model(layers, vlm.num_layers, vlm.name).layers for name, layers in layer_sets.items()}
+    if not sets:
+        raise ValueError("attention_maps: layer_sets is empty; name at least one set of layers.")
+    union = tuple(sorted(set().union(*sets.values())))
+    if base_answer_tokens is None:
+        scores, batch = _layer_scores(vlm, images, questions, union, progress=progress, rounding=rounding)
+        answers = None
+    else:
+        check_max_new_tokens(base_answer_tokens)
+        batch = encode_batch(vlm, images, questions, "qa", None, rounding)
+        check_context(vlm, int(batch.inputs["input_ids"].shape[-1]), base_answer_tokens)  # [B, N]
+        with torch.inference_mode(), capture_attention_rows(vlm.model, union, (-1,)) as recorder:  # prefill only
+            answers = generate_answers(vlm, batch.inputs, base_answer_tokens, progress)
+        scores = _token_scores(recorder, batch)  # [L, B, n_tokens]
+    row = {layer: i for i, layer in enumerate(union)}
+    maps = {
+        name: _attention_map(vlm, scores[[row[layer] for layer in layers]], batch, layers)
+        for name, layers in sets.items()
+    }
+    return maps, answers
 
 
 def layer_mean(scores: torch.Tensor) -> torch.Tensor:
@@ -139,15 +228,8 @@ def extract_attention(
         :class:`AttentionMap` with ``scores [B, n_tokens]``.
     """
     layers = for_model(layers, vlm.num_layers, vlm.name).layers
-    scores, geometry, canvases, questions = layer_scores(vlm, images, questions, layers, **options)
-    return AttentionMap(
-        scores=layer_mean(scores),  # [B, n_tokens]
-        geometry=geometry,
-        canvas=uint8_to_tensor(canvases),
-        layers=layers,
-        model_name=vlm.name,
-        questions=tuple(questions),
-    )
+    scores, batch = _layer_scores(vlm, images, questions, layers, **options)
+    return _attention_map(vlm, scores, batch, layers)
 
 
 def denoise_scores(attention: AttentionMap, lam: float = DEFAULTS.lam) -> AttentionMap:

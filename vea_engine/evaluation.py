@@ -187,17 +187,35 @@ def _pending(out: Path, plan: _Plan, samples: list[Any], methods: Sequence[str],
 # ---------------------------------------------------------------------------------------------
 
 
-def _answers(vlm: Any, plan: _Plan, todo: list[tuple[Any, str]]) -> Iterator[tuple[Any, str, str]]:
-    """``(sample, method, prediction)`` per pair of ``todo``; a sample's methods share one runner."""
-    runner: MethodRunner | None = None
-    current = None
+def _answers(vlm: Any, plan: _Plan, todo: list[tuple[Any, str]], batch_size: int = 1) -> Iterator[tuple[Any, str, str]]:
+    """``(sample, method, prediction)`` per pair of ``todo``.
+
+    Pending samples are taken ``batch_size`` at a time, in order; within such a window, samples with
+    the same image size and the same pending methods form one batch, and one :class:`MethodRunner`
+    shares the attribution, evidence map and highlighted image of a batch between its methods.
+    """
+    methods: dict[int, list[str]] = {}
+    samples: list[Any] = []
     for sample, method in todo:
-        if runner is None or current is not sample:
-            image = to_rgb_uint8(sample.image, f"sample {sample.id}")  # [H, W, 3] uint8
-            runner = MethodRunner(vlm, [image], sample.question, plan.selection, plan.lam, plan.sigma, plan.alpha,
-                                  plan.max_new_tokens, rounding=plan.rounding)  # fmt: skip
-            current = sample
-        yield sample, method, runner.answer(METHODS[method])[0]
+        if id(sample) not in methods:
+            methods[id(sample)] = []
+            samples.append(sample)
+        methods[id(sample)].append(method)
+    for start in range(0, len(samples), batch_size):
+        window = samples[start : start + batch_size]
+        images = [to_rgb_uint8(sample.image, f"sample {sample.id}") for sample in window]  # [H, W, 3] uint8 each
+        buckets: dict[tuple, list[int]] = {}
+        for i, (sample, image) in enumerate(zip(window, images, strict=True)):
+            buckets.setdefault((image.shape, tuple(methods[id(sample)])), []).append(i)
+        for (_, names), members in buckets.items():
+            runner = MethodRunner(vlm, [images[i] for i in members], [window[i].question for i in members],
+                                  plan.selection, plan.lam, plan.sigma, plan.alpha, plan.max_new_tokens,
+                                  rounding=plan.rounding, methods=[METHODS[m] for m in names])  # fmt: skip
+            for method in names:
+                for sample, prediction in zip(
+                    (window[i] for i in members), runner.answer(METHODS[method]), strict=True
+                ):
+                    yield sample, method, prediction
 
 
 def _row(plan: _Plan, sample: Any, method: str, prediction: str) -> dict[str, Any]:
@@ -241,6 +259,7 @@ def evaluate(
     context: DistContext | None = None,
     progress: Progress | None = None,
     rounding: str = "truncate",
+    batch_size: int = 1,
 ) -> Path:
     """Answer every (sample, method) pair not yet in ``out_jsonl`` and score it.
 
@@ -264,6 +283,9 @@ def evaluate(
         progress: ``progress(done, total)`` after each row of this rank; may raise
             to stop (rows written so far are kept; call again to resume).
         rounding: how canvases and highlighted images become uint8 (``truncate``: the reference).
+        batch_size: samples answered together (same-size images with the same pending methods
+            share a batch). 1 (the default) answers each sample alone, exactly as a single run;
+            larger batches pad prompts of different lengths, which can move near-tied greedy tokens.
 
     Returns:
         ``out_jsonl`` (merged and in canonical order once every rank has finished).
@@ -271,6 +293,8 @@ def evaluate(
     methods = check_methods(methods)
     samples = list(samples)
     ids = _check_arguments(samples, max_new_tokens)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"eval: batch_size must be a positive integer, got {batch_size!r}; e.g. 1 or 8.")
     context = dist_context() if context is None else context
     shard([], context.rank, context.world)  # validates rank / world
     plan = _plan(vlm, ids, layers, lam, sigma, alpha, max_new_tokens, rounding)
@@ -278,7 +302,7 @@ def evaluate(
     pending = _pending(out, plan, samples, methods, context)
     finished = pending.done
     with open(pending.own, "a", encoding="utf-8") as f:
-        for sample, method, prediction in _answers(vlm, plan, pending.todo):
+        for sample, method, prediction in _answers(vlm, plan, pending.todo, batch_size):
             append_row(f, _row(plan, sample, method, prediction))
             finished += 1
             if progress is not None:

