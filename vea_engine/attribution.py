@@ -11,7 +11,7 @@ evidence map is painted and the image highlighted.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from .answering import check_max_new_tokens, generate_answers
 from .capture import AttentionRecorder, StopForward, capture_attention_rows
 from .config import DEFAULTS, MASK_DTYPE
 from .geometry import ImageGeometry
-from .images import to_levels, uint8_to_tensor
+from .images import to_levels
 from .inputs import EncodedBatch, Progress, check_context, encode_batch, layer_progress
 from .layers import LayerSelection, for_model
 from .loading import VLM
@@ -40,6 +40,8 @@ class AttentionMap:
         layers: decoder layers averaged.
         model_name: the model that produced it.
         question: the prompts' questions, one per image.
+        levels: optionally the canvas's 8-bit levels ``[B, H, W, 3]`` uint8, kept when the map
+            is made from the uint8 canvas (saves converting the float canvas back).
     """
 
     scores: torch.Tensor
@@ -48,6 +50,7 @@ class AttentionMap:
     layers: tuple[int, ...]
     model_name: str
     questions: tuple[str, ...]
+    levels: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.scores.shape != (self.canvas.shape[0], self.geometry.n_tokens):
@@ -59,7 +62,13 @@ class AttentionMap:
     @property
     def canvas_uint8(self) -> torch.Tensor:
         """The canvas as its exact 8-bit levels, ``[B, H, W, 3]`` uint8 (what :func:`highlight_uint8` takes)."""
-        return to_levels(self.canvas)
+        return self.levels if self.levels is not None else to_levels(self.canvas)
+
+    def to(self, device: torch.device | str) -> AttentionMap:
+        """The same map with its tensors (scores, canvas, levels) on ``device``."""
+        levels = None if self.levels is None else self.levels.to(device)
+        return AttentionMap(self.scores.to(device), self.geometry, self.canvas.to(device), self.layers,
+                            self.model_name, self.questions, levels)  # fmt: skip
 
     @property
     def batch_size(self) -> int:
@@ -67,7 +76,9 @@ class AttentionMap:
 
     def with_scores(self, scores: torch.Tensor) -> AttentionMap:
         """A copy with new token scores ``[B, n_tokens]`` (e.g. after denoising)."""
-        return AttentionMap(scores, self.geometry, self.canvas, self.layers, self.model_name, self.questions)
+        return AttentionMap(
+            scores, self.geometry, self.canvas, self.layers, self.model_name, self.questions, self.levels
+        )
 
 
 @torch.inference_mode()
@@ -140,13 +151,15 @@ def _token_scores(recorder: AttentionRecorder, batch: EncodedBatch) -> torch.Ten
 
 
 def _attention_map(vlm: VLM, scores: torch.Tensor, batch: EncodedBatch, layers: tuple[int, ...]) -> AttentionMap:
+    levels = torch.from_numpy(np.stack([c.pixels for c in batch.canvases]))  # [B, H, W, 3] uint8
     return AttentionMap(
         scores=layer_mean(scores),  # [B, n_tokens]
         geometry=batch.geometry,
-        canvas=uint8_to_tensor([c.pixels for c in batch.canvases]),
+        canvas=levels.to(MASK_DTYPE) / 255.0,
         layers=layers,
         model_name=vlm.name,
         questions=tuple(batch.questions),
+        levels=levels,
     )
 
 
@@ -243,7 +256,7 @@ def paint_scores(attention: AttentionMap) -> torch.Tensor:
     geometry = attention.geometry
     H, W = geometry.canvas_hw
     total = None
-    count = torch.zeros(geometry.canvas_hw, dtype=MASK_DTYPE)
+    count = torch.zeros(geometry.canvas_hw, dtype=MASK_DTYPE, device=attention.scores.device)
     parts = [(p, g) for p, g in zip(geometry.parts, geometry.split(attention.scores), strict=True) if p.n_tokens]
     for part, grid in parts:
         painted = paint(grid, geometry.canvas_hw, part.box)

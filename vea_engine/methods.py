@@ -158,13 +158,17 @@ class MethodRunner:
         key = (method.layers, method.denoise, method.smooth)
         if key not in self._highlighted:
             attention = self.attention(method.layers)
+            if self.mask_model is self.vlm:  # mask stages on the model's device (a GPU), only the results come back
+                attention = attention.to(self.vlm.device)
             evidence = evidence_map(attention, self.lam, self.sigma, method.denoise, method.smooth)  # [B, h, w]
-            canvas = attention.canvas  # [B, h, w, 3] float: exact uint8 levels / 255
+            levels = attention.canvas_uint8  # [B, h, w, 3] uint8
             if self.mask_model is not self.vlm:
                 evidence, canvas = align_mask(
                     evidence, attention.geometry.frame, self.images, self.vlm, rounding=self.rounding
                 )
-            self._highlighted[key] = evidence, highlight_uint8(to_levels(canvas), evidence, self.alpha, self.rounding)
+                levels = to_levels(canvas)  # the answering model's canvas: exact uint8 levels / 255
+            highlighted = highlight_uint8(levels, evidence, self.alpha, self.rounding)  # [B, h, w, 3] uint8
+            self._highlighted[key] = evidence.cpu(), highlighted.cpu()
         return self._highlighted[key]
 
     def answer(self, method: Method) -> list[str]:
