@@ -3,11 +3,17 @@
 Socket payloads are frozen dataclasses from the engine (``LayerSelection``,
 ``AttentionMap``) or :class:`VLMHandle` below. Models are wrapped in ComfyUI's
 ``ModelPatcher`` so its memory manager can offload them like any other model.
+
+A model spread by accelerate (a memory budget, layers on the CPU or disk) or quantised
+by bitsandbytes is not moved as a whole: the memory manager sees, and moves, only the
+parts that live on the load device (:class:`_ResidentHolder`); accelerate's hooks bring
+the other layers in as the forward pass reaches them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,47 @@ class _ModuleHolder(torch.nn.Module):
         super().__init__()
         self.hf_model = model
         self.device = next(model.parameters()).device
+
+
+class _ResidentHolder(torch.nn.Module):
+    """Holds the parts of an accelerate-dispatched model that live on the load device, for ``ModelPatcher``.
+
+    The memory manager measures (``module_size``) and moves (``.to``) only these parts: the
+    layers kept on the CPU or disk (weights on the meta device between calls) are not its
+    to move, and quantised weights (``movable=False``) cannot move at all, so then nothing
+    is exposed and ``size`` alone tells the manager the GPU footprint.
+    """
+
+    def __init__(self, model: torch.nn.Module, load_device: torch.device, movable: bool) -> None:
+        super().__init__()
+        self.resident = torch.nn.ModuleList(resident_modules(model, load_device) if movable else [])
+        self.device = load_device  # where the parts are now (ModelPatcher keeps it up to date)
+        object.__setattr__(self, "hf_model", model)  # not a registered child: the manager must not walk it
+
+
+def resident_modules(model: torch.nn.Module, device: torch.device) -> list[torch.nn.Module]:
+    """The top-level parts of a dispatched model that accelerate placed on ``device`` (``hf_device_map``)."""
+    from ..vea_engine.loading import dispatch_map
+
+    placed = dispatch_map(model) or {}
+    modules = dict(model.named_modules())
+    return [modules[name] for name, where in placed.items() if where != "disk" and _same_device(where, device)]
+
+
+def _same_device(a: str | torch.device, b: str | torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` alike (an index-less CUDA device means the current one)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type == "cuda" and (a.index is None or b.index is None) and b.type == "cuda":
+        return (a.index if a.index is not None else torch.cuda.current_device()) == (
+            b.index if b.index is not None else torch.cuda.current_device()
+        )
+    return a == b
+
+
+def bytes_on(model: torch.nn.Module, device: torch.device) -> int:
+    """Bytes of the parameters and buffers of ``model`` that lie on ``device`` (meta tensors: none)."""
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers()) if _same_device(t.device, device)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 @dataclass(frozen=True)
@@ -91,9 +138,21 @@ def resolve_checkpoint(name: str) -> str:
 
 
 def load_handle(
-    source: str, dtype: str, device: str, attn_implementation: str, resolution: str | int = "paper"
+    source: str,
+    dtype: str,
+    device: str,
+    attn_implementation: str,
+    resolution: str | int = "paper",
+    max_memory: str = "",
+    quantization: str = "none",
 ) -> VLMHandle:
-    """Load with the engine on ComfyUI's offload device and wrap it for the memory manager."""
+    """Load with the engine and wrap it for the memory manager.
+
+    Without ``max_memory`` and ``quantization`` the model is loaded on ComfyUI's offload
+    device and moved as a whole. With them it is spread by accelerate (``max_memory`` like
+    ``cuda:0=8GiB,cpu=24GiB``; disk beyond that, in ComfyUI's temp folder) or quantised;
+    the patcher then reports and moves only what lives on the load device.
+    """
     import comfy.model_management as mm
     import comfy.model_patcher
 
@@ -104,12 +163,38 @@ def load_handle(
     else:
         load_device = torch.device(device)  # a cuda:N the Load VLM node offered
     offload_device = torch.device("cpu") if device == "cpu" else mm.unet_offload_device()
+    common = {"dtype": dtype, "attn_implementation": attn_implementation, "resolution": resolution}
+    if not (max_memory or "").strip() and quantization == "none":
+        vlm = load_vlm(source, device=offload_device, **common)
+        size = sum(p.numel() * p.element_size() for p in vlm.model.parameters())
+        patcher = comfy.model_patcher.ModelPatcher(_ModuleHolder(vlm.model), load_device, offload_device, size=size)
+        return VLMHandle(vlm, patcher)
     vlm = load_vlm(
-        source, dtype=dtype, device=offload_device, attn_implementation=attn_implementation, resolution=resolution
+        source,
+        device=load_device,
+        max_memory=max_memory or None,
+        offload_folder=offload_folder_for(source),
+        quantization=quantization,
+        **common,
     )
-    size = sum(p.numel() * p.element_size() for p in vlm.model.parameters())
-    patcher = comfy.model_patcher.ModelPatcher(_ModuleHolder(vlm.model), load_device, offload_device, size=size)
+    movable = quantization == "none"
+    holder = _ResidentHolder(vlm.model, load_device, movable)
+    size = bytes_on(vlm.model, load_device)
+    if movable:  # the manager loads it when a node needs it, as any other model
+        holder.to(offload_device)
+        holder.device = offload_device
+    patcher = comfy.model_patcher.ModelPatcher(
+        holder, load_device, offload_device if movable else load_device, size=size
+    )
     return VLMHandle(vlm, patcher)
+
+
+def offload_folder_for(source: str) -> str:
+    """Where accelerate may keep the disk-offloaded weights of ``source``: inside ComfyUI's temp folder."""
+    import folder_paths
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.normpath(source)) or "model")[:100]
+    return os.path.join(folder_paths.get_temp_directory(), "vea_offload", name)
 
 
 def progress_callback(total: int | None = None):

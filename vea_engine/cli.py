@@ -21,7 +21,7 @@ from .config import DEFAULTS, RESOLUTION_MODES, ROUNDING_MODES
 from .demo import RANDOM_WEIGHTS_WARNING, build_demo_models
 from .labels import LABEL_RULES
 from .layers import LAYER_MODES
-from .loading import ATTN_IMPLEMENTATIONS, DTYPES
+from .loading import ATTN_IMPLEMENTATIONS, DTYPES, QUANTIZATIONS
 
 log = logging.getLogger("vea_engine")
 
@@ -59,6 +59,34 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="attention kernel (capture works on all): auto = eager at the paper resolution (bit-exact), else sdpa",
     )
     parser.add_argument("--resolution", default="paper", help=RESOLUTION_HELP)
+    parser.add_argument(
+        "--max-memory",
+        default=None,
+        help="memory budget per device, e.g. 'cuda:0=8GiB,cpu=32GiB': spreads the model over GPU, CPU and disk "
+        "(layers beyond the budgets are read from disk as they run; slower, but large models fit)",
+    )
+    parser.add_argument(
+        "--offload-folder", default=None, help="folder for weights kept on disk (safetensors checkpoints need none)"
+    )
+    parser.add_argument(
+        "--quantization",
+        default=QUANTIZATIONS[0],
+        choices=QUANTIZATIONS,
+        help="8bit / 4bit weights through bitsandbytes (needs `pip install bitsandbytes` and a CUDA GPU)",
+    )
+
+
+def _load_options(args: argparse.Namespace, device=None) -> dict:
+    """``load_vlm`` keywords from the model options (``device`` overrides ``--device``)."""
+    return {
+        "dtype": args.dtype,
+        "device": device if device is not None else args.device,
+        "attn_implementation": args.attn,
+        "resolution": args.resolution,
+        "max_memory": args.max_memory,
+        "offload_folder": args.offload_folder,
+        "quantization": args.quantization,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,9 +168,12 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
 
     image = to_rgb_uint8(image, "--image")  # cheap checks before loading a model
     build_prompt(question)
-    load = {"dtype": args.dtype, "device": args.device, "resolution": args.resolution}
-    vlm = load_vlm(model, attn_implementation=args.attn, **load)
-    delegate = load_vlm(args.delegate, **load) if args.delegate else None
+    load = _load_options(args)
+    vlm = load_vlm(model, **load)
+    delegate = None
+    if args.delegate:  # its own kernel choice; its own disk folder (weight files are named by parameter)
+        folder = str(Path(args.offload_folder) / "delegate") if args.offload_folder else None
+        delegate = load_vlm(args.delegate, **{**load, "attn_implementation": "auto", "offload_folder": folder})
     result = run_vea(
         vlm,
         [image],
@@ -177,9 +208,7 @@ def profile_command(args: argparse.Namespace) -> dict:
     from .profiling import profile_layers
 
     samples = load_good_samples(args.data, args.limit, require_boxes=True)
-    vlm = load_vlm(
-        args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn, resolution=args.resolution
-    )
+    vlm = load_vlm(args.model, **_load_options(args))
     profile = profile_layers(
         vlm,
         samples,
@@ -227,9 +256,7 @@ def eval_command(args: argparse.Namespace) -> str | None:
                 "drop --device (each rank uses its own device) or run a single process with --device auto."
             )
         device = device or context.device
-    vlm = load_vlm(
-        args.model, dtype=args.dtype, device=device, attn_implementation=args.attn, resolution=args.resolution
-    )
+    vlm = load_vlm(args.model, **_load_options(args, device))
     out = evaluate(
         vlm,
         samples,

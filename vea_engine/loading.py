@@ -8,9 +8,11 @@ instead of the library's error from deep inside the load.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,25 @@ DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "b
 #: code's kernel, so a paper run reproduces it bit for bit, and cheap at that size -- else ``sdpa``,
 #: whose memory does not grow with the square of the tokens. Capture works on every kernel.
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+#: Weight quantisation at load time. ``none`` (the default) keeps the checkpoint's weights; ``8bit`` (LLM.int8)
+#: and ``4bit`` (NF4, computing in the model's dtype) go through bitsandbytes and need a CUDA GPU.
+QUANTIZATIONS = ("none", "8bit", "4bit")
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+_MAX_BUDGET = 2**50  # 1 PiB: anything larger is a typo
+_MAX_MEMORY_ENTRIES = 16
+_MAX_MEMORY_HELP = "e.g. 'cuda:0=8GiB,cpu=32GiB' (devices: cuda, cuda:N, cpu, mps, disk; sizes in B, KB..TB, KiB..TiB)"
 
 
 def resolve_attn_implementation(attn_implementation: str, resolution: str | int) -> str:
@@ -70,12 +91,133 @@ class VLM:
 
     @property
     def device(self) -> torch.device:
-        """Device of the input embeddings (where inputs must go)."""
-        return self.model.get_input_embeddings().weight.device
+        """Device the input embeddings run on (where inputs must go); for an offloaded embedding
+        (weights on the meta device between calls) the device accelerate runs it on."""
+        return module_device(self.model.get_input_embeddings())
 
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def device_map(self) -> dict[str, str] | None:
+        """Where each part lives when the model was spread by accelerate (``{"model.language_model.layers.3":
+        "disk", ...}``, devices as strings: ``cuda:0``, ``cpu``, ``disk``), else None."""
+        return dispatch_map(self.model)
+
+
+def _device_name(device: int | str | torch.device) -> str:
+    """accelerate's device names (an int is a GPU index) as torch device strings."""
+    if isinstance(device, int) and not isinstance(device, bool):
+        return f"cuda:{device}"
+    return str(device)
+
+
+def dispatch_map(model: Any) -> dict[str, str] | None:
+    """``module name -> device string`` (``cuda:0``, ``cpu``, ``disk``) of a model loaded with a device map
+    (offloaded or quantised), None for a model that lives on one device as a whole."""
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map:
+        return None
+    return {name: _device_name(device) for name, device in device_map.items()}
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device a module computes on: where its first weight is, or, when accelerate keeps the
+    weight offloaded (on the meta device between calls), its hook's execution device."""
+    weight = next(module.parameters(), None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is None:
+        raise RuntimeError(
+            f"{type(module).__name__} has its weights on the meta device and no accelerate hook; reload it."
+        )
+    return torch.device(_device_name(device))
+
+
+def parse_size(text: str | int, what: str = "size") -> int:
+    """Bytes of a memory size: an int, or a string like ``8GiB``, ``7.5GB``, ``512MiB``, ``1000000``
+    (B, KB/MB/GB/TB = powers of 1000, KiB/MiB/GiB/TiB = powers of 1024). At least 1 byte, at most 1 PiB."""
+    if isinstance(text, bool):
+        raise ValueError(f"{what}: {text!r} is not a memory size; write e.g. '8GiB'.")
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.fullmatch(str(text).strip()[:40])
+        if match is None:
+            raise ValueError(
+                f"{what}: {str(text)[:40]!r} is not a memory size; write e.g. '8GiB', '7.5GB' or '512MiB'."
+            )
+        value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()])
+    if not 0 < value <= _MAX_BUDGET:
+        raise ValueError(f"{what}: {text!r} is out of range; give between 1 byte and 1 PiB, e.g. '8GiB'.")
+    return value
+
+
+def _memory_key(name: Any) -> int | str:
+    """A ``max_memory`` device as accelerate names it: GPU index (int), ``cpu``, ``mps`` or ``disk``."""
+    if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < 1024:
+        return name
+    if isinstance(name, torch.device):
+        name = str(name)
+    text = str(name).strip().lower()
+    if text in ("cpu", "mps", "disk"):
+        return text
+    if text == "cuda":
+        return 0
+    index = text.removeprefix("cuda:")
+    if index.isdigit() and int(index) < 1024:
+        return int(index)
+    raise ValueError(f"max_memory: unknown device {str(name)[:40]!r}; {_MAX_MEMORY_HELP}.")
+
+
+def parse_max_memory(spec: str | Mapping | None) -> dict[int | str, int] | None:
+    """A memory budget per device, as accelerate's ``max_memory`` takes it.
+
+    Args:
+        spec: ``None``/empty (no budget: the model lives on one device), a string
+            ``"cuda:0=8GiB,cpu=32GiB"`` (commas or spaces between entries), or a mapping
+            ``{"cuda:0": "8GiB", "cpu": 32 * 2**30}``. Devices: ``cuda`` (= ``cuda:0``),
+            ``cuda:N`` or ``N``, ``cpu``, ``mps``, ``disk``; sizes as :func:`parse_size`.
+
+    Returns:
+        ``{0: bytes, "cpu": bytes, ...}`` (GPU indices as ints), or None.
+
+    Raises:
+        ValueError: a malformed entry, an unknown device, a device named twice, a size
+            out of range, or more than 16 entries; the message shows the expected form.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        text = spec.strip()
+        if not text:
+            return None
+        if len(text) > 1000:
+            raise ValueError(f"max_memory: {text[:40]!r}... is too long; {_MAX_MEMORY_HELP}.")
+        entries = []
+        for item in re.split(r"[,\s]+", text):
+            name, sep, size = item.partition("=")
+            if not sep or not name or not size:
+                raise ValueError(f"max_memory: {item[:40]!r} is not 'device=size'; {_MAX_MEMORY_HELP}.")
+            entries.append((name, size))
+    elif isinstance(spec, Mapping):
+        entries = list(spec.items())
+    else:
+        raise ValueError(f"max_memory must be a string or a mapping, got {type(spec).__name__}; {_MAX_MEMORY_HELP}.")
+    if len(entries) > _MAX_MEMORY_ENTRIES:
+        raise ValueError(f"max_memory: {len(entries)} entries, at most {_MAX_MEMORY_ENTRIES}; {_MAX_MEMORY_HELP}.")
+    budget: dict[int | str, int] = {}
+    for name, size in entries:
+        key = _memory_key(name)
+        if key in budget:
+            raise ValueError(f"max_memory: device {_device_name(key)!r} is named twice; give each device once.")
+        budget[key] = parse_size(size, f"max_memory[{_device_name(key)}]")
+    if not any(key != "disk" for key in budget):
+        raise ValueError(f"max_memory: give at least one GPU or the CPU, not only the disk; {_MAX_MEMORY_HELP}.")
+    return budget
 
 
 def _check_source(source: str | os.PathLike) -> tuple[str, bool]:
@@ -169,6 +311,9 @@ def load_vlm(
     trust_remote_code: bool = False,
     local_files_only: bool | None = None,
     resolution: str | int = "paper",
+    max_memory: str | Mapping | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    quantization: str = "none",
 ) -> VLM:
     """Load a checkpoint through ``AutoModelForImageTextToText`` + ``AutoProcessor``.
 
@@ -186,9 +331,20 @@ def load_vlm(
         resolution: ``paper`` (processors with a pixel budget capped at 512*512, as in
             the reference code; the default), ``checkpoint`` (the checkpoint's own
             limits) or a pixel count. See :func:`apply_resolution`.
+        max_memory: a memory budget per device, ``"cuda:0=8GiB,cpu=32GiB"`` or a mapping
+            (:func:`parse_max_memory`). The model is then spread by accelerate: decoder
+            layers fill the GPU budget first, then the CPU's, the rest stays on disk and
+            is read in layer by layer as the forward pass reaches it (slower, but a 7B
+            model answers within an 8 GB GPU). ``device`` (if given) must be one of the
+            devices named. None (the default): the whole model on ``device``.
+        offload_folder: where accelerate may write weights it keeps on disk (a folder;
+            created). Safetensors checkpoints are read in place and need none.
+        quantization: ``none`` (default), ``8bit`` or ``4bit`` weights through bitsandbytes
+            (:data:`QUANTIZATIONS`); needs the ``bitsandbytes`` package and a CUDA GPU.
+            Quantised weights stay where they are loaded (they cannot be moved afterwards).
 
     Returns:
-        A :class:`VLM`.
+        A :class:`VLM` (:attr:`VLM.device_map` tells where each part went when spread).
 
     Raises:
         ValueError: a bad argument, an unsupported checkpoint, or a damaged one: the
@@ -206,6 +362,9 @@ def load_vlm(
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}.")
+    budget = parse_max_memory(max_memory)
+    check_quantization(quantization)
+    device_map = _device_map(device, budget, quantization)
     attn_implementation = resolve_attn_implementation(attn_implementation, resolution)
     if local_files_only is None:
         local_files_only = is_local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
@@ -228,7 +387,6 @@ def load_vlm(
         # SDPA for them. Eager computes the soft-capped attention; capture reads the same rows from it.
         log.info("%s soft-caps attention logits; loading it on eager attention (SDPA cannot soft-cap).", source)
         attn_implementation = "eager"
-    device_map = "auto" if str(device) == "auto" else None
     folder = Path(source) if is_local else None
     if folder is not None:
         check_weight_files(folder)  # before the processor and the model are built
@@ -240,6 +398,7 @@ def load_vlm(
         folder = folder or cached_folder(source, local_files_only)
         raise processor_error(folder, model_type, error) from error
     check_processor_class(processor, folder, model_type)
+    placement = _placement_options(budget, offload_folder, quantization, dtype, config)  # its errors are not damage
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             source,
@@ -247,6 +406,7 @@ def load_vlm(
             attn_implementation=attn_implementation,
             device_map=device_map,
             use_safetensors=True if is_local else None,
+            **placement,
             **common,
         )
     except ImportError as error:
@@ -266,4 +426,116 @@ def load_vlm(
     adapter = adapter_type(processor, model.config)
     num_layers = len(text_decoder_layers(model))
     log.info("loaded %s (%s, %d decoder layers, %s)", source, model_type, num_layers, attn_implementation)
+    if device_map is not None:
+        log.info("%s is spread over devices: %s", source, describe_placement(dispatch_map(model) or {}))
     return VLM(model, processor, adapter, source, model_type, num_layers)
+
+
+def check_quantization(quantization: str) -> None:
+    """Raise a ValueError unless ``quantization`` is a choice of :data:`QUANTIZATIONS` that this machine can run:
+    ``8bit``/``4bit`` need the bitsandbytes package and a CUDA GPU (both are named when missing)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {str(quantization)[:40]!r}.")
+    if quantization == "none":
+        return
+    missing = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package, which is not installed")
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU, which torch does not see here")
+    if missing:
+        raise ValueError(
+            f"quantization={quantization!r} loads {quantization} weights through bitsandbytes and needs "
+            f"{' and '.join(missing)}. Install it into this Python with `pip install bitsandbytes` and run on a "
+            "CUDA GPU, or choose quantization='none' (max_memory offloads a large model instead)."
+        )
+
+
+def _device_map(device: str | torch.device | None, budget: dict | None, quantization: str) -> str | dict | None:
+    """The ``device_map`` for ``from_pretrained``: None (load, then move as a whole), ``auto`` (spread), or a
+    single-device map (quantised weights are placed while loading)."""
+    name = None if device is None else str(device)
+    if budget is not None:
+        gpus = [key for key in budget if isinstance(key, int)]
+        available = torch.cuda.device_count()
+        bad = [f"cuda:{index}" for index in gpus if index >= available]
+        if bad:
+            raise ValueError(
+                f"max_memory names {', '.join(bad)}, but torch sees {available} CUDA GPU(s) here; budget the "
+                "GPUs that exist (cuda:0...) or give only cpu=... (CPU and disk)."
+            )
+        if name not in (None, "auto") and _memory_key(name) not in budget:
+            raise ValueError(
+                f"device {name!r} is not in max_memory ({', '.join(_device_name(k) for k in budget)}); name it "
+                f"there, e.g. '{name}=8GiB,cpu=32GiB', or leave device empty."
+            )
+        return "auto"
+    if name == "auto":
+        return "auto"
+    if quantization != "none":
+        if name is not None and torch.device(name).type != "cuda":
+            raise ValueError(
+                f"quantization={quantization!r} runs on a CUDA GPU, but device is {name!r}; choose a cuda device "
+                "or quantization='none'."
+            )
+        return {"": torch.device(name) if name else torch.device("cuda", torch.cuda.current_device())}
+    return None
+
+
+def _placement_options(
+    budget: dict | None, offload_folder: str | os.PathLike | None, quantization: str, dtype: str, config: Any
+) -> dict:
+    """``from_pretrained`` keywords for a memory budget, an offload folder and quantisation."""
+    options: dict[str, Any] = {}
+    if budget is not None:
+        options["max_memory"] = dict(budget)
+    if offload_folder is not None:
+        folder = Path(offload_folder).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(
+                f"offload_folder: cannot create {folder} ({error.strerror or shorten(error, 120)}); "
+                "give a writable folder."
+            ) from error
+        options["offload_folder"] = str(folder)
+    if quantization == "none":
+        return options
+    from transformers import BitsAndBytesConfig
+
+    # parts a budget keeps on the CPU stay unquantised there (bitsandbytes computes on the GPU only)
+    offload = budget is not None and any(not isinstance(key, int) for key in budget)
+    if quantization == "8bit":
+        options["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=offload)
+        return options
+    compute = DTYPES[dtype]
+    if compute in ("auto", torch.float32):
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        compute = getattr(text_config, "dtype", None) or getattr(config, "dtype", None)
+        compute = getattr(torch, compute, None) if isinstance(compute, str) else compute
+        compute = compute if compute in (torch.float16, torch.bfloat16) else torch.bfloat16
+    options["quantization_config"] = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_enable_fp32_cpu_offload=offload,
+    )
+    return options
+
+
+def describe_placement(device_map: Mapping[str, str]) -> str:
+    """``cuda:0: 20 decoder layers + 3 other parts; cpu: 8 decoder layers; disk: ...`` for a device map."""
+    counts: dict[str, list[int]] = {}
+    for name, device in device_map.items():
+        layer = re.search(r"\.layers\.\d+$", name) is not None
+        entry = counts.setdefault(str(device), [0, 0])
+        entry[0 if layer else 1] += 1
+    parts = []
+    for device, (layers, other) in counts.items():
+        text = " + ".join(
+            piece
+            for piece in (f"{layers} decoder layers" if layers else "", f"{other} other parts" if other else "")
+            if piece
+        )
+        parts.append(f"{device}: {text}")
+    return "; ".join(parts)
