@@ -293,3 +293,14 @@ def test_accelerate_two_processes_equal_one(tiny_vlms, tiny_model_dirs, samples5
     assert done.stdout.count("dANLS") == 1  # only rank 0 prints the table
     assert out.read_bytes() == single.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dp.jsonl", "single.jsonl"]  # no rank files left
+
+
+def test_eval_in_batches_gives_every_row_and_the_one_by_one_predictions(tiny_vlms, samples50, full_run, tmp_path):
+    out = tmp_path / "batched.jsonl"
+    evaluate(tiny_vlms[FAMILY], samples50[:10], METHODS, out, layers=LAYERS, max_new_tokens=TOKENS, batch_size=4)
+    rows = read_rows(out)
+    assert _pairs(rows) == [(s.id, m) for s in samples50[:10] for m in METHODS]
+    alone = {(r["id"], r["method"]): r["prediction"] for r in read_rows(full_run)}
+    assert {(r["id"], r["method"]): r["prediction"] for r in rows} == {key: alone[key] for key in _pairs(rows)}
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate(tiny_vlms[FAMILY], samples50[:2], METHODS, tmp_path / "x.jsonl", layers=LAYERS, batch_size=0)

@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     choice.add_argument("--profile", default=None, help="a profile.json from 'profile': use its layers")
     ev.add_argument("--limit", type=int, default=None, help="evaluate the first N good rows only")
+    ev.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="samples answered together (same-size images with the same pending methods); 1: each alone, exactly",
+    )
     ev.add_argument("--lam", type=float, default=DEFAULTS.lam, help="denoise threshold (paper: 10)")
     ev.add_argument("--sigma", type=float, default=DEFAULTS.sigma, help="smoothing; <=1 relative, >1 px, 0 off")
     ev.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="brightness of non-evidence (paper: 0.5)")
@@ -265,6 +271,7 @@ def eval_command(args: argparse.Namespace) -> str | None:
         layers=layers,
         context=context,
         **_settings(args),
+        batch_size=args.batch_size,
         progress=lambda done, total: log.debug("eval: %d/%d", done, total),
     )
     return str(summarize(out)) if context.rank == 0 else None
