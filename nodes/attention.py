@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..vea_engine.signals import SIGNALS
 from .bridge import (
     ATTENTION_TYPE,
     LAYERS_TYPE,
@@ -25,6 +26,26 @@ from .widgets import (
 )
 
 PROMPT_TIP = "Prompt of the attribution pass: 'qa' (the paper's) or 'vea' (with the highlight hint)."
+SIGNAL_TIP = (
+    "What scores the image tokens. 'attention' (the paper's): the last prompt token's attention, one forward "
+    "pass. 'relatt' (ViCrop): that attention divided by the attention for 'Write a general description of the "
+    "image.', both prompts in one batched pass; cancels what the model looks at whatever it is asked. 'grad': "
+    "gradient x input of the image-token embeddings for the first answer token (its positive part), one forward "
+    "+ backward pass with checkpointed layers; the layers input then only chooses where sinks are detected."
+)
+SINKS_TIP = (
+    "Exclude visual attention sinks before normalising: image tokens whose hidden state has a massive "
+    "activation (one dimension >= 20x the vector's RMS) in most selected layers get the mean score of the "
+    "other tokens. Such tokens draw attention whatever the question. Off: the paper's behaviour."
+)
+
+
+def _signal_inputs() -> list:
+    """The optional signal and sink inputs (absent from older workflows: their defaults are the paper's)."""
+    return [
+        io.Combo.Input("signal", options=list(SIGNALS), default=SIGNALS[0], optional=True, tooltip=SIGNAL_TIP),
+        io.Boolean.Input("sinks", default=False, optional=True, tooltip=SINKS_TIP),
+    ]
 
 
 class VEAExtractAttention(io.ComfyNode):
@@ -35,7 +56,8 @@ class VEAExtractAttention(io.ComfyNode):
             display_name="VEA Extract Attention",
             category="VEA/attribution",
             description="One forward pass: the last prompt token's attention over the image tokens, averaged over "
-            "heads and the selected layers (captured on SDPA, no eager attention). Also returns the image as the "
+            "heads and the selected layers (captured on SDPA, no eager attention). Optionally another signal "
+            "(relative attention, gradient x input) and attention-sink exclusion. Also returns the image as the "
             "model sees it (resized/cropped), on which the mask is aligned.",
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model whose attention makes the mask."),
@@ -44,10 +66,13 @@ class VEAExtractAttention(io.ComfyNode):
                 LAYERS_TYPE.Input("layers", tooltip="Decoder layers to average (from VEA Layers)."),
                 per_line_input(),
                 prompt_style_input(("qa", "vea"), "qa", PROMPT_TIP),
+                *_signal_inputs(),
             ],
             outputs=[
                 ATTENTION_TYPE.Output(
-                    "attention", display_name="attention", tooltip="Token scores, token grid and model-input geometry."
+                    "attention",
+                    display_name="attention",
+                    tooltip="Token scores (of the chosen signal), token grid and model-input geometry.",
                 ),
                 io.Image.Output(
                     "heatmap", display_name="heatmap", tooltip="Raw token scores over the model-input image (preview)."
@@ -61,21 +86,28 @@ class VEAExtractAttention(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, question: str | None = None) -> bool | str:
+    def validate_inputs(cls, question: str | None = None, signal: str | None = None) -> bool | str:
+        if signal is not None and signal not in SIGNALS:
+            return f"VEA Extract Attention: signal = {signal!r} is not one of {', '.join(SIGNALS)}; choose one."
         return check_question("VEA Extract Attention", question)
 
     @classmethod
     @checked
-    def execute(cls, model, image, question, layers, question_per_line, prompt_style) -> io.NodeOutput:
-        from ..vea_engine.attribution import attention_preview, extract_attention
+    def execute(
+        cls, model, image, question, layers, question_per_line, prompt_style, signal="attention", sinks=False
+    ) -> io.NodeOutput:
+        from ..vea_engine.attribution import attention_preview
         from ..vea_engine.layers import for_model
+        from ..vea_engine.signals import attribute
 
         vlm = model.ready()
-        attention = extract_attention(
+        attention = attribute(
             vlm,
             image,
             split_questions(question, question_per_line),
             for_model(layers, vlm.num_layers, who="VEA Extract Attention (layers)"),
+            signal=signal,
+            sinks=bool(sinks),
             prompt_style=prompt_style,
             progress=progress_callback(),
         )

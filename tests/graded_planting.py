@@ -1,0 +1,70 @@
+"""Plant *graded* attention logits, per sequence of a batch (extends ``tests/planting.py``).
+
+``tests/planting.py`` pins chosen keys to one strength, the same in every sequence.
+Here each sequence gets its own map ``key position -> logit``: the query of the last
+position is pinned to ``STRENGTH * e_dim`` and each listed key to
+``logit / (STRENGTH * scaling) * e_dim`` in every head, so ``q . k * scaling`` is that
+logit (up to the lowest RoPE frequency's rotation, ~1e-3 relative over these
+lengths). Keys not listed keep their own projections (logits of a few units at most,
+so listed logits of 50 and more take the whole row). Only for decoders whose keys
+come from ``k_proj`` without a per-head norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from tests.planting import STRENGTH
+from vea_engine.decoder import decoder_attention_modules
+
+#: ``input_ids [B, N] -> one {position: logit} per sequence``, evaluated at the start of each forward pass.
+RowLogits = Callable[[torch.Tensor], Sequence[dict[int, float]]]
+
+
+@contextmanager
+def graded(vlm, layers: Sequence[int], row_logits: RowLogits):
+    """Within the scope, the last query of each sequence sees the planted logits in ``layers``."""
+    modules = decoder_attention_modules(vlm.model)
+    current: dict[str, Sequence[dict[int, float]]] = {}
+
+    def set_rows(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is not None and input_ids.shape[1] > 1:
+            current["rows"] = row_logits(input_ids)
+
+    handles = [vlm.model.register_forward_pre_hook(set_rows, with_kwargs=True)]
+    for layer in layers:
+        attn = modules[layer]
+        assert not hasattr(attn, "k_norm"), "graded planting needs keys straight from k_proj"
+        head_dim, scaling = attn.head_dim, attn.scaling
+        dim = head_dim // 2 - 1  # pairs with head_dim - 1 at the lowest rotary frequency
+
+        def pin_k(module, args, out, head_dim=head_dim, scaling=scaling, dim=dim):
+            if out.shape[1] == 1:
+                return out
+            out = out.clone()
+            heads = out.view(*out.shape[:2], -1, head_dim)  # [B, N, KVH, head_dim], a view of ``out``
+            for b, logits in enumerate(current["rows"]):
+                for position, logit in logits.items():
+                    heads[b, position] = 0
+                    heads[b, position, :, dim] = logit / (STRENGTH * scaling)
+            return out
+
+        def pin_q(module, args, out, head_dim=head_dim, dim=dim):
+            if out.shape[1] == 1:
+                return out
+            out = out.clone()
+            heads = out.view(*out.shape[:2], -1, head_dim)  # [B, N, H, head_dim]
+            heads[:, -1] = 0
+            heads[:, -1, :, dim] = STRENGTH
+            return out
+
+        handles += [attn.k_proj.register_forward_hook(pin_k), attn.q_proj.register_forward_hook(pin_q)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
