@@ -136,3 +136,17 @@ def test_mixed_sizes_are_answered_in_buckets_in_input_order(vlm_of):
         together = answer(vlm, images, questions, max_new_tokens=4)
     assert [ids.shape[0] for ids in calls["generate"]] == [2, 1]  # one call per size
     assert together == [answer(vlm, [im], [q], max_new_tokens=4)[0] for im, q in zip(images, questions, strict=True)]
+
+
+def test_signal_methods_use_their_own_attribution(vlm_of):
+    from vea_engine.signals import attribute
+
+    vlm = vlm_of("llava")
+    images = _images(seed=4, n=1)
+    runner = MethodRunner(vlm, images, QUESTIONS[0], (1, 2), max_new_tokens=3,
+                          methods=[METHODS["base"], METHODS["vea"], METHODS["relatt"], METHODS["grad"]])  # fmt: skip
+    for signal in ("relatt", "grad"):
+        expected = attribute(vlm, images, QUESTIONS[0], (1, 2), signal=signal)
+        torch.testing.assert_close(runner.attention("selected", signal).scores, expected.scores, rtol=1e-5, atol=0)
+        assert len(runner.answer(METHODS[signal])) == 1
+    assert not torch.equal(runner.highlighted(METHODS["relatt"])[1], runner.highlighted(METHODS["vea"])[1])

@@ -26,6 +26,7 @@ from .inputs import Progress, broadcast_questions
 from .layers import LayerSelection, for_model
 from .loading import VLM
 from .mask import highlight_uint8
+from .signals import attribute
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Method:
         layers: ``None`` (no attribution: the original image is answered),
             ``selected`` (the chosen layers) or ``all`` (every layer: no profiling).
         denoise, smooth: evidence-map stages (ablations switch them off).
+        signal: how the image tokens are scored, one of :data:`~vea_engine.signals.SIGNALS`
+            (``attention``: the paper's).
         description: one line for tables and docs.
     """
 
@@ -46,6 +49,7 @@ class Method:
     layers: str | None = None
     denoise: bool = True
     smooth: bool = True
+    signal: str = "attention"
     description: str = ""
 
     @property
@@ -65,6 +69,8 @@ METHODS: dict[str, Method] = {
         Method("vea_no_smooth", "vea", "selected", smooth=False, description="VEA without smoothing"),
         Method("vea_all_layers", "vea", "all", description="VEA averaging every layer (no profiling)"),
         Method("vea_no_hint", "qa", "selected", description="highlighted image, plain QA prompt"),
+        Method("relatt", "vea", "selected", signal="relatt", description="VEA on relative attention (ViCrop)"),
+        Method("grad", "vea", "selected", signal="grad", description="VEA on gradient x input"),
     )
 }
 
@@ -128,36 +134,42 @@ class MethodRunner:
         self.expected = tuple(methods or ())
         self._attention: dict[str, AttentionMap] = {}
         self._answers: dict[str, list[str]] = {}
-        self._highlighted: dict[tuple[str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._highlighted: dict[tuple[str, str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def attention(self, layers: str) -> AttentionMap:
-        """The attribution over layer set ``layers`` (``selected`` / ``all``), computed once.
+    def attention(self, layers: str, signal: str = "attention") -> AttentionMap:
+        """The attribution over layer set ``layers`` (``selected`` / ``all``) by ``signal``, computed once.
 
-        The first call attributes every layer set the expected methods need in one pass; it is
-        the base answer's prefill when ``base`` is expected and the answering model makes the mask.
+        The first ``attention`` call attributes every layer set the expected methods need in one pass;
+        it is the base answer's prefill when ``base`` is expected and the answering model makes the mask.
         """
-        if layers not in self._attention:
-            names = {layers} | {m.layers for m in self.expected if m.layers is not None}
-            reuse = self.mask_model is self.vlm and METHODS["base"] in self.expected and "base" not in self._answers
-            maps, base = attention_maps(
-                self.mask_model,
-                self.images,
-                self.questions,
-                {name: self.layer_sets[name] for name in sorted(names) if name not in self._attention},
-                base_answer_tokens=self.max_new_tokens if reuse else None,
-                progress=self.progress,
-                rounding=self.rounding,
-            )
-            self._attention.update(maps)
-            if base is not None:
-                self._answers["base"] = base
-        return self._attention[layers]
+        key = layers if signal == "attention" else f"{signal}:{layers}"
+        if key in self._attention:
+            return self._attention[key]
+        if signal != "attention":
+            self._attention[key] = attribute(self.mask_model, self.images, self.questions, self.layer_sets[layers],
+                                             signal=signal, progress=self.progress, rounding=self.rounding)  # fmt: skip
+            return self._attention[key]
+        wanted = {m.layers for m in self.expected if m.layers is not None and m.signal == "attention"}
+        reuse = self.mask_model is self.vlm and METHODS["base"] in self.expected and "base" not in self._answers
+        maps, base = attention_maps(
+            self.mask_model,
+            self.images,
+            self.questions,
+            {name: self.layer_sets[name] for name in sorted(wanted | {layers}) if name not in self._attention},
+            base_answer_tokens=self.max_new_tokens if reuse else None,
+            progress=self.progress,
+            rounding=self.rounding,
+        )
+        self._attention.update(maps)
+        if base is not None:
+            self._answers["base"] = base
+        return self._attention[key]
 
     def highlighted(self, method: Method) -> tuple[torch.Tensor, torch.Tensor]:
         """``(evidence [B, H, W] float32, highlighted [B, H, W, 3] uint8)`` on the answering model's canvas."""
-        key = (method.layers, method.denoise, method.smooth)
+        key = (method.signal, method.layers, method.denoise, method.smooth)
         if key not in self._highlighted:
-            attention = self.attention(method.layers)
+            attention = self.attention(method.layers, method.signal)
             if self.mask_model is self.vlm:  # mask stages on the model's device (a GPU), only the results come back
                 attention = attention.to(self.vlm.device)
             evidence = evidence_map(attention, self.lam, self.sigma, method.denoise, method.smooth)  # [B, h, w]
@@ -174,7 +186,7 @@ class MethodRunner:
     def answer(self, method: Method) -> list[str]:
         """One answer per image under ``method`` (the base answer may come with the attribution pass)."""
         if method.name == "base" and "base" not in self._answers and self.mask_model is self.vlm:
-            attributed = [m.layers for m in self.expected if m.layers is not None]
+            attributed = [m.layers for m in self.expected if m.layers is not None and m.signal == "attention"]
             if attributed:  # the attribution pass these methods need anyway doubles as this answer's prefill
                 self.attention(attributed[0])
         if method.name == "base" and "base" in self._answers:
