@@ -119,17 +119,8 @@ def layer_scores(
 
 
 @torch.inference_mode()
-def _layer_scores(
-    vlm: VLM,
-    images: Any,
-    questions: str | Sequence[str],
-    layers: LayerSelection | Sequence[int],
-    prompt_style: str = "qa",
-    template: str | None = None,
-    early_exit: bool = True,
-    progress: Progress | None = None,
-    rounding: str = "truncate",
-) -> tuple[torch.Tensor, EncodedBatch]:
+def _layer_scores(vlm, images, questions, layers, prompt_style="qa", template=None, early_exit=True, progress=None,
+                  rounding="truncate") -> tuple[torch.Tensor, EncodedBatch]:  # fmt: skip
     """:func:`layer_scores` as ``(scores [L, B, n_tokens], the encoded batch)``."""
     batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
     layers = for_model(layers, vlm.num_layers, vlm.name).layers  # sorted, unique, in range
