@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 from .answer import VEAAllInOne, VEAAnswer
 from .attention import VEAAlignMask, VEABlend, VEADenoise, VEAExtractAttention, VEANormalize, VEASmooth
 from .bridge import register_model_folder
+from .evidence import VEAEvidenceBoxes, VEAZoom
 from .loader import VEALayers, VEALoadVLM
 from .profile import VEAProfileLayers
 
@@ -22,6 +23,8 @@ NODES: list[type[io.ComfyNode]] = [
     VEABlend,
     VEAAnswer,
     VEAAllInOne,
+    VEAEvidenceBoxes,
+    VEAZoom,
 ]
 
 

@@ -20,6 +20,7 @@ COLORS = {  # LGraphCanvas.node_colors[...].groupcolor
     "mask": "#8A8",
     "highlight": "#b58b2a",
     "answer": "#88A",
+    "evidence": "#a1309b",
 }
 
 
@@ -191,4 +192,75 @@ def compare(question: str) -> Graph:
     return Graph(nodes, stacks, note, note_under=(1, 1))
 
 
-GRAPHS = {"vea_basic": basic, "vea_delegate": delegate, "vea_compare": compare}
+def _attribution(first_id: int) -> list[Node]:
+    """VEA Layers and VEA Extract Attention on the Qwen model (node ids ``first_id``, ``first_id + 1``)."""
+    return [
+        Node(first_id, "VEALayers", {"mode": "preset"}, {"model": (2, "model")}),
+        Node(
+            first_id + 1,
+            "VEAExtractAttention",
+            {},
+            {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING"), "layers": (first_id, "layers")},
+        ),
+    ]
+
+
+def zoom(question: str) -> Graph:
+    nodes = [
+        _question(question),
+        Node(2, "VEALoadVLM", {"checkpoint": QWEN}),
+        Node(3, "LoadImage", {"image": EXAMPLE_IMAGE}),
+        *_attribution(4),
+        Node(
+            6,
+            "VEAZoom",
+            {},
+            {"model": (2, "model"), "image": (3, "IMAGE"), "question": (1, "STRING"), "attention": (5, "attention")},
+        ),
+        Node(7, "PreviewAny", {}, {"source": (6, "answer")}, title="Zoomed answer", width=300),
+        Node(8, "PreviewImage", {}, {"images": (6, "crop")}, title="Zoomed-in crop", width=300),
+        Node(9, "PreviewAny", {}, {"source": (6, "window")}, title="Window (original pixels)", width=300),
+    ]
+    stacks = [
+        [Group("1. Load", COLORS["load"], [[2, 3, 1]])],
+        [Group("2. Attribute", COLORS["attribute"], [[4, 5]])],
+        [Group("3. Zoom", COLORS["evidence"], [[6]])],
+        [Group("4. Answer", COLORS["answer"], [[7, 9, 8]])],
+    ]
+    note = (
+        "Attention-guided zoom (ViCrop-style): the model's attention over the image (2) points at the window of "
+        "the original that holds the evidence, 1x to 2x the model's input side; it is cropped at full resolution "
+        "and the model answers from the whole image and the crop together (3), shown with the crop (4).\n"
+        + _models_and_image(QWEN)
+    )
+    return Graph(nodes, stacks, note)
+
+
+def boxes(question: str) -> Graph:
+    nodes = [
+        _question(question),
+        Node(2, "VEALoadVLM", {"checkpoint": QWEN}),
+        Node(3, "LoadImage", {"image": EXAMPLE_IMAGE}),
+        *_attribution(4),
+        Node(6, "VEAEvidenceBoxes", {}, {"image": (3, "IMAGE"), "attention": (5, "attention")}),
+        Node(7, "SaveImage", {"filename_prefix": "vea/boxes"}, {"images": (6, "preview")}, title="Boxes (saved)"),
+        Node(8, "PreviewImage", {}, {"images": (6, "crops")}, title="Evidence crops"),
+        Node(9, "PreviewAny", {}, {"source": (6, "boxes")}, title="Boxes JSON (original pixels)"),
+        Node(10, "MaskToImage", {}, {"mask": (6, "boxes_mask")}),
+        Node(11, "PreviewImage", {}, {"images": (10, "IMAGE")}, title="Boxes mask"),
+    ]
+    stacks = [
+        [Group("1. Load", COLORS["load"], [[2, 3, 1]])],
+        [Group("2. Attribute", COLORS["attribute"], [[4, 5]])],
+        [Group("3. Evidence boxes", COLORS["evidence"], [[6, 10]])],
+        [Group("4. Boxes and crops", COLORS["highlight"], [[7, 9], [8, 11]])],
+    ]
+    note = (
+        "Evidence boxes: the model's attention over the image (2), denoised, is cut into connected regions; "
+        "each becomes a box of the original image (3), drawn and saved, cropped and listed as JSON (4), ready "
+        "for a detailer, SAM or an upscaler.\n" + _models_and_image(QWEN)
+    )
+    return Graph(nodes, stacks, note)
+
+
+GRAPHS = {"vea_basic": basic, "vea_delegate": delegate, "vea_compare": compare, "vea_zoom": zoom, "vea_boxes": boxes}

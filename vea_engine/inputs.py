@@ -117,6 +117,11 @@ def model_inputs(vlm: VLM, images: list[np.ndarray], prompts: list[str], new_tok
     pil = [Image.fromarray(image) for image in images]
     inputs = vlm.adapter.encode(pil, prompts)
     check_context(vlm, int(inputs["input_ids"].shape[-1]), new_tokens)  # [B, N]: N = the longest prompt
+    return on_model(vlm, inputs)
+
+
+def on_model(vlm: VLM, inputs: Any) -> Any:
+    """Processor outputs on the model's device, floating inputs in the model's dtype."""
     moved = {}
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor):

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from ..geometry import Canvas, Frame, TokenLayout
-from .common import PlainTextPrompts, reserved_strings, sentinel_token
+from .common import PlainTextPrompts, encode_chat, reserved_strings, sentinel_token
 
 
 class FamilyAdapter:
@@ -69,13 +69,14 @@ class FamilyAdapter:
         return [row.nonzero(as_tuple=True)[0] for row in hits]
 
     # -- prompting ----------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        """The full model text for one image followed by ``prompt``, ready for generation."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    def chat_text(self, prompt: str, n_images: int = 1) -> str:
+        """The full model text for ``n_images`` images followed by ``prompt``, ready for generation."""
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+        messages = [{"role": "user", "content": content}]
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         image = getattr(self.processor, "image_token", "<image>")
-        return self.fallback_template.format(image=image, prompt=prompt)
+        return self.fallback_template.format(image=image * n_images, prompt=prompt)
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
         """Processor outputs (``BatchFeature``) for images + prompts, left-padded.
@@ -87,6 +88,36 @@ class FamilyAdapter:
         plain = self.plain_user_text(prompts)
         texts = [self.chat_text(p) for p in plain.prompts]
         return plain.restore(self.processor(text=texts, images=images, return_tensors="pt", padding=True))
+
+    #: Whether one prompt may hold several images (:meth:`encode_multi`): the families whose processor
+    #: and model lay out each image of a prompt on its own.
+    multi_image: ClassVar[bool] = False
+
+    def encode_multi(self, images: list[list[Image.Image]], prompts: list[str]) -> Any:
+        """Processor outputs for prompts that each hold several images, left-padded.
+
+        Args:
+            images: per prompt, its images in order (``[[original, crop], ...]``); they stand
+                before the prompt text in the user turn, one placeholder each.
+            prompts: one plain-text prompt per entry of ``images`` (kept plain text, see
+                :meth:`plain_user_text`).
+
+        Raises:
+            ValueError: the family takes one image per prompt (``multi_image`` is False).
+        """
+        if not self.multi_image:
+            raise ValueError(f"{self.family}: its processor takes one image per prompt; answer on one image at a time.")
+        if len(images) != len(prompts):
+            raise ValueError(f"{self.family}: {len(images)} image lists for {len(prompts)} prompts; give one each.")
+        plain = self.plain_user_text(prompts)  # prompts stay plain text
+        texts = [self.chat_text(p, len(group)) for p, group in zip(plain.prompts, images, strict=True)]
+        return plain.restore(encode_chat(self.processor, texts, [list(group) for group in images]))
+
+    @property
+    def input_side(self) -> int:
+        """The side in pixels of the square the vision tower sees at once (a tile, or the fixed input):
+        what an image region must measure to be seen at the model's native resolution."""
+        raise NotImplementedError
 
     @functools.cached_property
     def _template_text(self) -> str:

@@ -87,13 +87,14 @@ def processor_canvas(image_processor: Any, image: np.ndarray, rounding: str = "t
     return processor_pixels_to_uint8(pixels, image_processor, rounding)
 
 
-def encode_chat(processor: Any, texts: list[str], images: list[Image.Image], nested: bool = False) -> Any:
+def encode_chat(processor: Any, texts: list[str], images: list, nested: bool = False) -> Any:
     """``processor(text=texts, images=images)``, left-padded, without a second BOS.
 
     When every chat text already starts with the tokenizer's BOS token (templates
     that write ``{{ bos_token }}``), the tokenizer is told not to add its own.
     ``nested`` passes the images as one list per text (processors that would
-    otherwise read a flat list as several images of the first text).
+    otherwise read a flat list as several images of the first text); ``images``
+    may also already be one list of images per text (several images per prompt).
     """
     tokenizer = processor.tokenizer
     bos = getattr(tokenizer, "bos_token", None)

@@ -34,6 +34,7 @@ class Gemma3Adapter(FixedGridAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
     fallback_template = "<start_of_turn>user\n{image}{prompt}<end_of_turn>\n<start_of_turn>model\n"
+    multi_image = True
 
     @property
     def tokens_per_side(self) -> int:

@@ -51,6 +51,12 @@ class Idefics3Adapter(FamilyAdapter):
     family = "idefics3"
     model_types = ("idefics3",)
     fallback_template = "<|begin_of_text|>User:{image}{prompt}<end_of_utterance>\nAssistant:"
+    multi_image = True
+
+    @property
+    def input_side(self) -> int:
+        """A tile's side ``S``."""
+        return self.tile
 
     @property
     def tile(self) -> int:

@@ -37,6 +37,12 @@ class InternVLAdapter(FamilyAdapter):
     family = "internvl"
     model_types = ("internvl",)
     fallback_template = "<|im_start|>user\n{image}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    multi_image = True
+
+    @property
+    def input_side(self) -> int:
+        """A tile's side ``S``."""
+        return self.tile
 
     @property
     def tile(self) -> int:

@@ -27,6 +27,13 @@ class FixedGridAdapter(FamilyAdapter):
     def patch_size(self) -> int:
         return int(self.config.vision_config.patch_size)
 
+    @property
+    def input_side(self) -> int:
+        """The shorter side of the processor's fixed input (its ``size``, else the vision tower's image size)."""
+        size = getattr(self.processor.image_processor, "size", None)
+        sides = [v for v in (size_value(size, "height"), size_value(size, "width")) if v]
+        return min(sides) if sides else int(self.config.vision_config.image_size)
+
     def canvas_in_original(self, original_hw: tuple[int, int]) -> Box:
         """The region of the original the canvas shows (default: all of it, squashed)."""
         return (0.0, 0.0, float(original_hw[1]), float(original_hw[0]))
@@ -63,6 +70,11 @@ class LlavaAdapter(FixedGridAdapter):
             return size_value(crop, "height"), size_value(crop, "width")
         side = int(self.config.vision_config.image_size)
         return side, side
+
+    @property
+    def input_side(self) -> int:
+        """The shorter side of the centre crop."""
+        return min(self.crop_hw)
 
     def canvas_in_original(self, original_hw: tuple[int, int]) -> Box:
         """The region of the original image the centre crop shows."""

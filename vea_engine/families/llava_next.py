@@ -135,6 +135,11 @@ class LlavaNextAdapter(FamilyAdapter):
         return int(self.config.vision_config.image_size)
 
     @property
+    def input_side(self) -> int:
+        """A tile's side ``S``."""
+        return self.tile
+
+    @property
     def patch(self) -> int:
         return int(self.config.vision_config.patch_size)
 

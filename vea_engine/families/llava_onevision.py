@@ -11,7 +11,8 @@ of the padded best-resolution page), with three differences:
   1.1^2), the model shrinks it by bilinear interpolation to
   ``int(rows / r) x int(cols / r)``, ``r = sqrt(rows * cols / (N * 27^2))``; the
   token grid then covers the same canvas box with larger, evenly spread cells;
-* one image per prompt (several images per prompt are not tiled by the model).
+* a prompt with several images (:meth:`~.base.FamilyAdapter.encode_multi`) gets no tiles: each
+  image is its squashed base grid plus one newline token (:attr:`LlavaOnevisionAdapter.multi_image_placeholders`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
     fallback_template = "<|im_start|>user {image}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    multi_image = True
+
+    @property
+    def multi_image_placeholders(self) -> int:
+        """``<image>`` placeholders of each image of a prompt holding several: the processor and the model
+        do not tile such images; each is its base grid (``p x p``) plus one newline token."""
+        return self.base_side**2 + 1
 
     def _expected_strategy(self) -> str:
         return "full"

@@ -15,6 +15,7 @@ by the processor's own interpolation, exactly as the base answer does.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ class QwenVLAdapter(FamilyAdapter):
     family = "qwen_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl")
     pixel_budget = True
+    multi_image = True
 
     @property
     def _image_processor(self) -> Any:
@@ -65,6 +67,11 @@ class QwenVLAdapter(FamilyAdapter):
         ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
         if hasattr(ip, "max_pixels"):
             ip.max_pixels = int(max_pixels)
+
+    @property
+    def input_side(self) -> int:
+        """The side of a square holding the processor's pixel budget (``sqrt(max_pixels)``: 512 under ``paper``)."""
+        return math.isqrt(self.pixel_limits[1])
 
     def canvas_hw(self, original_hw: tuple[int, int]) -> tuple[int, int]:
         """``smart_resize`` of the processor for an original ``(H0, W0)``."""

@@ -1,0 +1,195 @@
+"""VEA Evidence Boxes and VEA Zoom on a real ComfyUI server: the shipped ``vea_boxes`` and ``vea_zoom``
+workflows run unmodified (tiny offline checkpoints under the names they use), with checked outputs.
+
+On every installed ComfyUI version when the harness lists them (``COMFY_VERSIONS``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import comfy_harness
+from tests.comfy_harness import REPO, ComfyServer, execution_error, prompt_error
+
+pytestmark = pytest.mark.comfy
+
+WORKFLOWS = REPO / "workflows"
+ARTIFACTS = REPO / "artifacts"
+VERSIONS = getattr(comfy_harness, "COMFY_VERSIONS", None) or (None,)
+
+
+@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"comfy{v}" if v else "comfy")
+def server(request, tiny_model_dirs):
+    models = {
+        "VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"],
+        "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"],
+    }
+    extra = {"version": request.param} if request.param else {}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / f"evidence_nodes_server{'-' + request.param if request.param else ''}.log"
+    with ComfyServer(models=models, log_path=log, extra_args=("--disable-api-nodes",), **extra) as srv:
+        (srv.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
+        yield srv
+
+
+def api(name: str) -> dict:
+    prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    for node in prompt.values():
+        if node["class_type"] == "VEAZoom":
+            node["inputs"]["max_new_tokens"] = 4
+    return prompt
+
+
+def node_id(prompt: dict, class_type: str, nth: int = 0) -> str:
+    return [k for k, v in prompt.items() if v["class_type"] == class_type][nth]
+
+
+def run_ok(server, prompt: dict, timeout: float = 180) -> dict:
+    answer = server.queue(prompt)
+    assert answer["http_status"] == 200 and answer.get("node_errors") == {}, answer
+    entry = server.wait(answer["prompt_id"], timeout=timeout)
+    assert entry["status"]["status_str"] == "success", execution_error(entry) or server.log_tail()
+    return entry
+
+
+def fetch(server, ui_image: dict) -> np.ndarray:
+    data = server.view(ui_image["filename"], ui_image.get("subfolder", ""), ui_image.get("type", "output"))
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def example() -> np.ndarray:
+    return np.asarray(Image.open(WORKFLOWS / "vea_example.png").convert("RGB"))
+
+
+def test_boxes_workflow_draws_saves_and_crops_its_boxes(server):
+    prompt = api("vea_boxes")
+    outputs = run_ok(server, prompt)["outputs"]
+    original = example()
+    H, W = original.shape[:2]
+    boxes = json.loads(outputs[node_id(prompt, "VEAEvidenceBoxes")]["text"][0])
+    assert json.loads(outputs[node_id(prompt, "PreviewAny")]["text"][0]) == boxes
+    assert len(boxes) == 1 and 1 <= len(boxes[0]) <= 4  # one image, max_boxes 4
+    scores = [b["score"] for b in boxes[0]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+    for entry in boxes[0]:
+        x0, y0, x1, y1 = entry["box"]
+        assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+    saved = fetch(server, outputs[node_id(prompt, "SaveImage")]["images"][0])
+    assert saved.shape == original.shape
+    x0, y0, x1, y1 = boxes[0][0]["box"]
+    assert tuple(saved[y0, x0]) == (255, 40, 40) and tuple(saved[y1 - 1, x1 - 1]) == (255, 40, 40)  # the best box
+    crops = [fetch(server, image) for image in outputs[node_id(prompt, "PreviewImage", 0)]["images"]]
+    assert [c.shape[:2] for c in crops] == [(b["box"][3] - b["box"][1], b["box"][2] - b["box"][0]) for b in boxes[0]]
+    bx0, by0, bx1, by1 = boxes[0][0]["box"]
+    assert np.abs(crops[0].astype(int) - original[by0:by1, bx0:bx1].astype(int)).max() <= 1  # the original's pixels
+    mask = fetch(server, outputs[node_id(prompt, "PreviewImage", 1)]["images"][0])[..., 0] > 127
+    inside = np.zeros((H, W), dtype=bool)
+    for entry in boxes[0]:
+        x0, y0, x1, y1 = entry["box"]
+        inside[y0:y1, x0:x1] = True
+    assert np.array_equal(mask, inside)
+
+
+def test_zoom_workflow_answers_with_the_crop_of_its_window(server):
+    prompt = api("vea_zoom")
+    outputs = run_ok(server, prompt)["outputs"]
+    original = example()
+    H, W = original.shape[:2]
+    zoom = outputs[node_id(prompt, "VEAZoom")]["text"]
+    answers, window_text = zoom[:-1], zoom[-1]
+    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert outputs[node_id(prompt, "PreviewAny", 0)]["text"] == answers
+    windows = json.loads(window_text)
+    assert json.loads(outputs[node_id(prompt, "PreviewAny", 1)]["text"][0]) == windows
+    (window,) = windows
+    x0, y0, x1, y1 = window["box"]
+    assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H and 0 <= window["score"] <= 1
+    (crop,) = [fetch(server, image) for image in outputs[node_id(prompt, "PreviewImage")]["images"]]
+    assert crop.shape[:2] == (y1 - y0, x1 - x0)
+    assert np.array_equal(crop, original[y0:y1, x0:x1])  # full resolution, from the original
+
+
+def test_zoom_gives_one_answer_and_one_crop_per_image_and_answers_on_the_crop_alone(server):
+    prompt = api("vea_zoom")
+    prompt["90"] = {
+        "class_type": "RepeatImageBatch",
+        "inputs": {"image": [node_id(prompt, "LoadImage"), 0], "amount": 2},
+    }
+    prompt[node_id(prompt, "VEAExtractAttention")]["inputs"]["image"] = ["90", 0]
+    zoom = node_id(prompt, "VEAZoom")
+    prompt[zoom]["inputs"]["image"] = ["90", 0]
+    prompt["91"] = {"class_type": "VEALoadVLM", "inputs": dict(prompt[node_id(prompt, "VEALoadVLM")]["inputs"])}
+    prompt["91"]["inputs"]["checkpoint"] = "llava-1.5-7b-hf"  # a one-image family, zooming on Qwen's attention
+    prompt[zoom]["inputs"]["model"] = ["91", 0]
+    outputs = run_ok(server, prompt)["outputs"]
+    answers = outputs[node_id(prompt, "PreviewAny", 0)]["text"]
+    assert len(answers) == 2
+    windows = json.loads(outputs[node_id(prompt, "PreviewAny", 1)]["text"][0])
+    assert len(windows) == 2 and windows[0] == windows[1]  # the same image twice
+    crops = outputs[node_id(prompt, "PreviewImage")]["images"]
+    assert len(crops) == 2
+
+
+def test_boxes_of_a_mask_in_original_pixels_and_a_clear_error_for_a_foreign_mask(server):
+    prompt = api("vea_boxes")
+    boxes_node = node_id(prompt, "VEAEvidenceBoxes")
+    original = example()
+    H, W = original.shape[:2]
+    # a mask drawn on the original: a solid square composited into an empty mask of the image's size
+    prompt["90"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": W, "height": H}}
+    prompt["91"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 40, "height": 30}}
+    prompt["92"] = {
+        "class_type": "MaskComposite",
+        "inputs": {"destination": ["90", 0], "source": ["91", 0], "x": 100, "y": 60, "operation": "add"},
+    }
+    prompt[boxes_node]["inputs"]["mask"] = ["92", 0]
+    outputs = run_ok(server, prompt)["outputs"]
+    boxes = json.loads(outputs[boxes_node]["text"][0])
+    assert boxes == [[{"box": [100, 60, 140, 90], "score": 1.0}]]
+    prompt[boxes_node]["inputs"]["mask"] = ["91", 0]  # 40x30: neither the image's size nor the model input's
+    message = prompt_error(server, prompt)
+    assert re.search(r"VEA Evidence Boxes: the mask is 40x30, neither the image \(\d+x\d+\)", message), message
+    assert "VEA Align Mask without answer_model" in message
+
+
+@pytest.mark.frontend
+def test_ui_workflows_load_convert_to_the_shipped_prompts_and_run(server):
+    from tests.comfy_frontend import graph_to_prompt, load_workflow, open_frontend
+    from tests.comfy_harness import flat_inputs, input_options, node_inputs
+
+    info = server.object_info()
+    display = {  # display-only widgets of PreviewAny on this server, at their defaults
+        widget: spec[1].get("default", input_options(spec)[0] if spec[0] == "COMBO" else None)
+        for widget, spec in node_inputs(info["PreviewAny"]).items()
+        if widget != "source"
+    }
+
+    def flat(p: dict) -> dict:  # a DynamicCombo (newer servers) leaves out unchosen options' inputs
+        return {k: (v["class_type"], flat_inputs(info[v["class_type"]], v["inputs"])) for k, v in p.items()}
+
+    templates = server.get_json("/api/workflow_templates")
+    with open_frontend(server) as page:
+        for name in ("vea_zoom", "vea_boxes"):
+            assert name in templates.get("ComfyUI-VEA", [])
+            workflow = server.get_json(f"/api/workflow_templates/ComfyUI-VEA/{name}.json")
+            assert workflow == json.loads((WORKFLOWS / f"{name}.json").read_text())
+            assert load_workflow(page, workflow) == [], name  # no missing nodes
+            prompt = graph_to_prompt(page)
+            shipped = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())  # made on ComfyUI 0.3.75
+            for key, node in prompt.items():
+                if node["class_type"] == "PreviewAny":
+                    node["inputs"].pop("preview", None)
+                    for widget, value in display.items():
+                        if widget not in shipped[key]["inputs"] and node["inputs"].get(widget) == value:
+                            del node["inputs"][widget]
+            assert flat(prompt) == flat(shipped), f"{name}: the UI workflow and the shipped API prompt differ"
+            for node in prompt.values():
+                if node["class_type"] == "VEAZoom":
+                    node["inputs"]["max_new_tokens"] = 4
+            run_ok(server, prompt)

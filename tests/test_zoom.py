@@ -1,0 +1,218 @@
+"""Attention-guided zoom: window sizes and the exact window search against brute force, crops of the
+original, planted evidence inside the window on every family (and through a delegate), and the answers
+against the processor called by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.helpers import ALL_FAMILIES
+from tests.test_boxes import _planted_box
+from vea_engine.align import align_mask
+from vea_engine.answering import answer
+from vea_engine.attribution import evidence_map
+from vea_engine.boxes import token_map
+from vea_engine.config import build_prompt
+from vea_engine.inputs import encode_batch
+from vea_engine.zoom import (
+    ZOOM_PREFIX,
+    Window,
+    answer_zoomed,
+    best_window,
+    crop_windows,
+    evidence_on_original,
+    multi_image_model_types,
+    window_sizes,
+    zoom_answer,
+    zoom_prompt,
+    zoom_windows,
+)
+
+
+def test_window_sizes_by_hand():
+    # sides 84 * (1, 1.25, 1.5, 1.75, 2) = 84, 105, 126, 147, 168; heights clamped to the 150-px image
+    assert window_sizes((150, 200), 84) == [(84, 84), (105, 105), (126, 126), (147, 147), (150, 168)]
+    # aspect 2: w = s * sqrt(2), h = s / sqrt(2); w clamped to 200
+    assert window_sizes((150, 200), 100, 1.0, 2.0, 2, 2.0) == [(71, 141), (141, 200)]
+    assert window_sizes((40, 60), 512) == [(40, 60)]  # every size clamps to the whole image
+    with pytest.raises(ValueError, match=r"0 < min_scale <= max_scale, got 2.0..1.0"):
+        window_sizes((150, 200), 84, 2.0, 1.0)
+    with pytest.raises(ValueError, match=r"aspect \(width / height\) must be in \[0.1, 10\]"):
+        window_sizes((150, 200), 84, aspect=0.0)
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_input_side_is_what_the_vision_tower_sees_at_once(family, vlm_of):
+    adapter = vlm_of(family).adapter
+    canvas = adapter.render(np.zeros((300, 300, 3), dtype=np.uint8)).frame.canvas_hw
+    if adapter.family in ("qwen_vl", "qwen3_vl"):
+        assert adapter.input_side == 512  # sqrt of the paper's 512 * 512 pixel budget
+    elif adapter.family in ("llava", "gemma3", "paligemma"):
+        assert adapter.input_side == canvas[0] == canvas[1]  # the fixed square input
+    else:  # tiled: the tile side (a square image is a whole number of tiles)
+        assert canvas[0] % adapter.input_side == 0 and canvas[0] // adapter.input_side >= 2, (canvas, family)
+        assert adapter.input_side == adapter.tile
+
+
+def _brute_force(m: np.ndarray, sizes, floor: float = 0.5, tolerance: float = 1e-3) -> Window:
+    """The same rule, every window summed directly (no integral image)."""
+    above = np.clip(m - floor * m.max(), 0, None)
+    sums = {}
+    for h, w in sizes:
+        sums[h, w] = np.array(
+            [[above[y : y + h, x : x + w].sum() for x in range(m.shape[1] - w + 1)] for y in range(m.shape[0] - h + 1)]
+        )
+    cut = (1 - tolerance) * max(s.max() for s in sums.values())
+    for h, w in sizes:
+        ys, xs = np.nonzero(sums[h, w] >= cut)
+        if len(ys):
+            y0, x0 = int(np.median(ys).round()), int(np.median(xs).round())
+            if sums[h, w][y0, x0] < cut:
+                y0, x0 = np.unravel_index(sums[h, w].argmax(), sums[h, w].shape)
+            return Window((int(x0), int(y0), int(x0) + w, int(y0) + h), float(sums[h, w][y0, x0] / above.sum()))
+    raise AssertionError
+
+
+def test_window_search_equals_brute_force():
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        m = rng.random((23, 31)) ** 3
+        m[rng.integers(0, 18) :][:5, rng.integers(0, 25) :][:, :6] += 2.0  # a bright patch somewhere
+        sizes = window_sizes(m.shape, 6 + trial, 1.0, 2.0, 4, [1.0, 1.5, 0.7][trial % 3])
+        found, expected = best_window(m, sizes), _brute_force(m, sizes)
+        assert found.box == expected.box and found.score == pytest.approx(expected.score), trial
+
+
+def test_window_centres_the_evidence_and_takes_the_smallest_size_that_holds_it():
+    m = torch.zeros(1, 30, 40)
+    m[0, 10:14, 5:9] = 1.0  # a 4x4 block at x 5..9, y 10..14
+    # 6x6 windows that hold it start at x 3..5, y 8..10: the middle is (4, 9)
+    assert zoom_windows(m, 6, 1.0, 2.0, 3)[0] == Window((4, 9, 10, 15), 1.0)
+    wide = torch.zeros(1, 30, 40)
+    wide[0, 10:14, 5:15] = 1.0  # 10 wide: only the 12x12 size (of 6, 9, 12) holds it all
+    assert zoom_windows(wide, 6, 1.0, 2.0, 3)[0] == Window((4, 6, 16, 18), 1.0)
+    flat = torch.full((1, 30, 40), 0.3)  # no evidence: the centred smallest window
+    assert zoom_windows(flat, 6)[0] == Window((17, 12, 23, 18), 0.0)
+
+
+def test_crop_windows_are_the_original_pixels():
+    images = torch.rand(2, 30, 40, 3)
+    windows = [Window((4, 9, 10, 15), 1.0), Window((0, 0, 40, 30), 0.5)]
+    crops = crop_windows(images, windows)
+    assert [c.shape for c in crops] == [(6, 6, 3), (30, 40, 3)]
+    expected = (images[0, 9:15, 4:10] * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(crops[0], expected)
+    with pytest.raises(ValueError, match=r"window \(30, 0, 50, 10\) does not lie in a 40x30 image"):
+        crop_windows(images[:1], [Window((30, 0, 50, 10), 1.0)])
+
+
+def _contains(window: tuple, box: tuple) -> bool:
+    return (
+        window[0] <= box[0] + 1e-6
+        and window[1] <= box[1] + 1e-6
+        and window[2] >= box[2] - 1e-6
+        and (window[3] >= box[3] - 1e-6)
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_planted_block_lies_in_the_zoom_window_on_every_family(family, vlm_of, scene_image):
+    vlm = vlm_of(family)
+    n_parts = len(encode_batch(vlm, [scene_image], "What is it?").geometry.parts)
+    side = vlm.adapter.input_side
+    for part_index, centre in sorted({(0, True), (n_parts - 1, False)}):
+        attention, planted_box = _planted_box(vlm, scene_image, "What does the sign say?", part_index, centre)
+        frame = attention.geometry.frame
+        for evidence in (token_map(attention), evidence_map(attention)):  # the sharp map and the paper's
+            window = zoom_windows(evidence_on_original(evidence, frame), side)[0]
+            assert _contains(window.box, planted_box), (family, part_index, window, planted_box)
+            h, w = window.box[3] - window.box[1], window.box[2] - window.box[0]
+            assert min(side, 150) <= h <= 2 * side and min(side, 200) <= w <= 2 * side
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_delegate_mask_zooms_on_the_planted_block(vlm_of, scene_image):
+    attention, planted_box = _planted_box(vlm_of("qwen2_5_vl"), scene_image, "What is written?", 0, True)
+    answer_vlm = vlm_of("llava")  # its canvas is a centre crop; the mask travels through both frames
+    on_target, _ = align_mask(token_map(attention), attention.geometry.frame, [scene_image], answer_vlm)
+    target_frame = answer_vlm.adapter.render(np.asarray(scene_image)).frame
+    window = zoom_windows(evidence_on_original(on_target, target_frame), answer_vlm.adapter.input_side)[0]
+    x0, y0, x1, y1 = planted_box  # the part LLaVA's centre crop shows
+    visible = (
+        max(x0, target_frame.box[0]),
+        max(y0, target_frame.box[1]),
+        min(x1, target_frame.box[2]),
+        min(y1, target_frame.box[3]),
+    )
+    assert _contains(window.box, visible), (window, visible)
+
+
+def test_multi_image_families_are_the_documented_ones():
+    assert multi_image_model_types() == sorted(
+        ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision", "gemma3", "idefics3", "smolvlm"]
+        + ["internvl"]
+    )
+    assert zoom_prompt("What is the total?") == ZOOM_PREFIX + build_prompt("What is the total?", "qa")
+    assert zoom_prompt("Why?", "vea").startswith(ZOOM_PREFIX) and zoom_prompt("Why?", "vea").endswith("Question: Why?")
+    with pytest.raises(ValueError, match=r"prompt_style must be one of \('qa', 'vea'\)"):
+        zoom_prompt("Why?", "custom")
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "gemma3"])
+def test_zoomed_answers_equal_the_processor_called_by_hand(family, vlm_of, scene_image):
+    vlm = vlm_of(family)
+    original = np.asarray(scene_image)
+    crops = [original[40:120, 100:180], original[10:70, 20:110]]  # two crop sizes: two generate calls
+    questions = ["What is red?", "What is here?"]
+    got = answer_zoomed(vlm, [original, original], crops, questions, max_new_tokens=3)
+    for crop, question, text in zip(crops, questions, got, strict=True):
+        content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": ZOOM_PREFIX + build_prompt(question)}]
+        chat = vlm.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        extra = {"add_special_tokens": False} if chat.startswith(vlm.processor.tokenizer.bos_token or "\0") else {}
+        inputs = vlm.processor(
+            text=[chat], images=[[Image.fromarray(original), Image.fromarray(crop)]], return_tensors="pt", **extra
+        )
+        ids = vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False)[:, inputs["input_ids"].shape[1] :]
+        assert text == vlm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_single_image_families_answer_on_the_crop_alone(vlm_of, scene_image):
+    vlm = vlm_of("llava")
+    assert not vlm.adapter.multi_image
+    original = np.asarray(scene_image)
+    crops = [original[40:120, 100:180]]
+    assert answer_zoomed(vlm, [original], crops, "What is red?", max_new_tokens=3) == answer(
+        vlm, crops, "What is red?", "qa", max_new_tokens=3
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_zoom_answer_end_to_end_with_a_mask_in_original_pixels(vlm_of, scene_image):
+    vlm = vlm_of("internvl")
+    images = torch.from_numpy(np.stack([np.asarray(scene_image)] * 2)).float() / 255.0  # [2, 150, 200, 3]
+    mask = torch.zeros(2, 150, 200)
+    mask[0, 40:80, 120:170] = 1.0  # the red sign
+    mask[1, 5:30, 10:40] = 1.0
+    result = zoom_answer(vlm, images, "What is red?", mask, max_new_tokens=2)
+    side = vlm.adapter.input_side  # 112: windows of 112 px hold either region
+    # 112-px windows holding x 120..170, y 40..80 start at x 58..88, y 0..38: the middle is (73, 19);
+    # holding x 10..40, y 5..30: x 0..10, y 0..5 -> (5, 2) (numpy rounds the median 2.5 to even)
+    assert [w.box for w in result.windows] == [(73, 19, 185, 131), (5, 2, 117, 114)]
+    for window, crop in zip(result.windows, result.crops, strict=True):
+        x0, y0, x1, y1 = window.box
+        assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 150 and (y1 - y0, x1 - x0) == (side, side)
+        assert crop.shape == (side, side, 3)
+    assert len(result.answers) == 2 and all(isinstance(a, str) for a in result.answers)
+    assert [entry["box"] for entry in json.loads(result.windows_json())] == [list(w.box) for w in result.windows]
+    with pytest.raises(ValueError, match=r"the evidence is 100x50 in original pixels but the images are 200x150"):
+        zoom_answer(vlm, images, "What?", torch.zeros(2, 50, 100))
