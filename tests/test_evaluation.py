@@ -304,3 +304,14 @@ def test_eval_in_batches_gives_every_row_and_the_one_by_one_predictions(tiny_vlm
     assert {(r["id"], r["method"]): r["prediction"] for r in rows} == {key: alone[key] for key in _pairs(rows)}
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         evaluate(tiny_vlms[FAMILY], samples50[:2], METHODS, tmp_path / "x.jsonl", layers=LAYERS, batch_size=0)
+
+
+def test_eval_compares_every_method_in_one_run(tiny_vlms, samples50, tmp_path, capsys):
+    from vea_engine.methods import METHODS as ALL
+
+    out = evaluate(tiny_vlms["qwen2_5_vl"], samples50[:2], list(ALL), tmp_path / "all.jsonl", layers=(1, 2),
+                   max_new_tokens=2)  # fmt: skip
+    assert _pairs(read_rows(out)) == [(s.id, m) for s in samples50[:2] for m in ALL]
+    print(summarize(out))
+    printed = capsys.readouterr().out
+    assert all(f"\n{m} " in printed for m in ("base", "relatt", "grad", "zoom", "vea_zoom"))

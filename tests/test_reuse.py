@@ -150,3 +150,22 @@ def test_signal_methods_use_their_own_attribution(vlm_of):
         torch.testing.assert_close(runner.attention("selected", signal).scores, expected.scores, rtol=1e-5, atol=0)
         assert len(runner.answer(METHODS[signal])) == 1
     assert not torch.equal(runner.highlighted(METHODS["relatt"])[1], runner.highlighted(METHODS["vea"])[1])
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])  # multi-image, and crop-only
+def test_zoom_methods_answer_with_the_window_crop(vlm_of, family):
+    from vea_engine.boxes import token_map
+    from vea_engine.zoom import answer_zoomed, crop_windows, evidence_on_original, zoom_windows
+
+    vlm = vlm_of(family)
+    images = _images(seed=6, n=1)
+    runner = MethodRunner(vlm, images, QUESTIONS[0], (1, 2), max_new_tokens=3,
+                          methods=[METHODS["base"], METHODS["zoom"], METHODS["vea_zoom"]])  # fmt: skip
+    attention = extract_attention(vlm, images, QUESTIONS[0], (1, 2))
+    windows = zoom_windows(evidence_on_original(token_map(attention), attention.geometry.frame), vlm.adapter.input_side)
+    crops = crop_windows(images, windows)
+    assert all(np.array_equal(a, b) for a, b in zip(runner.crops("selected"), crops, strict=True))
+    assert runner.answer(METHODS["zoom"]) == answer_zoomed(vlm, images, crops, QUESTIONS[0], "qa", 3)
+    highlighted = runner.highlighted(METHODS["vea_zoom"])[1]
+    prompt = "vea" if vlm.adapter.multi_image else "qa"  # a crop alone is not highlighted
+    assert runner.answer(METHODS["vea_zoom"]) == answer_zoomed(vlm, highlighted, crops, QUESTIONS[0], prompt, 3)

@@ -20,6 +20,7 @@ import torch
 from .align import align_mask
 from .answering import answer
 from .attribution import AttentionMap, attention_maps, evidence_map
+from .boxes import token_map
 from .config import DEFAULTS
 from .images import images_to_uint8, to_levels
 from .inputs import Progress, broadcast_questions
@@ -27,6 +28,7 @@ from .layers import LayerSelection, for_model
 from .loading import VLM
 from .mask import highlight_uint8
 from .signals import attribute
+from .zoom import answer_zoomed, crop_windows, evidence_on_original, zoom_windows
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class Method:
         denoise, smooth: evidence-map stages (ablations switch them off).
         signal: how the image tokens are scored, one of :data:`~vea_engine.signals.SIGNALS`
             (``attention``: the paper's).
+        highlight: the answer is given the highlighted image (else the original).
+        zoom: the answer is also given the window of highest evidence, cropped from the original
+            at full resolution (:mod:`vea_engine.zoom`; multi-image families see both images).
         description: one line for tables and docs.
     """
 
@@ -50,12 +55,13 @@ class Method:
     denoise: bool = True
     smooth: bool = True
     signal: str = "attention"
+    highlight: bool = False
+    zoom: bool = False
     description: str = ""
 
-    @property
-    def highlight(self) -> bool:
-        """Whether the answer is given the highlighted image."""
-        return self.layers is not None
+    def __post_init__(self) -> None:
+        if (self.highlight or self.zoom) and self.layers is None:
+            raise ValueError(f"method {self.name!r}: highlighting or zooming needs an attribution (layers).")
 
 
 #: Every method, in canonical (output and table) order.
@@ -64,13 +70,29 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("base", "qa", description="plain QA prompt, original image"),
         Method("inst", "vea", description="VEA prompt (highlight hint), original image"),
-        Method("vea", "vea", "selected", description="VEA prompt, highlighted image (the method)"),
-        Method("vea_no_denoise", "vea", "selected", denoise=False, description="VEA without denoising"),
-        Method("vea_no_smooth", "vea", "selected", smooth=False, description="VEA without smoothing"),
-        Method("vea_all_layers", "vea", "all", description="VEA averaging every layer (no profiling)"),
-        Method("vea_no_hint", "qa", "selected", description="highlighted image, plain QA prompt"),
-        Method("relatt", "vea", "selected", signal="relatt", description="VEA on relative attention (ViCrop)"),
-        Method("grad", "vea", "selected", signal="grad", description="VEA on gradient x input"),
+        Method("vea", "vea", "selected", highlight=True, description="VEA prompt, highlighted image (the method)"),
+        Method("vea_no_denoise", "vea", "selected", denoise=False, highlight=True, description="VEA without denoising"),
+        Method("vea_no_smooth", "vea", "selected", smooth=False, highlight=True, description="VEA without smoothing"),
+        Method("vea_all_layers", "vea", "all", highlight=True, description="VEA averaging every layer (no profiling)"),
+        Method("vea_no_hint", "qa", "selected", highlight=True, description="highlighted image, plain QA prompt"),
+        Method(
+            "relatt",
+            "vea",
+            "selected",
+            signal="relatt",
+            highlight=True,
+            description="VEA on relative attention (ViCrop)",
+        ),
+        Method("grad", "vea", "selected", signal="grad", highlight=True, description="VEA on gradient x input"),
+        Method("zoom", "qa", "selected", zoom=True, description="original + zoomed evidence window (ViCrop-style)"),
+        Method(
+            "vea_zoom",
+            "vea",
+            "selected",
+            highlight=True,
+            zoom=True,
+            description="highlighted image + zoomed evidence window",
+        ),
     )
 }
 
@@ -134,6 +156,7 @@ class MethodRunner:
         self.expected = tuple(methods or ())
         self._attention: dict[str, AttentionMap] = {}
         self._answers: dict[str, list[str]] = {}
+        self._crops: dict[tuple[str, str], list] = {}
         self._highlighted: dict[tuple[str, str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def attention(self, layers: str, signal: str = "attention") -> AttentionMap:
@@ -192,6 +215,24 @@ class MethodRunner:
         if method.name == "base" and "base" in self._answers:
             return self._answers["base"]
         images = self.highlighted(method)[1] if method.highlight else self.images
+        if method.zoom:
+            # single-image families answer on the crop alone, which is not highlighted: the plain prompt
+            prompt = method.prompt if self.vlm.adapter.multi_image else "qa"
+            crops = self.crops(method.layers, method.signal)
+            return answer_zoomed(self.vlm, images, crops, self.questions, prompt, self.max_new_tokens, self.progress)
         return answer(
             self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens, progress=self.progress
         )
+
+    def crops(self, layers: str, signal: str = "attention") -> list:
+        """The window of highest evidence of each image, cropped from the original: ``[h, w, 3]`` uint8 each.
+
+        Windows are found on the sharp evidence map (denoised token scores, not smoothed:
+        :func:`~vea_engine.boxes.token_map`) carried to the original, sized by the answering model's input side.
+        """
+        key = (signal, layers)
+        if key not in self._crops:
+            attention = self.attention(layers, signal)
+            evidence = evidence_on_original(token_map(attention, self.lam), attention.geometry.frame)  # [B, H0, W0]
+            self._crops[key] = crop_windows(self.images, zoom_windows(evidence, self.vlm.adapter.input_side))
+        return self._crops[key]
