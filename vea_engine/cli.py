@@ -22,6 +22,7 @@ from .demo import RANDOM_WEIGHTS_WARNING, build_demo_models
 from .labels import LABEL_RULES
 from .layers import LAYER_MODES
 from .loading import ATTN_IMPLEMENTATIONS, DTYPES, QUANTIZATIONS
+from .methods import METHODS
 
 log = logging.getLogger("vea_engine")
 
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--methods",
         default="base,inst,vea",
-        help="comma list of base, inst, vea, vea_no_denoise, vea_no_smooth, vea_all_layers, vea_no_hint",
+        help="comma list of " + ", ".join(METHODS),
     )
     ev.add_argument("--out", default="preds.jsonl", help="predictions JSONL (appended to; resumes)")
     choice = ev.add_mutually_exclusive_group()
