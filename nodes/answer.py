@@ -6,22 +6,26 @@ from comfy_api.latest import io
 
 from ..vea_engine.layers import LAYER_MODES
 from .bridge import VLM_TYPE, check_question, progress_callback, split_questions
-from .checks import checked
+from .checks import checked, validator
 from .widgets import (
+    ComboWithInputs,
     alpha_input,
+    custom_layers_input,
     lam_input,
     max_new_tokens_input,
+    node_schema,
     per_line_input,
-    prompt_style_input,
+    prompt_style_with_template,
     question_input,
     sigma_input,
+    signal_inputs,
 )
 
 
 class VEAAnswer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="VEAAnswer",
             display_name="VEA Answer",
             category="VEA/answer",
@@ -33,13 +37,8 @@ class VEAAnswer(io.ComfyNode):
                 io.Image.Input("image", tooltip="Images [B, H, W, C] to answer about (e.g. from VEA Blend)."),
                 question_input(),
                 per_line_input(),
-                prompt_style_input(
-                    tip="vea: answer from the highlighted region (paper); qa: plain; custom: the template."
-                ),
-                io.String.Input(
-                    "custom_prompt",
-                    default="Answer briefly. Question: {question}",
-                    tooltip="Template for prompt 'custom'; {question} is replaced by the question.",
+                prompt_style_with_template(
+                    "vea: answer from the highlighted region (paper); qa: plain; custom: your template."
                 ),
                 max_new_tokens_input(),
             ],
@@ -54,6 +53,7 @@ class VEAAnswer(io.ComfyNode):
         )
 
     @classmethod
+    @validator
     def validate_inputs(cls, question=None) -> bool | str:  # one input: ComfyUI repeats a message per input
         return check_question("VEA Answer", question)
 
@@ -82,7 +82,7 @@ class VEAAnswer(io.ComfyNode):
 class VEAAllInOne(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="VEAAllInOne",
             display_name="VEA (all-in-one)",
             category="VEA",
@@ -96,17 +96,18 @@ class VEAAllInOne(io.ComfyNode):
                 io.Image.Input("image", tooltip="Image batch [B, H, W, C]; images of one batch share a size."),
                 question_input(),
                 per_line_input(),
-                io.Combo.Input(
+                ComboWithInputs(
                     "layers",
-                    options=list(LAYER_MODES),
+                    options=LAYER_MODES,
                     default="preset",
-                    tooltip="Which decoder layers to read (see VEA Layers).",
+                    tooltip="Which decoder layers to read (see VEA Layers); custom: your own list.",
+                    shows={"custom": (custom_layers_input(),)},
                 ),
-                io.String.Input("custom_layers", default="", tooltip="Indices for layers 'custom', e.g. '14,15,17'."),
                 lam_input(),
                 sigma_input(),
                 alpha_input(),
                 max_new_tokens_input(),
+                *signal_inputs(),
                 VLM_TYPE.Input(
                     "delegate",
                     optional=True,
@@ -145,6 +146,7 @@ class VEAAllInOne(io.ComfyNode):
         )
 
     @classmethod
+    @validator
     def validate_inputs(cls, question=None) -> bool | str:
         return check_question("VEA (all-in-one)", question)
 
@@ -162,6 +164,8 @@ class VEAAllInOne(io.ComfyNode):
         sigma,
         alpha,
         max_new_tokens,
+        signal="attention",
+        sinks=False,
         delegate=None,
     ) -> io.NodeOutput:
         from ..vea_engine.layers import describe_layers, select_layers
@@ -181,6 +185,8 @@ class VEAAllInOne(io.ComfyNode):
             max_new_tokens,
             delegate=mask_vlm,
             progress=progress_callback(),
+            signal=signal,
+            sinks=bool(sinks),
         )
         vea, base = result.answers["vea"], result.answers["base"]
         used = describe_layers(result.layers)

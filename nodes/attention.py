@@ -23,29 +23,10 @@ from .widgets import (
     question_input,
     rounding_input,
     sigma_input,
+    signal_inputs,
 )
 
 PROMPT_TIP = "Prompt of the attribution pass: 'qa' (the paper's) or 'vea' (with the highlight hint)."
-SIGNAL_TIP = (
-    "What scores the image tokens. 'attention' (the paper's): the last prompt token's attention, one forward "
-    "pass. 'relatt' (ViCrop): that attention divided by the attention for 'Write a general description of the "
-    "image.', both prompts in one batched pass; cancels what the model looks at whatever it is asked. 'grad': "
-    "gradient x input of the image-token embeddings for the first answer token (its positive part), one forward "
-    "+ backward pass with checkpointed layers; the layers input then only chooses where sinks are detected."
-)
-SINKS_TIP = (
-    "Exclude visual attention sinks before normalising: image tokens whose hidden state has a massive "
-    "activation (one dimension >= 20x the vector's RMS) in most selected layers get the mean score of the "
-    "other tokens. Such tokens draw attention whatever the question. Off: the paper's behaviour."
-)
-
-
-def _signal_inputs() -> list:
-    """The optional signal and sink inputs (absent from older workflows: their defaults are the paper's)."""
-    return [
-        io.Combo.Input("signal", options=list(SIGNALS), default=SIGNALS[0], optional=True, tooltip=SIGNAL_TIP),
-        io.Boolean.Input("sinks", default=False, optional=True, tooltip=SINKS_TIP),
-    ]
 
 
 class VEAExtractAttention(io.ComfyNode):
@@ -66,7 +47,7 @@ class VEAExtractAttention(io.ComfyNode):
                 LAYERS_TYPE.Input("layers", tooltip="Decoder layers to average (from VEA Layers)."),
                 per_line_input(),
                 prompt_style_input(("qa", "vea"), "qa", PROMPT_TIP),
-                *_signal_inputs(),
+                *signal_inputs(),
             ],
             outputs=[
                 ATTENTION_TYPE.Output(

@@ -4,13 +4,20 @@ Both formats are derived from the same graph below and from the live node
 definitions of a real ComfyUI server (``/object_info``: widget order, socket
 types), so they cannot drift apart. The UI layout is computed, not hand-placed:
 each graph names its groups (load, attribute, mask, highlight, answer) as columns of
-nodes; the node sizes are measured in the real front end (with every image shown, as
-after a run), then the groups are laid out left to right, the nodes stacked in their
-columns, and a Note (a front-end-only node, absent from the API format) saying what the
-graph does and where models and image go is placed below groups where no link runs.
+nodes; the node sizes are measured in the real front end of every installed ComfyUI
+version (with every image shown, as after a run; the largest of each node counts), then
+the groups are laid out left to right, the nodes stacked in their columns, and a Note (a
+front-end-only node, absent from the API format) saying what the graph does and where
+models and image go is placed below groups where no link runs.
 Each graph fits a 1600x1000 window at a zoom where the front end still draws text
 (``tests/test_workflow_layout.py`` checks that, and that nothing overlaps).
 Thumbnails are screenshots of each UI workflow loaded in the real front end.
+
+One pair of files serves every ComfyUI version: both are written in the flat layout (where a
+combo's dependent inputs, e.g. ``custom_prompt``, are inputs of their own after all others;
+:func:`_input_specs` reads a DynamicCombo of ComfyUI 0.8+ that way). The 0.8+ front end
+restores widget values by position and ignores the trailing ones its option does not show;
+the API prompt names every input flat, which every version runs.
 
 Run: ``.venv/bin/python scripts/make_workflows.py`` (needs ``scripts/install_comfyui.sh``).
 Writes ``workflows/<name>.json`` (UI, served by ComfyUI's template browser),
@@ -39,6 +46,7 @@ GROUP_GAP = 40  # between groups
 GROUP_GAP_Y = 30  # between stacked groups
 NOTE_GAP = 30  # between the groups and the Note below them
 NOTE_MIN_HEIGHT = 96
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # /object_info type of io.DynamicCombo (ComfyUI 0.8+)
 
 
 def _is_widget(spec) -> bool:
@@ -47,13 +55,27 @@ def _is_widget(spec) -> bool:
 
 
 def _input_specs(info: dict) -> list[tuple[str, list]]:
+    """``(name, spec)`` of a node's inputs in the flat layout, on any server.
+
+    A DynamicCombo (ComfyUI 0.8+) becomes a plain combo in place and the inputs of its options
+    come after every other input, once each, as the pack lays them out where the server has no
+    DynamicCombo: the workflows are written in the form that loads on both.
+    """
     order = info.get("input_order", {})
-    specs = []
+    specs, trailing = [], {}
     for section in ("required", "optional"):
         defined = info["input"].get(section, {})
         for name in order.get(section, list(defined)):
-            specs.append((name, defined[name]))
-    return specs
+            spec = defined[name]
+            if spec[0] == DYNAMIC_COMBO:
+                keys = [option["key"] for option in spec[1]["options"]]
+                specs.append((name, ["COMBO", {"options": keys, "default": keys[0]}]))
+                for option in spec[1]["options"]:
+                    for inner in ("required", "optional"):
+                        trailing.update((option["inputs"].get(inner) or {}).items())
+            else:
+                specs.append((name, spec))
+    return specs + list(trailing.items())
 
 
 def _output_index(info: dict, name: str) -> int:
@@ -294,6 +316,45 @@ def thumbnail(page, path: Path, bounds: list[float]) -> None:
     png.unlink()
 
 
+# neither the minimap nor the canvas info (bottom corners) in the thumbnails
+SETTINGS = {"Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
+
+
+def _started(server) -> dict:
+    """Put the example image into ``server``'s input folder; its ``/object_info``, with a checkpoint
+    combo that accepts the names the workflows use."""
+    (server.input_dir / EXAMPLE_IMAGE).write_bytes((WORKFLOWS / EXAMPLE_IMAGE).read_bytes())
+    info = server.object_info()
+    checkpoint = info["VEALoadVLM"]["input"]["required"]["checkpoint"]
+    for vlm in (QWEN, LLAVA):
+        dynamic = checkpoint[0] == DYNAMIC_COMBO
+        checkpoint[1]["options"].append({"key": vlm, "inputs": {"required": {}}} if dynamic else vlm)
+    return info
+
+
+def other_versions_sizes(question: str) -> dict[str, list[dict[int, list[int]]]]:
+    """Graph name -> the node sizes measured in the front end of every other installed ComfyUI
+    version (its widgets differ: e.g. 0.33.0's PreviewAny has a mode widget, a DynamicCombo
+    hides inputs), so the layout leaves room for the largest."""
+    from tests import comfy_harness
+    from tests.comfy_frontend import open_frontend
+
+    found: dict[str, list[dict[int, list[int]]]] = {name: [] for name in GRAPHS}
+    for version in getattr(comfy_harness, "COMFY_VERSIONS", ())[1:]:  # the first is the default, 0.3.75
+        with comfy_harness.ComfyServer(version=version) as server:
+            info = _started(server)
+            with open_frontend(server, viewport=VIEWPORT, settings=SETTINGS) as page:
+                for name, make in GRAPHS.items():
+                    found[name].append(measure(page, make(question), info))
+        print(f"measured the nodes in ComfyUI {version}'s front end")
+    return found
+
+
+def largest(*measured: dict[int, list[int]]) -> dict[int, list[int]]:
+    """Node id -> ``[w, h]``: the largest width and height of each node over ``measured``."""
+    return {nid: [max(m[nid][0] for m in measured), max(m[nid][1] for m in measured)] for nid in measured[0]}
+
+
 def main() -> None:
     sys.path.insert(0, str(REPO))
     from tests.comfy_frontend import fit_view, load_workflow, open_frontend, settle
@@ -303,17 +364,13 @@ def main() -> None:
     sample = make_sample(seed=0)
     (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)
     sample.image.save(WORKFLOWS / EXAMPLE_IMAGE)
+    elsewhere = other_versions_sizes(sample.question)
     with ComfyServer() as server:
-        (server.input_dir / EXAMPLE_IMAGE).write_bytes((WORKFLOWS / EXAMPLE_IMAGE).read_bytes())
-        info = server.object_info()
-        for vlm in (QWEN, LLAVA):  # let the combo accept the names the workflows use
-            info["VEALoadVLM"]["input"]["required"]["checkpoint"][1]["options"].append(vlm)
-        # neither the minimap nor the canvas info (bottom corners) in the thumbnails
-        settings = {"Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
-        with open_frontend(server, viewport=VIEWPORT, settings=settings) as page:
+        info = _started(server)
+        with open_frontend(server, viewport=VIEWPORT, settings=SETTINGS) as page:
             for name, make in GRAPHS.items():
                 graph = make(sample.question)
-                boundings, note_rect = layout(graph, measure(page, graph, info))
+                boundings, note_rect = layout(graph, largest(measure(page, graph, info), *elsewhere[name]))
                 ui = ui_workflow(graph, info, boundings, note_rect)
                 (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
                 prompt = api_prompt(graph.nodes, info)

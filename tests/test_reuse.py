@@ -169,3 +169,17 @@ def test_zoom_methods_answer_with_the_window_crop(vlm_of, family):
     highlighted = runner.highlighted(METHODS["vea_zoom"])[1]
     prompt = "vea" if vlm.adapter.multi_image else "qa"  # a crop alone is not highlighted
     assert runner.answer(METHODS["vea_zoom"]) == answer_zoomed(vlm, highlighted, crops, QUESTIONS[0], prompt, 3)
+
+
+def test_run_vea_with_another_signal_and_sinks_uses_that_attribution(vlm_of):
+    from vea_engine.pipeline import run_vea
+    from vea_engine.signals import attribute
+
+    vlm = vlm_of("qwen2_5_vl")
+    images = _images(seed=9, n=1)
+    result = run_vea(vlm, images, QUESTIONS[0], (1, 2), max_new_tokens=2, signal="relatt", sinks=True)
+    expected = attribute(vlm, images, QUESTIONS[0], (1, 2), signal="relatt", sinks=True)
+    torch.testing.assert_close(result.attention.scores, expected.scores, rtol=1e-5, atol=0)
+    assert set(result.answers) == {"base", "vea"}
+    with pytest.raises(ValueError, match="signal must be one of"):
+        run_vea(vlm, images, QUESTIONS[0], (1, 2), signal="saliency")

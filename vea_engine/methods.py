@@ -128,6 +128,7 @@ class MethodRunner:
             attribution come from one pass (the union of their layer sets) and, when ``base`` is
             among them and the answering model makes the mask, lets that pass be the base
             answer's prefill (:func:`~vea_engine.attribution.attention_maps`).
+        sinks: exclude visual attention sinks from every attribution (:func:`~vea_engine.signals.attribute`).
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class MethodRunner:
         progress: Progress | None = None,
         rounding: str = "truncate",
         methods: Sequence[Method] | None = None,
+        sinks: bool = False,
     ) -> None:
         self.vlm, self.mask_model = vlm, mask_model or vlm
         self.images = images_to_uint8(images)  # [H, W, 3] uint8 each: what every method starts from
@@ -154,6 +156,7 @@ class MethodRunner:
         self.lam, self.sigma, self.alpha, self.max_new_tokens = lam, sigma, alpha, max_new_tokens
         self.progress, self.rounding = progress, rounding
         self.expected = tuple(methods or ())
+        self.sinks = sinks
         self._attention: dict[str, AttentionMap] = {}
         self._answers: dict[str, list[str]] = {}
         self._crops: dict[tuple[str, str], list] = {}
@@ -168,9 +171,10 @@ class MethodRunner:
         key = layers if signal == "attention" else f"{signal}:{layers}"
         if key in self._attention:
             return self._attention[key]
-        if signal != "attention":
+        if signal != "attention" or self.sinks:
             self._attention[key] = attribute(self.mask_model, self.images, self.questions, self.layer_sets[layers],
-                                             signal=signal, progress=self.progress, rounding=self.rounding)  # fmt: skip
+                                             signal=signal, sinks=self.sinks, progress=self.progress,
+                                             rounding=self.rounding)  # fmt: skip
             return self._attention[key]
         wanted = {m.layers for m in self.expected if m.layers is not None and m.signal == "attention"}
         reuse = self.mask_model is self.vlm and METHODS["base"] in self.expected and "base" not in self._answers

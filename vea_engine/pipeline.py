@@ -16,6 +16,7 @@ from .inputs import Progress
 from .layers import LayerSelection
 from .loading import VLM
 from .methods import METHODS, MethodRunner, check_methods
+from .signals import check_signal
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def run_vea(
     delegate: VLM | None = None,
     progress: Progress | None = None,
     rounding: str = "truncate",
+    signal: str = "attention",
+    sinks: bool = False,
 ) -> VEAResult:
     """VEA end to end (paper steps 2-6) on a batch of same-size images.
 
@@ -77,16 +80,24 @@ def run_vea(
         delegate: a model that makes the mask for ``vlm`` (default: ``vlm`` itself).
         rounding: ``truncate`` (the reference: canvases and the highlighted image are
             cast to uint8 by truncation) or ``round`` (to the nearest level).
+        signal: how the image tokens are scored for the ``vea`` answer and the returned
+            evidence: one of :data:`~vea_engine.signals.SIGNALS` (``attention``: the paper's).
+        sinks: exclude visual attention sinks before normalising (:mod:`vea_engine.sinks`).
 
     Returns:
         :class:`VEAResult`.
     """
     wanted = check_methods(methods, "run_vea")
-    runner = MethodRunner(
-        vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress, rounding, wanted
+    check_signal(signal, "run_vea")
+    # the highlighted image shown: ``vea`` with the ablation switches and the signal of this call
+    shown = replace(
+        METHODS["vea"], denoise=apply_denoise, smooth=apply_smooth, prompt="vea" if hint else "qa", signal=signal
     )
-    # the highlighted image shown: ``vea`` with the ablation switches of this call
-    shown = replace(METHODS["vea"], denoise=apply_denoise, smooth=apply_smooth, prompt="vea" if hint else "qa")
+    expected = [shown if m.name == "vea" else m for m in wanted]
+    runner = MethodRunner(vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress,
+                          rounding, expected, sinks)  # fmt: skip
     evidence, highlighted = runner.highlighted(shown)
     answers = {m.name: runner.answer(shown if m.name == "vea" else m) for m in wanted}
-    return VEAResult(answers, evidence, highlighted.float() / 255.0, runner.attention("selected"), runner.selection)
+    return VEAResult(
+        answers, evidence, highlighted.float() / 255.0, runner.attention("selected", signal), runner.selection
+    )
