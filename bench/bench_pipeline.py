@@ -225,10 +225,18 @@ def main() -> None:
             times[name].append(time.perf_counter() - begin)
     best = {name: min(values) for name, values in times.items()}
 
-    prompt_tokens = vlm.adapter.encode([__import__("PIL.Image").Image.fromarray(image)], [question])["input_ids"].shape
+    from PIL import Image
+
+    from vea_engine.config import build_prompt
+
+    prompt_tokens = {
+        style: vlm.adapter.encode([Image.fromarray(image)], [build_prompt(question, style)])["input_ids"].shape[-1]
+        for style in ("qa", "vea")
+    }
     print(
         f"bench_pipeline: {family}, {vlm.num_layers} decoder layers of width {overrides['hidden_size']}, "
-        f"{args.image_tokens} image tokens ({prompt_tokens[-1]} prompt tokens), {args.dtype} on {args.device}, "
+        f"{args.image_tokens} image tokens (prompts of {prompt_tokens['qa']} tokens with qa, {prompt_tokens['vea']} with "
+        f"vea), {args.dtype} on {args.device}, "
         f"{torch.get_num_threads()} threads, {n} new tokens per answer, layers {selection.source} "
         f"{list(selection.layers)}, best of {args.repeats} interleaved runs"
     )

@@ -41,10 +41,29 @@ DEPENDENTS = {
     "VEAAllInOne": ("layers", {"custom": ["custom_layers"]}),
 }
 WIDGETS = {  # every widget but the dependent ones, in order
-    "VEALoadVLM": ["checkpoint", "dtype", "device", "attention", "resolution", "max_pixels"],
+    "VEALoadVLM": [
+        "checkpoint",
+        "dtype",
+        "device",
+        "attention",
+        "resolution",
+        "max_pixels",
+        "max_memory",
+        "quantization",
+    ],
     "VEALayers": ["mode"],
     "VEAAnswer": ["question", "question_per_line", "prompt_style", "max_new_tokens"],
-    "VEAAllInOne": ["question", "question_per_line", "layers", "lam", "sigma", "alpha", "max_new_tokens"],
+    "VEAAllInOne": [
+        "question",
+        "question_per_line",
+        "layers",
+        "lam",
+        "sigma",
+        "alpha",
+        "max_new_tokens",
+        "signal",
+        "sinks",
+    ],
 }
 FRONTEND_ONLY = {"PreviewAny": ("preview", "previewMode")}  # display widgets the server does not read
 

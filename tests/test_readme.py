@@ -81,7 +81,9 @@ def test_cli_examples_run(tiny_model_dirs, data, capsys, one_thread):
     assert code == 0 and (root / "profile.json").is_file() and (root / "profile.png").is_file()
     (evaluate,) = commands("python -m vea_engine eval")
     code, out = cli(capsys, *_substituted(evaluate[3:], files, models), "--max-new-tokens", "2")
-    assert code == 0 and "vea_no_hint" in out and len((root / "preds.jsonl").read_text().splitlines()) == 3 * 7
+    methods = evaluate[evaluate.index("--methods") + 1].split(",")
+    assert len(methods) == 11 and all(f"\n{m} " in out for m in methods)  # every method of the table, one table
+    assert len((root / "preds.jsonl").read_text().splitlines()) == 3 * len(methods)
 
 
 def test_manifest_example_loads(tmp_path):
