@@ -6,10 +6,11 @@ the 2x2 merge) on the CPU in float32. Every answer is forced to exactly ``--new-
 tokens (``min_new_tokens`` = ``max_new_tokens``), so no variant wins by stopping early.
 The model and its processor are built in memory with the project's tiny-model builder
 (the offline tokenizer) and wrapped exactly as :func:`vea_engine.load_vlm` wraps a
-checkpoint; all calls go through the public engine API. Variants, interleaved, each
-run ``--repeats`` times; the best (shortest) run of each is reported, as ``timeit`` does:
-other work on the machine only ever adds time, so the minimum is the closest to each
-variant's own cost (every run is printed too):
+checkpoint; all calls go through the public engine API. The four variants run once per
+round, ``--repeats`` rounds, the order rotated from round to round. The ratios are taken
+within each round (variants run back to back share the machine's state of the moment: a
+shared 2-core machine drifts by tens of percent over a minute) and their median over the
+rounds is reported; every run is printed too. Variants:
 
   base          ``answer(..., "qa")``: one prefill + decode
   vea           ``run_vea(methods=("vea",))``: attribution pass + mask + VEA answer
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -179,7 +181,7 @@ class Breakdown:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=10, help="rounds")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
@@ -214,8 +216,8 @@ def main() -> None:
     }
     calls["attr_prefill"]()  # warm-up (allocator, kernels)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.repeats):
-        for name in VARIANTS:
+    for round_ in range(args.repeats):
+        for name in VARIANTS[round_ % 4 :] + VARIANTS[: round_ % 4]:  # rotated: no variant always runs first
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             begin = time.perf_counter()
@@ -223,7 +225,12 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - begin)
-    best = {name: min(values) for name, values in times.items()}
+    median = {name: statistics.median(values) for name, values in times.items()}
+    ratios = {  # per round
+        "vea": [v / b for v, b in zip(times["vea"], times["base"], strict=True)],
+        "compare": [c / b for c, b in zip(times["compare"], times["base"], strict=True)],
+        "floor": [(b + a) / b for b, a in zip(times["base"], times["attr_prefill"], strict=True)],
+    }
 
     from PIL import Image
 
@@ -238,11 +245,15 @@ def main() -> None:
         f"{args.image_tokens} image tokens (prompts of {prompt_tokens['qa']} tokens with qa, {prompt_tokens['vea']} with "
         f"vea), {args.dtype} on {args.device}, "
         f"{torch.get_num_threads()} threads, {n} new tokens per answer, layers {selection.source} "
-        f"{list(selection.layers)}, best of {args.repeats} interleaved runs"
+        f"{list(selection.layers)}, {args.repeats} rounds"
     )
+    print(f"  {'':<13} {'median s':>8}   runs (s)")
     for name in VARIANTS:
         runs = ", ".join(f"{t:.3f}" for t in times[name])
-        print(f"  {name:<13} {best[name]:7.3f} s   ({best[name] / best['base']:.3f} x base)   runs: {runs}")
+        print(f"  {name:<13} {median[name]:8.3f}   {runs}")
+    for name, values in ratios.items():
+        label = "floor" if name == "floor" else f"{name}/base"
+        print(f"  {label:<13} {statistics.median(values):8.3f}   per round: " + ", ".join(f"{r:.3f}" for r in values))
     print("breakdown of one run each (s):")
     print("  " + " " * 13 + "".join(f"{part:>21}" for part in (*PARTS, "rest", "total")))
     for name in VARIANTS:
@@ -253,9 +264,7 @@ def main() -> None:
             total = time.perf_counter() - begin
         parts = [breakdown.seconds[part] for part in PARTS]
         print(f"  {name:<13}" + "".join(f"{t:21.3f}" for t in (*parts, total - sum(parts), total)))
-    base = best["base"]
-    floor = (base + best["attr_prefill"]) / base
-    vea, compare = best["vea"] / base, best["compare"] / base
+    vea, compare, floor = (statistics.median(ratios[name]) for name in ("vea", "compare", "floor"))
     print(f"targets: vea/base <= 1.05 x floor = {1.05 * floor:.3f} ({'met' if vea <= 1.05 * floor else 'NOT met'}); "
           f"compare/base <= 2.05 ({'met' if compare <= 2.05 else 'NOT met'})")  # fmt: skip
     print(f"vea/base={vea:.3f} compare/base={compare:.3f} floor={floor:.3f}")
