@@ -503,8 +503,15 @@ fi
 
 # ---------------------------------------------------------------------------------- 10. isolation
 step isolation "the project venv is untouched"
-# A file still hard-linked to $VENV and modified after the copy was written through the copy.
-shared_written=$(find "$WORK/venv" -type f -links +1 -newer "$WORK/venv.stamp" | head -5)
+# A file of the copy that is still the same file (inode) as in $VENV and was modified after the
+# copy was written through the copy. (Other hard links are fine: uv links packages from its cache.)
+shared_written=$(
+  find "$WORK/venv" -type f -links +1 -newer "$WORK/venv.stamp" -print0 |
+    while IFS= read -r -d '' file; do
+      relative=${file#"$WORK/venv/"}
+      if [ "$file" -ef "$VENV/$relative" ]; then echo "$relative"; fi
+    done | sed -n 1,5p
+)
 [ -z "$shared_written" ] || fail "files shared with $VENV were modified through the copy: $shared_written"
 if "$PY_PROJECT" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('comfyui_manager') is None)"; then
   fail "comfyui_manager is importable from $VENV"
