@@ -36,6 +36,20 @@ log() { echo "[install_comfyui] $*" >&2; }
 pip_install() {
   "$PY" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored" >&2)
 }
+# pinned_requirements PYTHON REQUIREMENTS DIR: DIR/requirements.txt without torch, torchvision and
+# torchaudio (the project pins the first two; torchaudio is added where needed), and
+# DIR/constraints.txt freezing the torch, torchvision and transformers of PYTHON, so nothing moves them.
+pinned_requirements() {
+  grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~;#].*)?$' "$2" > "$3/requirements.txt"
+  "$1" - > "$3/constraints.txt" <<'EOF'
+from importlib import metadata
+for name in ("torch", "torchvision", "transformers"):
+    try:
+        print(f"{name}=={metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+EOF
+}
 
 if [ ! -x "$PY" ]; then
   log "no Python at $PY: create the venv first (bash scripts/setup.sh) or set VENV"
@@ -74,16 +88,7 @@ if [ ! -f "$STAMP" ]; then
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
   # Keep torch/torchvision (pinned by the project) and skip torchaudio (optional).
-  grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~;#].*)?$' "$REQS" > "$WORK/requirements.txt"
-  # Freeze the versions the project relies on so nothing here moves them.
-  "$PY" - > "$WORK/constraints.txt" <<'EOF'
-from importlib import metadata
-for name in ("torch", "torchvision", "transformers"):
-    try:
-        print(f"{name}=={metadata.version(name)}")
-    except metadata.PackageNotFoundError:
-        pass
-EOF
+  pinned_requirements "$PY" "$REQS" "$WORK"
   pip_install -r "$WORK/requirements.txt" -c "$WORK/constraints.txt" requests
   touch "$STAMP"
 else
@@ -140,20 +145,12 @@ if [ "${COMFYUI_033:-1}" != 0 ]; then
     V033="$C033_VENV/bin/python"
     [ "$("$V033" -c 'import sys; print(sys.prefix)')" = "$C033_VENV" ] || { log "the venv copy does not run as its own prefix"; exit 1; }
     WORK033=$(mktemp -d)
-    grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~;#].*)?$' "$C033/requirements.txt" > "$WORK033/requirements.txt"
-    "$V033" - > "$WORK033/constraints.txt" <<'EOF'
-from importlib import metadata
-for name in ("torch", "torchvision", "transformers"):
-    try:
-        print(f"{name}=={metadata.version(name)}")
-    except metadata.PackageNotFoundError:
-        pass
-EOF
+    pinned_requirements "$V033" "$C033/requirements.txt" "$WORK033"
     "$V033" -m pip install -q --disable-pip-version-check -r "$WORK033/requirements.txt" -c "$WORK033/constraints.txt" \
       "torchaudio==$TORCHAUDIO" 2> >(grep -v "is ignored" >&2)
     rm -rf "$WORK033"
     # pip must have replaced files, never written into one still shared with $VENV.
-    written=$(find "$C033_VENV" -type f -links +1 -newer "$C033_VENV.copied" | head -5)
+    written=$(find "$C033_VENV" -type f -links +1 -newer "$C033_VENV.copied" | sed -n 1,5p)  # reads all: no SIGPIPE
     rm -f "$C033_VENV.copied"
     if [ -n "$written" ]; then
       log "files shared with $VENV were written through $C033_VENV: $written"
