@@ -15,7 +15,8 @@ rounds is reported; every run is printed too. Variants:
   base          ``answer(..., "qa")``: one prefill + decode
   vea           ``run_vea(methods=("vea",))``: attribution pass + mask + VEA answer
   compare       ``run_vea(methods=("base", "vea"))``: base and VEA answers; the attribution
-                pass is the base answer's prefill
+                pass is the base answer's prefill, and the two answers are decoded as one
+                batch after their own prefills
   attr_prefill  ``extract_attention``: one attribution pass alone (stops after the deepest
                 layer it reads)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.helpers import ALL_FAMILIES
-from vea_engine.answering import answer
-from vea_engine.attribution import attention_maps, extract_attention
+from vea_engine.answering import answer, decode_tokens
+from vea_engine.attribution import attention_and_prefill, attention_maps, extract_attention
 from vea_engine.decoder import text_decoder_layers
 from vea_engine.inputs import shape_buckets
 from vea_engine.methods import METHODS, MethodRunner
@@ -27,13 +27,16 @@ def _images(seed: int = 3, n: int = 2, size=(150, 200)) -> list[np.ndarray]:
 
 @contextmanager
 def recorded(vlm):
-    """Record every ``generate`` output (token ids) and count plain forward calls of the model."""
-    calls = {"generate": [], "forward": 0}
+    """Record every ``generate`` call's new token ids (``[B, T]``; ``continued``: those of calls that decode on
+    from a kept prefill) and count plain forward calls of the model."""
+    calls = {"generate": [], "continued": [], "forward": 0}
     generate = vlm.model.generate
 
     def recording_generate(*args, **kwargs):
         out = generate(*args, **kwargs)
-        calls["generate"].append(out[:, kwargs["input_ids"].shape[1] :].clone())  # [B, T] new tokens
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        new = sequences[:, kwargs["input_ids"].shape[1] :].clone()  # [B, T] new tokens
+        calls["continued" if kwargs.get("cache") is not None else "generate"].append(new)
         return out
 
     def count_attribution_pass(module, args, kwargs):
@@ -58,10 +61,11 @@ def test_reused_prefill_gives_the_base_answers_token_ids_and_the_attribution_map
     with recorded(vlm) as plain:
         expected_answers = answer(vlm, images, QUESTIONS, "qa", max_new_tokens=12)
     with recorded(vlm) as reused:
-        maps, answers = attention_maps(vlm, images, QUESTIONS, sets, base_answer_tokens=12)
-    assert len(reused["generate"]) == len(plain["generate"]) == 1
-    assert torch.equal(reused["generate"][0], plain["generate"][0])  # identical token ids
-    assert answers == expected_answers
+        maps, prefilled = attention_and_prefill(vlm, images, QUESTIONS, sets, base_answer_tokens=12)
+        tokens = decode_tokens(vlm, [prefilled])[0]
+    assert len(plain["generate"]) == 1 and len(reused["generate"]) == 1  # one prefill: the attribution pass
+    assert torch.equal(tokens, plain["generate"][0])  # identical token ids
+    assert attention_maps(vlm, images, QUESTIONS, sets, base_answer_tokens=12)[1] == expected_answers
     assert reused["forward"] == 0  # no separate attribution pass
     for name, layers in sets.items():
         alone = extract_attention(vlm, images, QUESTIONS, layers)
@@ -95,7 +99,7 @@ def test_runner_answers_base_from_the_attribution_pass(vlm_of):
     with recorded(vlm) as separate:
         assert {m.name: fresh.answer(m) for m in wanted} == got
     assert separate["forward"] == 2  # one attribution pass per layer set, and a separate base answer
-    assert len(separate["generate"]) == 3
+    assert len(separate["generate"]) == 3 and not separate["continued"]
 
 
 def test_without_base_the_attribution_pass_stops_early(vlm_of):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .answering import check_max_new_tokens, generate_answers
+from .answering import Prefilled, decode_answers, prefill_answers
 from .capture import AttentionRecorder, StopForward, capture_attention_rows
 from .config import DEFAULTS, MASK_DTYPE
 from .geometry import ImageGeometry
@@ -171,11 +171,10 @@ def attention_maps(
 
     With ``base_answer_tokens``, the pass is the prefill of the base answer: the
     attribution pass and the base answer see identical inputs (the plain QA prompt and
-    the original image), so the base answer's ``generate`` call runs with the capture
-    active, its prefill recorded on the way, and decoding continues from that prefill's
-    own cache. The answers are token for token those of
-    :func:`~vea_engine.answering.answer` with the ``qa`` prompt, for the price of the
-    base answer alone. Without it, the pass stops after the deepest layer needed.
+    the original image), so the base answer's prefill runs with the capture active and
+    decoding continues from that prefill's own cache. The answers are token for token
+    those of :func:`~vea_engine.answering.answer` with the ``qa`` prompt, for the price of
+    the base answer alone. Without it, the pass stops after the deepest layer needed.
 
     Args:
         vlm, images, questions, rounding: as :func:`layer_scores` (same-size images).
@@ -186,26 +185,40 @@ def attention_maps(
     Returns:
         ``({name: AttentionMap with scores [B, n_tokens]}, base answers or None)``.
     """
+    maps, prefilled = attention_and_prefill(vlm, images, questions, layer_sets, base_answer_tokens, progress, rounding)
+    return maps, None if prefilled is None else decode_answers(vlm, [prefilled], progress)[0]
+
+
+def attention_and_prefill(
+    vlm: VLM,
+    images: Any,
+    questions: str | Sequence[str],
+    layer_sets: Mapping[str, Sequence[int]],
+    base_answer_tokens: int | None = None,
+    progress: Progress | None = None,
+    rounding: str = "truncate",
+) -> tuple[dict[str, AttentionMap], Prefilled | None]:
+    """:func:`attention_maps` with the base answer left after its prefill (its first token), to be
+    decoded later, alone or together with other answers (:func:`~vea_engine.answering.decode_answers`)."""
     sets = {name: for_model(layers, vlm.num_layers, vlm.name).layers for name, layers in layer_sets.items()}
     if not sets:
         raise ValueError("attention_maps: layer_sets is empty; name at least one set of layers.")
     union = tuple(sorted(set().union(*sets.values())))
+    prefilled = None
     if base_answer_tokens is None:
         scores, batch = _layer_scores(vlm, images, questions, union, progress=progress, rounding=rounding)
-        answers = None
     else:
-        check_max_new_tokens(base_answer_tokens)
         batch = encode_batch(vlm, images, questions, "qa", None, rounding)
         check_context(vlm, int(batch.inputs["input_ids"].shape[-1]), base_answer_tokens)  # [B, N]
-        with torch.inference_mode(), capture_attention_rows(vlm.model, union, (-1,)) as recorder:  # prefill only
-            answers = generate_answers(vlm, batch.inputs, base_answer_tokens, progress)
+        with torch.inference_mode(), capture_attention_rows(vlm.model, union, (-1,)) as recorder:
+            prefilled = prefill_answers(vlm, batch.inputs, base_answer_tokens, progress)
         scores = _token_scores(recorder, batch)  # [L, B, n_tokens]
     row = {layer: i for i, layer in enumerate(union)}
     maps = {
         name: _attention_map(vlm, scores[[row[layer] for layer in layers]], batch, layers)
         for name, layers in sets.items()
     }
-    return maps, answers
+    return maps, prefilled
 
 
 def layer_mean(scores: torch.Tensor) -> torch.Tensor:

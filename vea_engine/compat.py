@@ -13,6 +13,13 @@ three private details are used; each is reached only through this module, and
   function a base kernel uses;
 * ``<modeling module>.eager_attention_forward`` -- each model's own eager kernel
   (``"eager"`` is not in the registry).
+
+Decoding several answers as one batch after their own prefills (:mod:`vea_engine.answering`)
+uses two more: the layers of a ``DynamicCache`` (``cache.layers[i].keys`` / ``.values``
+``[B, KVH, N, D]``, a sliding layer's ``cumulative_length``), joined row-wise by
+:func:`merge_caches`; and what a model keeps between a prefill and its decoding steps
+(:data:`DECODE_STATE`: the M-RoPE offsets of Qwen2/2.5/3-VL), read by :func:`decode_state`
+and put back by :func:`set_decode_state`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 #: The transformers major version these internals were checked against.
@@ -72,3 +80,79 @@ def register_kernel(name: str, function: Callable[..., Any], like: str) -> None:
 
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, mask_kernels()[like])
+
+
+#: Attributes of a VLM's inner model that one prefill sets and its decoding steps read:
+#: ``rope_deltas`` ``[B, 1]`` (Qwen2/2.5/3-VL), the offset of each sequence's M-RoPE text
+#: positions from its cache positions.
+DECODE_STATE = ("rope_deltas",)
+
+
+def _state_owner(model: nn.Module) -> nn.Module:
+    return getattr(model, "model", model)
+
+
+def decode_state(model: nn.Module, rows: int) -> dict[str, torch.Tensor]:
+    """What ``model`` keeps for decoding after a prefill of ``rows`` sequences, one row each."""
+    owner = _state_owner(model)
+    state = {}
+    for name in DECODE_STATE:
+        value = getattr(owner, name, None)
+        if isinstance(value, torch.Tensor):
+            state[name] = value.expand(rows, *value.shape[1:]).clone() if value.shape[0] == 1 else value.clone()
+    return state
+
+
+def set_decode_state(model: nn.Module, states: list[dict[str, torch.Tensor]], rows: list[torch.Tensor]) -> None:
+    """Put back the decoding state of several prefills, joined row-wise (``rows[i]``: the rows kept of prefill i)."""
+    owner = _state_owner(model)
+    for name in DECODE_STATE:
+        parts = [
+            state[name][kept.to(state[name].device)] for state, kept in zip(states, rows, strict=True) if name in state
+        ]
+        if parts and len(parts) == len(states):
+            setattr(owner, name, torch.cat([p.to(parts[0].device) for p in parts]))
+
+
+def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
+    """One ``DynamicCache`` holding rows ``rows[i]`` of each ``caches[i]``, left-padded with zeros to the longest.
+
+    The caches are of prompts left-padded in their own batches; padding them further on the
+    left keeps every sequence right-aligned, as one left-padded batch would hold them (the
+    attention mask hides the new columns). A sliding-window layer keeps the longest
+    ``cumulative_length``, which right alignment makes the one its mask needs. The first
+    cache is reused (the caches are consumed). Returns None for any other kind of cache.
+    """
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+    kinds = (DynamicLayer, DynamicSlidingWindowLayer)
+    if any(type(cache) is not DynamicCache for cache in caches):
+        return None
+    counts = {len(cache.layers) for cache in caches}
+    if len(counts) != 1:
+        return None
+    for i in range(counts.pop()):
+        layers = [cache.layers[i] for cache in caches]
+        if len({type(layer) for layer in layers}) != 1 or type(layers[0]) not in kinds:
+            return None
+        if not all(layer.is_initialized and layer.keys is not None for layer in layers):
+            return None
+    merged = caches[0]
+    for i, layer in enumerate(merged.layers):
+        layers = [cache.layers[i] for cache in caches]
+        keys = _join_rows([other.keys for other in layers], rows)
+        values = _join_rows([other.values for other in layers], rows)
+        layer.keys, layer.values = keys, values
+        if isinstance(layer, DynamicSlidingWindowLayer):
+            layer.cumulative_length = max(other.cumulative_length for other in layers)
+    return merged
+
+
+def _join_rows(tensors: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
+    """Rows ``rows[i]`` of each ``[B_i, KVH, N_i, D]``, left-padded with zeros to the longest ``N``, in one tensor."""
+    length = max(t.shape[-2] for t in tensors)
+    padded = [
+        nn.functional.pad(t[kept.to(t.device)], (0, 0, length - t.shape[-2], 0))
+        for t, kept in zip(tensors, rows, strict=True)
+    ]
+    return torch.cat([p.to(padded[0].device) for p in padded])

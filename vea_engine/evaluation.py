@@ -192,7 +192,8 @@ def _answers(vlm: Any, plan: _Plan, todo: list[tuple[Any, str]], batch_size: int
 
     Pending samples are taken ``batch_size`` at a time, in order; within such a window, samples with
     the same image size and the same pending methods form one batch, and one :class:`MethodRunner`
-    shares the attribution, evidence map and highlighted image of a batch between its methods.
+    shares the attribution, evidence map and highlighted image of a batch between its methods and
+    decodes their answers two methods at a time (:meth:`MethodRunner.answers`).
     """
     methods: dict[int, list[str]] = {}
     samples: list[Any] = []
@@ -211,10 +212,8 @@ def _answers(vlm: Any, plan: _Plan, todo: list[tuple[Any, str]], batch_size: int
             runner = MethodRunner(vlm, [images[i] for i in members], [window[i].question for i in members],
                                   plan.selection, plan.lam, plan.sigma, plan.alpha, plan.max_new_tokens,
                                   rounding=plan.rounding, methods=[METHODS[m] for m in names])  # fmt: skip
-            for method in names:
-                for sample, prediction in zip(
-                    (window[i] for i in members), runner.answer(METHODS[method]), strict=True
-                ):
+            for method, predictions in runner.answers([METHODS[m] for m in names]).items():
+                for sample, prediction in zip((window[i] for i in members), predictions, strict=True):
                     yield sample, method, prediction
 
 

@@ -6,7 +6,9 @@ without denoising and smoothing). :data:`METHODS` holds the paper's comparison
 (``base``, ``inst``, ``vea``) and its ablations; :func:`vea_engine.pipeline.run_vea`,
 the evaluation, the CLI and the ComfyUI nodes all execute it through
 :class:`MethodRunner`, which computes each attribution, evidence map and
-highlighted image once per batch and shares them between methods.
+highlighted image once per batch and shares them between methods. Asked for several
+methods at once (:meth:`MethodRunner.answers`), it prefills each method's answers on its
+own and decodes them :data:`JOINT_METHODS` methods at a time as one batch.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 import torch
 
 from .align import align_mask
-from .answering import answer
-from .attribution import AttentionMap, attention_maps, evidence_map
+from .answering import Prefilled, answer, answer_inputs, decode_answers, prefill_answers
+from .attribution import AttentionMap, attention_and_prefill, evidence_map
 from .boxes import token_map
 from .config import DEFAULTS
 from .images import images_to_uint8, to_levels
@@ -97,6 +99,12 @@ METHODS: dict[str, Method] = {
 }
 
 
+#: How many methods' answers :meth:`MethodRunner.answers` decodes as one batch: a decoding step of
+#: two sequences costs little more than one of a single sequence (the weights are read once),
+#: and the two caches are at most twice the memory of one answer's.
+JOINT_METHODS = 2
+
+
 def check_methods(methods: Sequence[str] | str, who: str = "methods") -> tuple[Method, ...]:
     """Validated, de-duplicated methods by name (a ``"base,inst,vea"`` string is split on commas)."""
     if isinstance(methods, str):
@@ -159,6 +167,7 @@ class MethodRunner:
         self.sinks = sinks
         self._attention: dict[str, AttentionMap] = {}
         self._answers: dict[str, list[str]] = {}
+        self._base_prefill: Prefilled | None = None  # the base answer after the attribution pass, not yet decoded
         self._crops: dict[tuple[str, str], list] = {}
         self._highlighted: dict[tuple[str, str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -177,8 +186,13 @@ class MethodRunner:
                                              rounding=self.rounding)  # fmt: skip
             return self._attention[key]
         wanted = {m.layers for m in self.expected if m.layers is not None and m.signal == "attention"}
-        reuse = self.mask_model is self.vlm and METHODS["base"] in self.expected and "base" not in self._answers
-        maps, base = attention_maps(
+        reuse = (
+            self.mask_model is self.vlm
+            and METHODS["base"] in self.expected
+            and "base" not in self._answers
+            and self._base_prefill is None
+        )
+        maps, base = attention_and_prefill(
             self.mask_model,
             self.images,
             self.questions,
@@ -189,7 +203,7 @@ class MethodRunner:
         )
         self._attention.update(maps)
         if base is not None:
-            self._answers["base"] = base
+            self._base_prefill = base
         return self._attention[key]
 
     def highlighted(self, method: Method) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,10 +226,9 @@ class MethodRunner:
 
     def answer(self, method: Method) -> list[str]:
         """One answer per image under ``method`` (the base answer may come with the attribution pass)."""
-        if method.name == "base" and "base" not in self._answers and self.mask_model is self.vlm:
-            attributed = [m.layers for m in self.expected if m.layers is not None and m.signal == "attention"]
-            if attributed:  # the attribution pass these methods need anyway doubles as this answer's prefill
-                self.attention(attributed[0])
+        base = self._base_answer_prefill(method)
+        if base is not None:
+            self._answers["base"] = decode_answers(self.vlm, [base], self.progress)[0]
         if method.name == "base" and "base" in self._answers:
             return self._answers["base"]
         images = self.highlighted(method)[1] if method.highlight else self.images
@@ -227,6 +240,57 @@ class MethodRunner:
         return answer(
             self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens, progress=self.progress
         )
+
+    def answers(self, methods: Sequence[Method]) -> dict[str, list[str]]:
+        """``{name: one answer per image}`` for several methods, equal to :meth:`answer` of each.
+
+        Each method's answers are prefilled on their own (the base answer's prefill may be the
+        attribution pass), then decoded :data:`JOINT_METHODS` methods at a time as one batch
+        (:func:`~vea_engine.answering.decode_answers`). Zoom methods, which answer on two
+        images, and images of mixed sizes are answered one method at a time.
+        """
+        answers: dict[str, list[str]] = {}
+        waiting: list[tuple[str, Prefilled]] = []
+
+        def decode() -> None:
+            for (name, _), texts in zip(waiting, decode_answers(self.vlm, [p for _, p in waiting], self.progress),
+                                        strict=True):  # fmt: skip
+                answers[name] = texts
+                if name == "base":
+                    self._answers["base"] = texts
+            waiting.clear()
+
+        for method in methods:
+            prefilled = None if method.name in self._answers else self._prefill(method)
+            if prefilled is None:
+                answers[method.name] = self.answer(method)
+                continue
+            waiting.append((method.name, prefilled))
+            if len(waiting) == JOINT_METHODS:
+                decode()
+        decode()
+        return {method.name: answers[method.name] for method in methods}
+
+    def _base_answer_prefill(self, method: Method) -> Prefilled | None:
+        """The base answer's prefill when it comes with the attribution pass (taken: decode it next), else None."""
+        if method.name != "base" or "base" in self._answers or self.mask_model is not self.vlm:
+            return None
+        attributed = [m.layers for m in self.expected if m.layers is not None and m.signal == "attention"]
+        if attributed and self._base_prefill is None:  # the attribution pass these methods need anyway
+            self.attention(attributed[0])
+        prefilled, self._base_prefill = self._base_prefill, None
+        return prefilled
+
+    def _prefill(self, method: Method) -> Prefilled | None:
+        """``method``'s answers after their prefill, or None where they are answered whole (zoom, mixed sizes)."""
+        base = self._base_answer_prefill(method)
+        if base is not None or method.zoom:
+            return base
+        images = self.highlighted(method)[1] if method.highlight else self.images
+        batches = answer_inputs(self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens)
+        if len(batches) != 1:
+            return None
+        return prefill_answers(self.vlm, batches[0][1], self.max_new_tokens, self.progress)
 
     def crops(self, layers: str, signal: str = "attention") -> list:
         """The window of highest evidence of each image, cropped from the original: ``[h, w, 3]`` uint8 each.

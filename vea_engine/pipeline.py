@@ -97,7 +97,7 @@ def run_vea(
     runner = MethodRunner(vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress,
                           rounding, expected, sinks)  # fmt: skip
     evidence, highlighted = runner.highlighted(shown)
-    answers = {m.name: runner.answer(shown if m.name == "vea" else m) for m in wanted}
+    answers = runner.answers(expected)  # by name, in the order asked
     return VEAResult(
         answers, evidence, highlighted.float() / 255.0, runner.attention("selected", signal), runner.selection
     )

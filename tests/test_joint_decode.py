@@ -1,0 +1,176 @@
+"""Answers prefilled on their own and decoded as one batch give the token ids of plain ``generate``."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import ALL_FAMILIES
+from vea_engine import compat
+from vea_engine.answering import answer, answer_inputs, decode_answers, decode_tokens, prefill_answers
+from vea_engine.methods import METHODS, MethodRunner
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+QUESTIONS = ["What is written on the sign?", "Which colour is the car?"]
+
+
+def _image(seed: int, size=(150, 200)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((*size, 3)) * 200 + 20).astype(np.uint8)
+
+
+def _inputs(vlm, images, questions, style, tokens):
+    (bucket, inputs), *rest = answer_inputs(vlm, images, questions, style, max_new_tokens=tokens)
+    assert not rest and bucket == list(range(len(images)))
+    return inputs
+
+
+def plain_tokens(vlm, inputs, tokens: int) -> torch.Tensor:
+    """The oracle: one greedy ``generate`` call of the batch alone, ``[B, T]`` new token ids."""
+    tokenizer = vlm.processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = vlm.model.generate(**inputs, max_new_tokens=tokens, do_sample=False, num_beams=1, temperature=None,
+                                 top_p=None, top_k=None, pad_token_id=pad)  # fmt: skip
+    return out[:, inputs["input_ids"].shape[1] :]
+
+
+def going_on(vlm, *tokens: torch.Tensor) -> int:
+    """How many rows of these ``[B, T]`` answers did not end with their first token."""
+    eos = vlm.model.generation_config.eos_token_id
+    ends = {eos} if isinstance(eos, int) else set(eos or [])
+    return sum(int(first) not in ends for t in tokens for first in t[:, 0])
+
+
+@contextmanager
+def continuations(vlm):
+    """The batch size of every ``generate`` call that decodes on from kept prefills."""
+    sizes: list[int] = []
+    generate = vlm.model.generate
+
+    def recording(*args, **kwargs):
+        if kwargs.get("cache") is not None:
+            sizes.append(int(kwargs["input_ids"].shape[0]))
+        return generate(*args, **kwargs)
+
+    vlm.model.generate = recording
+    try:
+        yield sizes
+    finally:
+        del vlm.model.generate
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_joint_decoding_gives_each_batch_its_plain_token_ids(vlm_of, family):
+    """Two prefills of different prompts, image sizes (M-RoPE offsets), padding and limits, decoded as one batch."""
+    vlm = vlm_of(family)
+    first = _inputs(vlm, [_image(1), _image(2)], QUESTIONS, "qa", 12)  # two rows, left-padded
+    second = _inputs(vlm, [_image(3, (120, 90))], QUESTIONS[0], "vea", 9)  # another size, a longer prompt
+    expected = [plain_tokens(vlm, first, 12), plain_tokens(vlm, second, 9)]
+    with continuations(vlm) as sizes:
+        got = decode_tokens(vlm, [prefill_answers(vlm, first, 12), prefill_answers(vlm, second, 9)])
+    assert sizes == [going_on(vlm, *expected)]  # every row that had not ended, in one batch
+    for tokens, oracle in zip(got, expected, strict=True):
+        assert torch.equal(tokens, oracle)
+
+
+def test_ended_rows_are_not_decoded_and_answers_are_cut_as_generate_cuts_them(vlm_of):
+    vlm = vlm_of("llava")
+    inputs = _inputs(vlm, [_image(4), _image(5)], QUESTIONS, "qa", 8)
+    other = _inputs(vlm, [_image(6)], QUESTIONS[1], "vea", 8)
+    free = plain_tokens(vlm, inputs, 8)
+    config = vlm.model.generation_config
+    saved = config.eos_token_id
+    # row 0 ends with its first token, row 1 with its third: both are made end tokens
+    config.eos_token_id = [*([saved] if isinstance(saved, int) else saved or []), int(free[0, 0]), int(free[1, 2])]
+    try:
+        ends = set(config.eos_token_id)
+        expected, expected_other = plain_tokens(vlm, inputs, 8), plain_tokens(vlm, other, 8)
+        with continuations(vlm) as sizes:
+            got = decode_tokens(vlm, [prefill_answers(vlm, inputs, 8), prefill_answers(vlm, other, 8)])
+    finally:
+        config.eos_token_id = saved
+    assert int(expected[0, 0]) in ends and int(expected[1, 0]) not in ends  # the oracle: row 0 ended at once
+    going_on = [int(t) not in ends for t in (expected[0, 0], expected[1, 0], expected_other[0, 0])]
+    assert sizes == [sum(going_on)] and sum(going_on) < 3  # rows that ended with their first token are not decoded on
+    assert torch.equal(got[0], expected) and torch.equal(got[1], expected_other)
+
+
+def test_a_minimum_length_of_the_generation_config_holds_across_prefill_and_decoding(vlm_of):
+    vlm = vlm_of("qwen2_5_vl")
+    inputs = _inputs(vlm, [_image(7)], QUESTIONS[0], "qa", 6)
+    config = vlm.model.generation_config
+    free = plain_tokens(vlm, inputs, 6)
+    saved_eos, saved_min = config.eos_token_id, config.min_new_tokens
+    config.eos_token_id, config.min_new_tokens = int(free[0, 0]), 6  # the first token may not end the answer yet
+    try:
+        expected = plain_tokens(vlm, inputs, 6)
+        got = decode_tokens(vlm, [prefill_answers(vlm, inputs, 6)])[0]
+    finally:
+        config.eos_token_id, config.min_new_tokens = saved_eos, saved_min
+    assert expected.shape == (1, 6) and int(expected[0, 0]) != int(free[0, 0])
+    assert torch.equal(got, expected)
+
+
+def test_caches_that_cannot_be_joined_decode_one_prefill_at_a_time(vlm_of, monkeypatch):
+    vlm = vlm_of("gemma3")  # sliding-window layers
+    a = _inputs(vlm, [_image(8)], QUESTIONS[0], "qa", 5)
+    b = _inputs(vlm, [_image(9)], QUESTIONS[1], "vea", 5)
+    expected = [plain_tokens(vlm, a, 5), plain_tokens(vlm, b, 5)]
+    monkeypatch.setattr(compat, "merge_caches", lambda caches, rows: None)
+    with continuations(vlm) as sizes:
+        got = decode_tokens(vlm, [prefill_answers(vlm, a, 5), prefill_answers(vlm, b, 5)])
+    assert sizes == [1, 1]
+    assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+def test_merge_caches_right_aligns_rows_and_keeps_the_longest_sliding_length():
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+    def cache(batch: int, length: int, window_length: int) -> DynamicCache:
+        made = DynamicCache()
+        full, sliding = DynamicLayer(), DynamicSlidingWindowLayer(sliding_window=4)
+        full.update(torch.arange(batch * length, dtype=torch.float32).reshape(batch, 1, length, 1) + 1,
+                    torch.ones(batch, 1, length, 1))  # fmt: skip
+        sliding.update(torch.ones(batch, 1, window_length, 1), torch.ones(batch, 1, window_length, 1))
+        made.layers = [full, sliding]
+        return made
+
+    a, b = cache(2, 3, 6), cache(1, 5, 2)
+    merged = compat.merge_caches([a, b], [torch.tensor([1]), torch.tensor([0])])
+    keys = merged.layers[0].keys[:, 0, :, 0]  # [2, 5]
+    assert keys.tolist() == [[0, 0, 4, 5, 6], [1, 2, 3, 4, 5]]  # row 1 of a, padded on the left; b as it was
+    assert merged.layers[1].keys.shape == (2, 1, 3, 1) and merged.layers[1].cumulative_length == 6
+    assert merged.layers[1].keys[1, 0, :, 0].tolist() == [0, 1, 1]
+    assert compat.merge_caches([a, object()], [torch.tensor([0]), torch.tensor([0])]) is None
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "gemma3"])
+def test_compare_decodes_base_and_vea_as_one_batch_with_their_plain_answers(vlm_of, family):
+    vlm = vlm_of(family)
+    images = [_image(10), _image(11)]
+    wanted = [METHODS["base"], METHODS["inst"], METHODS["vea"]]
+    runner = MethodRunner(vlm, images, QUESTIONS, None, max_new_tokens=7, methods=wanted)
+    with continuations(vlm) as sizes:
+        got = runner.answers(wanted)
+    assert list(got) == ["base", "inst", "vea"]
+    assert len(sizes) == 2 and sizes[0] > 2  # base + inst (two images each) together, then vea
+    assert got["base"] == answer(vlm, images, QUESTIONS, "qa", max_new_tokens=7)
+    assert got["inst"] == answer(vlm, images, QUESTIONS, "vea", max_new_tokens=7)
+    assert got["vea"] == answer(vlm, runner.highlighted(METHODS["vea"])[1], QUESTIONS, "vea", max_new_tokens=7)
+
+
+def test_progress_counts_every_answer_token(vlm_of):
+    vlm = vlm_of("llava")
+    seen: list[tuple[int, int]] = []
+    inputs = _inputs(vlm, [_image(12)], QUESTIONS[0], "qa", 4)
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    decode_answers(vlm, [prefill_answers(vlm, inputs, 4, progress)], progress)
+    assert seen[0] == (1, 4) and seen[-1][1] == 4 and [d for d, _ in seen] == sorted(d for d, _ in seen)
