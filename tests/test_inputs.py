@@ -146,6 +146,22 @@ def test_image_modes_convert_correctly():
         to_rgb_uint8("/nonexistent/picture.png")
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["array", "tensor"])
+def test_float_rgb_images_round_to_the_nearest_level_like_float64_numpy(dtype, as_tensor):
+    """Every level, every half level and the neighbouring floats of each, out-of-range values, random values."""
+    levels = np.arange(256, dtype=np.float64)
+    exact = np.concatenate([levels / 255, (levels + 0.5) / 255, [-0.3, 1.7, 0.0, 1.0]]).astype(dtype)
+    values = np.concatenate([exact, np.nextafter(exact, dtype(2)), np.nextafter(exact, dtype(-2))])
+    values = np.concatenate([values, np.random.default_rng(0).random(3000).astype(dtype)])
+    image = values[: values.size // 3 * 3].reshape(-1, 1, 3)  # [H, 1, 3]
+    oracle = np.rint(np.clip(image.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    got = to_rgb_uint8(torch.from_numpy(image) if as_tensor else image)
+    assert got.dtype == np.uint8 and np.array_equal(got, oracle)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        to_rgb_uint8(torch.full((2, 2, 3), float("inf")) if as_tensor else np.full((2, 2, 3), np.inf, dtype))
+
+
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
 @pytest.mark.parametrize(
     "make",

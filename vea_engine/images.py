@@ -70,6 +70,8 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
             raise ValueError(f"{name}: {os.fspath(image)!r} is not a readable image ({error}).") from error
     if isinstance(image, Image.Image):
         array = _from_pil(image)
+    elif _float_rgb(image):
+        array = _float_rgb_to_uint8(image, name)
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
@@ -93,6 +95,24 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"{name}: image is empty ({array.shape[1]}x{array.shape[0]} W x H).")
     return np.ascontiguousarray(array)
+
+
+def _float_rgb(image: Any) -> bool:
+    """A ``[H, W, 3]`` float tensor or array (ComfyUI's layout), converted by :func:`_float_rgb_to_uint8`."""
+    if isinstance(image, torch.Tensor):
+        return image.ndim == 3 and image.shape[-1] == 3 and image.is_floating_point()
+    return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3 and image.dtype.kind == "f"
+
+
+def _float_rgb_to_uint8(image: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    """``[H, W, 3]`` floats in [0, 1] -> uint8, equal to :func:`_from_float`: clip, then round ``v * 255`` to
+    the nearest level (ties to even) in float64, where the product of any float32 and 255 is exact. One
+    float64 buffer, changed in place (the numpy path makes several)."""
+    values = torch.from_numpy(image) if isinstance(image, np.ndarray) else image.detach()
+    values = values.to("cpu", torch.float64, copy=True)  # [H, W, 3]
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{name}: image contains NaN or infinite values.")
+    return values.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
 
 
 def images_to_uint8(images: Any, name: str = "images") -> list[np.ndarray]:
