@@ -29,7 +29,7 @@ The last line is ``vea/base=X compare/base=Y floor=Z`` with
 pass more than a plain answer). Targets: ``vea/base <= 1.05 * floor`` and
 ``compare/base <= 2.05``.
 
-Run: ``python bench/bench_pipeline.py [--repeats 3] [--threads 2]``
+Run: ``python bench/bench_pipeline.py [--repeats 16] [--threads 2]``
      ``python bench/bench_pipeline.py --device cuda --dtype bfloat16 --config tests/fixtures/real_configs/<dir>``
      (``--config``: the decoder and vision-tower sizes of a released checkpoint's
      config.json, random weights, the tiny tokenizer's vocabulary).
@@ -182,7 +182,7 @@ class Breakdown:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=10, help="rounds")
+    parser.add_argument("--repeats", type=int, default=16, help="rounds (each runs the four variants once)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))

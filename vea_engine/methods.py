@@ -135,7 +135,10 @@ class MethodRunner:
         methods: the methods that will be asked for (default: any). Knowing them lets every
             attribution come from one pass (the union of their layer sets) and, when ``base`` is
             among them and the answering model makes the mask, lets that pass be the base
-            answer's prefill (:func:`~vea_engine.attribution.attention_maps`).
+            answer's prefill (:func:`~vea_engine.attribution.attention_and_prefill`).
+
+    :meth:`answer` answers one method; :meth:`answers` answers several, decoding them
+    :data:`JOINT_METHODS` at a time as one batch.
         sinks: exclude visual attention sinks from every attribution (:func:`~vea_engine.signals.attribute`).
     """
 

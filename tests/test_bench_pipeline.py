@@ -1,0 +1,24 @@
+"""``bench/bench_pipeline.py`` runs end to end and ends with the line the performance targets are read from."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.helpers import REPO
+
+
+def test_bench_pipeline_prints_its_breakdown_and_the_ratio_line():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_pipeline.py"), "--repeats", "1", "--image-tokens", "16",
+         "--new-tokens", "3", "--threads", "1"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    match = re.fullmatch(r"vea/base=(\d+\.\d{3}) compare/base=(\d+\.\d{3}) floor=(\d+\.\d{3})", lines[-1])
+    assert match, lines[-1]
+    vea, compare, floor = map(float, match.groups())
+    assert floor > 1 and vea > 1 and compare > 1
+    assert any(line.split()[:1] == ["compare"] and len(line.split()) == 8 for line in lines)  # its breakdown row
