@@ -226,6 +226,19 @@ def test_offloaded_early_exit_and_answers_match(family, offloaded, vlm_of, scene
     assert not _disk_weights_resident(vlm)
 
 
+@pytest.mark.parametrize("family", OFFLOAD_FAMILIES)
+def test_offloaded_compare_decodes_both_answers_as_the_whole_model_does(family, offloaded, vlm_of, scene_image):
+    """Base (from the attribution pass) and VEA answers decoded as one batch through accelerate's hooks."""
+    from vea_engine.pipeline import run_vea
+
+    whole, vlm = vlm_of(family, "eager"), offloaded(family)[1]
+    got = run_vea(vlm, [scene_image], QUESTION, (0, 1), max_new_tokens=6, methods=("base", "vea"))
+    expected = run_vea(whole, [scene_image], QUESTION, (0, 1), max_new_tokens=6, methods=("base", "vea"))
+    assert got.answers == expected.answers
+    assert torch.equal(got.highlighted, expected.highlighted)
+    assert not _disk_weights_resident(vlm)
+
+
 def test_cli_run_with_a_memory_budget(tiny_model_dirs, vlm_of, tmp_path, capsys, scene_image):
     import json
 
