@@ -20,10 +20,8 @@ Run: ``python bench/bench_gradient.py [--repeats 2] [--grid 80] [--layers 8] [--
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from bench_capture import best_times, build, tensor_peak_bytes
+from bench_capture import measure, parse_arguments, print_table
 
 IMAGE_TOKEN_ID = 1000  # the image placeholder id of bench_capture's config
 
@@ -46,29 +44,14 @@ def variants(model, inputs) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", type=int, default=80, help="patches per side (image tokens = (grid/2)^2)")
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    model, inputs, n_image = build(args.grid, args.layers, args.device, torch.float32)
-    runs = variants(model, inputs)
-    for fn in runs.values():
-        fn()  # warm-up
-    best = best_times(runs, args.repeats, args.device)
-    peaks = {name: tensor_peak_bytes(fn) for name, fn in runs.items()}
+    args = parse_arguments(__doc__, repeats=2)
+    inputs, n_image, best, peaks = measure(args, variants)
     print(
         f"Qwen2.5-VL random weights, {args.layers} layers, {inputs['input_ids'].shape[1]} tokens "
         f"({n_image} image), device={args.device}, fp32"
     )
-    print(f"{'variant':<22}{'time (s)':>10}{'peak (MiB)':>12}{'time/(a)':>10}{'peak/(a)':>10}")
     labels = {"forward": "(a) forward", "grad": "(b) grad x input", "grad, no checkpoint": "(c) no checkpoint"}
-    for name, label in labels.items():
-        print(
-            f"{label:<22}{best[name]:>10.3f}{peaks[name] / 2**20:>12.1f}"
-            f"{best[name] / best['forward']:>10.2f}{peaks[name] / peaks['forward']:>10.2f}"
-        )
+    print_table(labels, best, peaks, "forward")
     print(f"grad_peak/forward_peak={peaks['grad'] / peaks['forward']:.2f}")
 
 
