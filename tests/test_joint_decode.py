@@ -174,3 +174,19 @@ def test_progress_counts_every_answer_token(vlm_of):
 
     decode_answers(vlm, [prefill_answers(vlm, inputs, 4, progress)], progress)
     assert seen[0] == (1, 4) and seen[-1][1] == 4 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_separate_answers_decode_each_method_alone_with_the_same_answers(vlm_of):
+    from vea_engine.pipeline import run_vea
+
+    vlm = vlm_of("qwen2_5_vl")
+    images = [_image(13)]
+    with continuations(vlm) as sizes:
+        separate = run_vea(vlm, images, QUESTIONS[0], None, max_new_tokens=5, joint_decode=False)
+    assert set(sizes) <= {1}  # at most the base answer, alone, on from the attribution pass
+    with continuations(vlm) as sizes:
+        joint = run_vea(vlm, images, QUESTIONS[0], None, max_new_tokens=5)
+    assert sizes == [2]  # base and VEA answers as one batch
+    assert separate.answers == joint.answers
+    assert separate.answers["base"] == answer(vlm, images, QUESTIONS[0], "qa", max_new_tokens=5)
+    assert separate.answers["vea"] == answer(vlm, separate.highlighted, QUESTIONS[0], "vea", max_new_tokens=5)

@@ -151,6 +151,16 @@ def test_cli_run_writes_images_and_json(family, tiny_model_dirs, vlm_of, tmp_pat
         assert highlighted.size == (84, 84)  # shortest side 84, centre crop
 
 
+def test_cli_run_separate_answers_gives_the_same_summary(tiny_model_dirs, tmp_path, scene_image, capsys):
+    """``--separate-answers`` decodes base and VEA one after the other: the answers of the batched default."""
+    image_path = tmp_path / "scene.png"
+    scene_image.save(image_path)
+    args = vea_run_args(tiny_model_dirs["qwen2_5_vl"], image_path, tmp_path / "out")
+    together = cli_json(capsys, *args)
+    separate = cli_json(capsys, *args, "--separate-answers")
+    assert (separate["base"], separate["vea"]) == (together["base"], together["vea"])
+
+
 def test_cli_refuses_a_missing_image_with_exit_code_2(tiny_model_dirs, tmp_path, capsys, caplog):
     args = vea_run_args(tiny_model_dirs["llava"], "/nope.png", tmp_path / "out")
     with caplog.at_level(logging.ERROR, logger="vea_engine"):

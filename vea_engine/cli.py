@@ -48,6 +48,11 @@ def _add_vea_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounding", default="truncate", choices=ROUNDING_MODES, help=ROUNDING_HELP)
     parser.add_argument("--delegate", default=None, help="a second model that makes the mask for --model")
     parser.add_argument("--out", default="outputs", help="folder for highlighted.png and heatmap.png")
+    parser.add_argument(
+        "--separate-answers",
+        action="store_true",
+        help="decode the base and VEA answers one after the other (exactly as plain answers), not as one batch",
+    )
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +192,7 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
         question,
         layers=_layers_arg(args.layers),
         delegate=delegate,
+        joint_decode=not args.separate_answers,
         **_settings(args),
     )
     out = Path(args.out)

@@ -192,8 +192,9 @@ def _answers(vlm: Any, plan: _Plan, todo: list[tuple[Any, str]], batch_size: int
 
     Pending samples are taken ``batch_size`` at a time, in order; within such a window, samples with
     the same image size and the same pending methods form one batch, and one :class:`MethodRunner`
-    shares the attribution, evidence map and highlighted image of a batch between its methods and
-    decodes their answers two methods at a time (:meth:`MethodRunner.answers`).
+    shares the attribution, evidence map and highlighted image of a batch between its methods. With
+    ``batch_size > 1`` it also decodes their answers two methods at a time as one batch
+    (:meth:`MethodRunner.answers`); 1 answers every method alone, exactly as a single run.
     """
     methods: dict[int, list[str]] = {}
     samples: list[Any] = []
@@ -211,7 +212,8 @@ def _answers(vlm: Any, plan: _Plan, todo: list[tuple[Any, str]], batch_size: int
         for (_, names), members in buckets.items():
             runner = MethodRunner(vlm, [images[i] for i in members], [window[i].question for i in members],
                                   plan.selection, plan.lam, plan.sigma, plan.alpha, plan.max_new_tokens,
-                                  rounding=plan.rounding, methods=[METHODS[m] for m in names])  # fmt: skip
+                                  rounding=plan.rounding, methods=[METHODS[m] for m in names],
+                                  joint_decode=batch_size > 1)  # fmt: skip
             for method, predictions in runner.answers([METHODS[m] for m in names]).items():
                 for sample, prediction in zip((window[i] for i in members), predictions, strict=True):
                     yield sample, method, prediction
@@ -283,8 +285,9 @@ def evaluate(
             to stop (rows written so far are kept; call again to resume).
         rounding: how canvases and highlighted images become uint8 (``truncate``: the reference).
         batch_size: samples answered together (same-size images with the same pending methods
-            share a batch). 1 (the default) answers each sample alone, exactly as a single run;
-            larger batches pad prompts of different lengths, which can move near-tied greedy tokens.
+            share a batch). 1 (the default) answers each sample and method alone, exactly as a
+            single run; larger batches pad prompts of different lengths and decode two methods'
+            answers as one batch, which can move near-tied greedy tokens.
 
     Returns:
         ``out_jsonl`` (merged and in canonical order once every rank has finished).

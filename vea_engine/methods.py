@@ -140,6 +140,8 @@ class MethodRunner:
     :meth:`answer` answers one method; :meth:`answers` answers several, decoding them
     :data:`JOINT_METHODS` at a time as one batch.
         sinks: exclude visual attention sinks from every attribution (:func:`~vea_engine.signals.attribute`).
+        joint_decode: :meth:`answers` decodes :data:`JOINT_METHODS` methods at a time as one batch
+            (False: each method alone, exactly as a plain answer; see :mod:`vea_engine.answering`).
     """
 
     def __init__(
@@ -157,8 +159,10 @@ class MethodRunner:
         rounding: str = "truncate",
         methods: Sequence[Method] | None = None,
         sinks: bool = False,
+        joint_decode: bool = True,
     ) -> None:
         self.vlm, self.mask_model = vlm, mask_model or vlm
+        self.joint_decode = joint_decode
         self.images = images_to_uint8(images)  # [H, W, 3] uint8 each: what every method starts from
         self.questions = broadcast_questions(questions, len(self.images))
         n = self.mask_model.num_layers
@@ -250,8 +254,11 @@ class MethodRunner:
         Each method's answers are prefilled on their own (the base answer's prefill may be the
         attribution pass), then decoded :data:`JOINT_METHODS` methods at a time as one batch
         (:func:`~vea_engine.answering.decode_answers`). Zoom methods, which answer on two
-        images, and images of mixed sizes are answered one method at a time.
+        images, and images of mixed sizes are answered one method at a time, and so is every
+        method without ``joint_decode``.
         """
+        if not self.joint_decode:
+            return {method.name: self.answer(method) for method in methods}
         answers: dict[str, list[str]] = {}
         waiting: list[tuple[str, Prefilled]] = []
 

@@ -61,6 +61,7 @@ def run_vea(
     rounding: str = "truncate",
     signal: str = "attention",
     sinks: bool = False,
+    joint_decode: bool = True,
 ) -> VEAResult:
     """VEA end to end (paper steps 2-6) on a batch of same-size images.
 
@@ -83,6 +84,9 @@ def run_vea(
         signal: how the image tokens are scored for the ``vea`` answer and the returned
             evidence: one of :data:`~vea_engine.signals.SIGNALS` (``attention``: the paper's).
         sinks: exclude visual attention sinks before normalising (:mod:`vea_engine.sinks`).
+        joint_decode: decode the answers of two methods at a time as one batch after their own
+            prefills (faster; False answers each method alone, exactly as :func:`answer` does:
+            the batch can round a near tie the other way, see :mod:`vea_engine.answering`).
 
     Returns:
         :class:`VEAResult`.
@@ -95,7 +99,7 @@ def run_vea(
     )
     expected = [shown if m.name == "vea" else m for m in wanted]
     runner = MethodRunner(vlm, images, questions, layers, lam, sigma, alpha, max_new_tokens, delegate or vlm, progress,
-                          rounding, expected, sinks)  # fmt: skip
+                          rounding, expected, sinks, joint_decode)  # fmt: skip
     evidence, highlighted = runner.highlighted(shown)
     answers = runner.answers(expected)  # by name, in the order asked
     return VEAResult(
