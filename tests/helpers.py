@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from vea_engine.testing.tiny_models import FAMILIES
@@ -96,3 +97,22 @@ def eval_args(model, data, methods: str, out, *extra) -> list[str]:
         str(out),
         *map(str, extra),
     ]
+
+
+@contextmanager
+def continuations(vlm):
+    """The batch size of every ``generate`` call of ``vlm`` that decodes on from kept prefills (a ``cache``
+    argument: :func:`~vea_engine.answering.decode_answers`), in order."""
+    sizes: list[int] = []
+    generate = vlm.model.generate
+
+    def recording(*args, **kwargs):
+        if kwargs.get("cache") is not None:
+            sizes.append(int(kwargs["input_ids"].shape[0]))
+        return generate(*args, **kwargs)
+
+    vlm.model.generate = recording
+    try:
+        yield sizes
+    finally:
+        del vlm.model.generate

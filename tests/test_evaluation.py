@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, eval_args
+from tests.helpers import REPO, continuations, eval_args
 from vea_engine.data import load_manifest
 from vea_engine.distributed import shard
 from vea_engine.evaluation import evaluate, score
@@ -309,25 +309,13 @@ def test_eval_in_batches_gives_every_row_and_the_one_by_one_predictions(tiny_vlm
 def test_eval_decodes_methods_together_only_in_batches(tiny_vlms, samples50, tmp_path):
     """batch_size 1 answers every method alone (exactly as a single run); larger batches decode two at a time."""
     vlm = tiny_vlms[FAMILY]
-    rows_decoded_together: list[int] = []  # batch size of each generate call that decodes on from kept prefills
-    generate = vlm.model.generate
-
-    def recording(*args, **kwargs):
-        if kwargs.get("cache") is not None:
-            rows_decoded_together.append(int(kwargs["input_ids"].shape[0]))
-        return generate(*args, **kwargs)
-
-    vlm.model.generate = recording
-    try:
+    with continuations(vlm) as alone:
         evaluate(vlm, samples50[:2], ["base", "vea"], tmp_path / "one.jsonl", layers=LAYERS, max_new_tokens=TOKENS)
-        alone = list(rows_decoded_together)
-        rows_decoded_together.clear()
+    with continuations(vlm) as batched:
         evaluate(vlm, samples50[:2], ["base", "vea"], tmp_path / "two.jsonl", layers=LAYERS, max_new_tokens=TOKENS,
                  batch_size=2)  # fmt: skip
-    finally:
-        del vlm.model.generate
     assert set(alone) <= {1}  # only the base answer goes on from its attribution pass, one sample at a time
-    assert max(rows_decoded_together) > 2  # base and vea of both samples (same size) as one batch
+    assert max(batched) > 2  # base and vea of both samples (same size) as one batch
 
 
 def test_eval_compares_every_method_in_one_run(tiny_vlms, samples50, tmp_path, capsys):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ALL_FAMILIES
+from tests.helpers import ALL_FAMILIES, continuations
 from vea_engine import compat
 from vea_engine.answering import answer, answer_inputs, decode_answers, decode_tokens, prefill_answers
 from vea_engine.methods import METHODS, MethodRunner
@@ -44,24 +42,6 @@ def going_on(vlm, *tokens: torch.Tensor) -> int:
     eos = vlm.model.generation_config.eos_token_id
     ends = {eos} if isinstance(eos, int) else set(eos or [])
     return sum(int(first) not in ends for t in tokens for first in t[:, 0])
-
-
-@contextmanager
-def continuations(vlm):
-    """The batch size of every ``generate`` call that decodes on from kept prefills."""
-    sizes: list[int] = []
-    generate = vlm.model.generate
-
-    def recording(*args, **kwargs):
-        if kwargs.get("cache") is not None:
-            sizes.append(int(kwargs["input_ids"].shape[0]))
-        return generate(*args, **kwargs)
-
-    vlm.model.generate = recording
-    try:
-        yield sizes
-    finally:
-        del vlm.model.generate
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
