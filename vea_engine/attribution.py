@@ -74,6 +74,12 @@ class AttentionMap:
     def batch_size(self) -> int:
         return int(self.scores.shape[0])
 
+    def rows(self, index: slice, questions: Sequence[str]) -> AttentionMap:
+        """The map of the images ``index`` selects, asked ``questions`` (one per image)."""
+        levels = None if self.levels is None else self.levels[index]
+        return AttentionMap(self.scores[index], self.geometry, self.canvas[index], self.layers, self.model_name,
+                            tuple(questions), levels)  # fmt: skip
+
     def with_scores(self, scores: torch.Tensor) -> AttentionMap:
         """A copy with new token scores ``[B, n_tokens]`` (e.g. after denoising)."""
         return AttentionMap(
@@ -142,9 +148,16 @@ def _token_scores(recorder: AttentionRecorder, batch: EncodedBatch) -> torch.Ten
 
 
 def _attention_map(vlm: VLM, scores: torch.Tensor, batch: EncodedBatch, layers: tuple[int, ...]) -> AttentionMap:
+    """The map of ``[L, B, n_tokens]`` layer scores: their :func:`layer_mean` on the batch's canvases."""
+    return batch_map(vlm, layer_mean(scores), batch, layers)
+
+
+def batch_map(vlm: VLM, scores: torch.Tensor, batch: EncodedBatch, layers: tuple[int, ...]) -> AttentionMap:
+    """An :class:`AttentionMap` of token scores ``[B, n_tokens]`` of an encoded batch, on its canvases
+    (their exact uint8 levels kept)."""
     levels = torch.from_numpy(np.stack([c.pixels for c in batch.canvases]))  # [B, H, W, 3] uint8
     return AttentionMap(
-        scores=layer_mean(scores),  # [B, n_tokens]
+        scores=scores,  # [B, n_tokens]
         geometry=batch.geometry,
         canvas=levels.to(MASK_DTYPE) / 255.0,
         layers=layers,

@@ -58,10 +58,9 @@ import torch
 from torch import nn
 
 from . import compat
-from .attribution import AttentionMap
+from .attribution import AttentionMap, batch_map
 from .config import MASK_DTYPE
 from .decoder import decoder_attention_modules, text_decoder, text_decoder_layers
-from .images import uint8_to_tensor
 from .inputs import Progress, encode_batch, layer_progress
 from .layers import LayerSelection, for_model
 from .loading import VLM
@@ -309,12 +308,5 @@ def gradient_x_input(
     selected = for_model(layers if layers is not None else "all", vlm.num_layers, vlm.name).layers
     batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
     gradients = input_gradients(vlm.model, batch.inputs, batch.positions, target_ids, checkpoint, progress)
-    attention = AttentionMap(
-        scores=signed_scores(gradients.raw, sign),  # [B, n_tokens]
-        geometry=batch.geometry,
-        canvas=uint8_to_tensor([c.pixels for c in batch.canvases]),
-        layers=selected,
-        model_name=vlm.name,
-        questions=tuple(batch.questions),
-    )
+    attention = batch_map(vlm, signed_scores(gradients.raw, sign), batch, selected)  # scores [B, n_tokens]
     return GradientAttribution(gradients, attention, sign)

@@ -98,12 +98,8 @@ def paired_attention(
     questions = broadcast_questions(questions, len(originals))
     batch = len(originals)
     both = extract_attention(vlm, originals + originals, questions + [generic] * batch, layers, **options)
-    canvas = both.canvas[:batch]  # [B, H, W, 3]; both halves render the same images
-    maps = (
-        AttentionMap(both.scores[:batch], both.geometry, canvas, both.layers, both.model_name, tuple(questions)),
-        AttentionMap(both.scores[batch:], both.geometry, canvas, both.layers, both.model_name, (generic,) * batch),
-    )
-    return maps
+    # both halves render the same images, so each has the images' own canvases
+    return both.rows(slice(None, batch), questions), both.rows(slice(batch, None), (generic,) * batch)
 
 
 def relative_attention(
