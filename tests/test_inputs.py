@@ -162,6 +162,19 @@ def test_float_rgb_images_round_to_the_nearest_level_like_float64_numpy(dtype, a
         to_rgb_uint8(torch.full((2, 2, 3), float("inf")) if as_tensor else np.full((2, 2, 3), np.inf, dtype))
 
 
+def test_float_images_of_any_layout_and_precision_convert():
+    """Flipped (negative strides), long-double, grey and alpha float images, and bfloat16 tensors."""
+    image = np.random.default_rng(1).random((5, 4, 3))
+    oracle = np.rint(image * 255).astype(np.uint8)
+    assert np.array_equal(to_rgb_uint8(image[::-1, ::-1]), oracle[::-1, ::-1])
+    assert np.array_equal(to_rgb_uint8(image.astype(np.longdouble)), oracle)
+    assert np.array_equal(to_rgb_uint8(image[..., :1]), np.repeat(oracle[..., :1], 3, axis=-1))
+    rgba = np.concatenate([image, np.full((5, 4, 1), 0.5)], axis=-1)  # half transparent over white
+    assert np.array_equal(to_rgb_uint8(rgba), np.rint((image * 0.5 + 0.5) * 255).astype(np.uint8))
+    half = torch.tensor([[[0.5, 0.25, 1.0]]], dtype=torch.bfloat16)  # exact in bfloat16
+    assert to_rgb_uint8(half).tolist() == [[[128, 64, 255]]]  # 127.5 rounds to even: 128
+
+
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
 @pytest.mark.parametrize(
     "make",

@@ -24,32 +24,40 @@ from PIL import Image
 
 def _from_pil(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        array = np.asarray(image).astype(np.float64) / 65535.0
-        return _from_float(array)
+        return _from_float(_float64(np.asarray(image)).div_(65535.0))
     if image.mode in ("I", "F"):
-        array = np.asarray(image).astype(np.float64)
-        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return _from_float(np.clip(array / peak, 0, 1))
+        values = _float64(np.asarray(image))
+        peak = 65535.0 if values.numel() and values.max().item() > 255 else 255.0
+        return _from_float(values.div_(peak))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("LA", "RGBA", "La", "RGBa"):
-        rgba = np.asarray(image.convert("RGBA")).astype(np.float64) / 255.0
-        return _from_float(rgba)
+        return _from_float(_float64(np.asarray(image.convert("RGBA"))).div_(255.0))
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
-def _from_float(array: np.ndarray) -> np.ndarray:
-    """``[H, W]`` or ``[H, W, 1..4]`` floats in [0, 1] -> ``[H, W, 3]`` uint8 (alpha over white)."""
-    if array.ndim == 2:
-        array = array[..., None]
-    channels = array.shape[-1]
-    if channels in (2, 4):
-        color, alpha = array[..., :-1], array[..., -1:]
-        array = color * alpha + (1.0 - alpha)
-        channels -= 1
-    if channels == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+def _float64(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A float64 CPU copy of an array (any dtype and strides) or tensor: the buffer :func:`_from_float` changes."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64, copy=True)
+    return torch.from_numpy(np.array(values, dtype=np.float64))
+
+
+def _from_float(values: torch.Tensor) -> np.ndarray:
+    """``[H, W]`` or ``[H, W, 1..4]`` float64 values in [0, 1] -> ``[H, W, 3]`` uint8 (alpha over white).
+
+    Clipped to [0, 1], then ``v * 255`` rounded to the nearest level (ties to even); the product
+    of any float32 and 255 is exact in float64. ``values`` (a :func:`_float64` copy) is changed in
+    place, so a ``[H, W, 3]`` image needs no other buffer.
+    """
+    if values.ndim == 2:
+        values = values[..., None]
+    values = values.clamp_(0.0, 1.0)
+    if values.shape[-1] in (2, 4):
+        color, alpha = values[..., :-1], values[..., -1:]
+        values = color * alpha + (1.0 - alpha)
+    levels = values.mul_(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)  # [H, W, 1 | 3]
+    return np.ascontiguousarray(levels.expand(*levels.shape[:-1], 3).numpy())
 
 
 def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
@@ -70,49 +78,33 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
             raise ValueError(f"{name}: {os.fspath(image)!r} is not a readable image ({error}).") from error
     if isinstance(image, Image.Image):
         array = _from_pil(image)
-    elif _float_rgb(image):
-        array = _float_rgb_to_uint8(image, name)
     elif isinstance(image, (np.ndarray, torch.Tensor)):
-        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
-            raise ValueError(
-                f"{name}: expected [H, W] or [H, W, C] with C in 1..4 (channels last), got shape {array.shape}."
-            )
-        if array.dtype == np.uint8:
-            array = _from_float(array.astype(np.float64) / 255.0) if array.ndim == 2 or array.shape[-1] != 3 else array
-        elif array.dtype == np.uint16:
-            array = _from_float(array.astype(np.float64) / 65535.0)
-        elif array.dtype == np.bool_:
-            array = _from_float(array.astype(np.float64))
-        elif np.issubdtype(array.dtype, np.floating):
-            if not np.isfinite(array).all():
+        shape = tuple(image.shape)
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 2, 3, 4)):
+            raise ValueError(f"{name}: expected [H, W] or [H, W, C] with C in 1..4 (channels last), got shape {shape}.")
+        if image.is_floating_point() if isinstance(image, torch.Tensor) else np.issubdtype(image.dtype, np.floating):
+            values = _float64(image)
+            if not bool(torch.isfinite(values).all()):
                 raise ValueError(f"{name}: image contains NaN or infinite values.")
-            array = _from_float(np.clip(array.astype(np.float64), 0.0, 1.0))
+            array = _from_float(values)
         else:
-            raise ValueError(f"{name}: unsupported pixel dtype {array.dtype}; use uint8, uint16 or float in [0, 1].")
+            array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            if array.dtype == np.uint8:
+                rgb = array.ndim == 3 and array.shape[-1] == 3
+                array = array if rgb else _from_float(_float64(array).div_(255.0))
+            elif array.dtype == np.uint16:
+                array = _from_float(_float64(array).div_(65535.0))
+            elif array.dtype == np.bool_:
+                array = _from_float(_float64(array))
+            else:
+                raise ValueError(
+                    f"{name}: unsupported pixel dtype {array.dtype}; use uint8, uint16 or float in [0, 1]."
+                )
     else:
         raise ValueError(f"{name}: expected a PIL image, numpy array, tensor or path, got {type(image).__name__}.")
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"{name}: image is empty ({array.shape[1]}x{array.shape[0]} W x H).")
     return np.ascontiguousarray(array)
-
-
-def _float_rgb(image: Any) -> bool:
-    """A ``[H, W, 3]`` float tensor or array (ComfyUI's layout), converted by :func:`_float_rgb_to_uint8`."""
-    if isinstance(image, torch.Tensor):
-        return image.ndim == 3 and image.shape[-1] == 3 and image.is_floating_point()
-    return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3 and image.dtype.kind == "f"
-
-
-def _float_rgb_to_uint8(image: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    """``[H, W, 3]`` floats in [0, 1] -> uint8, equal to :func:`_from_float`: clip, then round ``v * 255`` to
-    the nearest level (ties to even) in float64, where the product of any float32 and 255 is exact. One
-    float64 buffer, changed in place (the numpy path makes several)."""
-    values = torch.from_numpy(image) if isinstance(image, np.ndarray) else image.detach()
-    values = values.to("cpu", torch.float64, copy=True)  # [H, W, 3]
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"{name}: image contains NaN or infinite values.")
-    return values.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
 
 
 def images_to_uint8(images: Any, name: str = "images") -> list[np.ndarray]:
