@@ -170,3 +170,13 @@ def test_separate_answers_decode_each_method_alone_with_the_same_answers(vlm_of)
     assert separate.answers == joint.answers
     assert separate.answers["base"] == answer(vlm, images, QUESTIONS[0], "qa", max_new_tokens=5)
     assert separate.answers["vea"] == answer(vlm, separate.highlighted, QUESTIONS[0], "vea", max_new_tokens=5)
+
+
+def test_mixed_image_sizes_are_answered_method_by_method(vlm_of):
+    vlm = vlm_of("llava")
+    images = [_image(14), _image(15, (120, 90))]
+    runner = MethodRunner(vlm, images, QUESTIONS, None, max_new_tokens=4, methods=[METHODS["inst"]])
+    with continuations(vlm) as sizes:
+        got = runner.answers([METHODS["inst"]])
+    assert sizes == []  # no prefill kept: answered whole, one generate call per image size
+    assert got == {"inst": answer(vlm, images, QUESTIONS, "vea", max_new_tokens=4)}

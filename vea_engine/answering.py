@@ -218,7 +218,7 @@ def decode_tokens(vlm: VLM, prefilled: Sequence[Prefilled], progress: Progress |
         for p, first in zip(prefilled, firsts, strict=True)
     ]  # the rows of each prefill still to decode
     active = [i for i, rows in enumerate(kept) if rows.numel()]
-    steps = [first for first in firsts]
+    steps = list(firsts)
     if active:
         continued = _continue(vlm, [prefilled[i] for i in active], [kept[i] for i in active], progress)  # [R, T - 1]
         offset = 0
@@ -277,8 +277,9 @@ def _ended(tokens: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
 
 def _cut(tokens: torch.Tensor, stops: torch.Tensor, pad: int) -> torch.Tensor:
     """``[B, T]`` with every token after a sequence's end replaced by ``pad``, and the steps after all ended dropped."""
-    ended = _ended(tokens, stops).long().cumsum(dim=1)  # [B, T]: ends seen up to and including each step
-    after = (ended - _ended(tokens, stops).long()) > 0  # strictly after the first end
+    ends = _ended(tokens, stops).long()  # [B, T]
+    ended = ends.cumsum(dim=1)  # ends seen up to and including each step
+    after = (ended - ends) > 0  # strictly after the first end
     tokens = tokens.masked_fill(after, pad)
     finished = (ended > 0).all(dim=0)  # [T]: every sequence has ended by this step
     if finished.any():

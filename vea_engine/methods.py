@@ -296,11 +296,13 @@ class MethodRunner:
         base = self._base_answer_prefill(method)
         if base is not None or method.zoom:
             return base
-        images = self.highlighted(method)[1] if method.highlight else self.images
-        batches = answer_inputs(self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens)
-        if len(batches) != 1:
+        images = self.highlighted(method)[1] if method.highlight else self.images  # [B, H, W, 3] or B x [H, W, 3]
+        if len({tuple(image.shape) for image in images}) != 1:
             return None
-        return prefill_answers(self.vlm, batches[0][1], self.max_new_tokens, self.progress)
+        ((_, inputs),) = answer_inputs(
+            self.vlm, images, self.questions, method.prompt, max_new_tokens=self.max_new_tokens
+        )
+        return prefill_answers(self.vlm, inputs, self.max_new_tokens, self.progress)
 
     def crops(self, layers: str, signal: str = "attention") -> list:
         """The window of highest evidence of each image, cropped from the original: ``[h, w, 3]`` uint8 each.
