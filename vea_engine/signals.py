@@ -40,9 +40,6 @@ from .sinks import (
     sink_flags,
 )
 
-#: Attribution signals, the default first.
-SIGNALS = ("attention", "relatt", "grad")
-
 
 def check_signal(signal: str, who: str = "attribute") -> str:
     """``signal`` if it is one of :data:`SIGNALS`, else a ValueError saying what to pass."""
@@ -59,16 +56,24 @@ def _keywords(*functions: Any) -> set[str]:
     return {name for fn in functions for name in inspect.signature(fn).parameters if name not in skip}
 
 
+def _gradient_map(vlm: VLM, images: Any, questions: Any, layers: Any, **options: Any) -> AttentionMap:
+    return gradient_x_input(vlm, images, questions, layers, **options).attention
+
+
+#: signal -> (the function that makes its map, the functions whose keyword options it passes on)
+_MAKERS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "attention": (extract_attention, (extract_attention, layer_scores)),
+    "relatt": (relative_attention, (extract_attention, layer_scores, paired_attention, relative_attention)),
+    "grad": (_gradient_map, (gradient_x_input,)),
+}
+#: Attribution signals, the default first.
+SIGNALS = tuple(_MAKERS)
+
+
 def signal_options(signal: str) -> tuple[str, ...]:
     """The keyword options :func:`attribute` passes on for ``signal`` (read from the signal's functions)."""
     check_signal(signal)
-    if signal == "attention":
-        names = _keywords(extract_attention, layer_scores)
-    elif signal == "relatt":
-        names = _keywords(extract_attention, layer_scores, paired_attention, relative_attention)
-    else:
-        names = _keywords(gradient_x_input)
-    return tuple(sorted(names))
+    return tuple(sorted(_keywords(*_MAKERS[signal][1])))
 
 
 @contextmanager
@@ -89,11 +94,7 @@ def _input_ids_of(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def _signal_map(vlm: VLM, images: Any, questions: Any, layers: Any, signal: str, options: dict) -> AttentionMap:
-    if signal == "attention":
-        return extract_attention(vlm, images, questions, layers, **options)
-    if signal == "relatt":
-        return relative_attention(vlm, images, questions, layers, **options)
-    return gradient_x_input(vlm, images, questions, layers, **options).attention
+    return _MAKERS[signal][0](vlm, images, questions, layers, **options)
 
 
 def attribute(
