@@ -136,12 +136,11 @@ class MethodRunner:
             attribution come from one pass (the union of their layer sets) and, when ``base`` is
             among them and the answering model makes the mask, lets that pass be the base
             answer's prefill (:func:`~vea_engine.attribution.attention_and_prefill`).
-
-    :meth:`answer` answers one method; :meth:`answers` answers several, decoding them
-    :data:`JOINT_METHODS` at a time as one batch.
         sinks: exclude visual attention sinks from every attribution (:func:`~vea_engine.signals.attribute`).
         joint_decode: :meth:`answers` decodes :data:`JOINT_METHODS` methods at a time as one batch
             (False: each method alone, exactly as a plain answer; see :mod:`vea_engine.answering`).
+
+    :meth:`answer` answers one method; :meth:`answers` answers several.
     """
 
     def __init__(
