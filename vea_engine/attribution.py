@@ -11,7 +11,7 @@ evidence map is painted and the image highlighted.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,8 +67,7 @@ class AttentionMap:
     def to(self, device: torch.device | str) -> AttentionMap:
         """The same map with its tensors (scores, canvas, levels) on ``device``."""
         levels = None if self.levels is None else self.levels.to(device)
-        return AttentionMap(self.scores.to(device), self.geometry, self.canvas.to(device), self.layers,
-                            self.model_name, self.questions, levels)  # fmt: skip
+        return replace(self, scores=self.scores.to(device), canvas=self.canvas.to(device), levels=levels)
 
     @property
     def batch_size(self) -> int:
@@ -77,14 +76,12 @@ class AttentionMap:
     def rows(self, index: slice, questions: Sequence[str]) -> AttentionMap:
         """The map of the images ``index`` selects, asked ``questions`` (one per image)."""
         levels = None if self.levels is None else self.levels[index]
-        return AttentionMap(self.scores[index], self.geometry, self.canvas[index], self.layers, self.model_name,
-                            tuple(questions), levels)  # fmt: skip
+        return replace(self, scores=self.scores[index], canvas=self.canvas[index], questions=tuple(questions),
+                       levels=levels)  # fmt: skip
 
     def with_scores(self, scores: torch.Tensor) -> AttentionMap:
         """A copy with new token scores ``[B, n_tokens]`` (e.g. after denoising)."""
-        return AttentionMap(
-            scores, self.geometry, self.canvas, self.layers, self.model_name, self.questions, self.levels
-        )
+        return replace(self, scores=scores)
 
 
 @torch.inference_mode()
