@@ -163,9 +163,9 @@ def _inputs(vlm, size: tuple[int, int], device: str = "cpu", dtype: torch.dtype 
     return moved, geometry.n_tokens
 
 
-def _capture_layers(num_layers: int) -> tuple[int, ...]:
-    """Four evenly spread middle layers (VEA selects 3-7 layers around the middle)."""
-    return tuple(sorted({round(num_layers * f) for f in (0.4, 0.5, 0.6, 0.7)}))
+def _capture_layers(attention: tuple[int, ...]) -> tuple[int, ...]:
+    """Four evenly spread middle softmax-attention layers (VEA selects 3-7 layers around the middle)."""
+    return tuple(sorted({attention[round(len(attention) * f)] for f in (0.4, 0.5, 0.6, 0.7)}))
 
 
 # -- one variant in this process --------------------------------------------------------------
@@ -199,7 +199,7 @@ def run_cpu_variant(args) -> dict:
     attn = "eager" if args.variant == "eager" else "sdpa"
     vlm = load_vlm(args.checkpoint, dtype="float32", attn_implementation=attn)
     inputs, n_image = _inputs(vlm, (672, 672))
-    result = measure(vlm.model, inputs, args.variant, _capture_layers(vlm.num_layers), args.repeats, "cpu")
+    result = measure(vlm.model, inputs, args.variant, _capture_layers(vlm.layer_kinds.attention), args.repeats, "cpu")
     return {**result, "tokens": int(inputs["input_ids"].shape[1]), "image_tokens": n_image}
 
 
@@ -231,10 +231,10 @@ def _real_size_vlm(family: str, device: str, dtype: torch.dtype, attn: str):
         processor.image_processor.max_patches = extra["max_tiles"]
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn).eval()
-    from vea_engine.capture import decoder_attention_modules
+    from vea_engine.decoder import text_decoder_layers
 
     adapter = get_adapter(processor, config)
-    layers = len(decoder_attention_modules(model))
+    layers = len(text_decoder_layers(model))
     return VLM(model, processor, adapter, f"random 7B-shaped {family}", family, layers), size
 
 
@@ -243,7 +243,9 @@ def run_real_variant(args) -> dict:
     attn = "eager" if args.variant == "eager" else "sdpa"
     vlm, size = _real_size_vlm(args.family, args.device, dtype, attn)
     inputs, n_image = _inputs(vlm, size, args.device, dtype)
-    result = measure(vlm.model, inputs, args.variant, _capture_layers(vlm.num_layers), args.repeats, args.device)
+    result = measure(
+        vlm.model, inputs, args.variant, _capture_layers(vlm.layer_kinds.attention), args.repeats, args.device
+    )
     return {**result, "tokens": int(inputs["input_ids"].shape[1]), "image_tokens": n_image}
 
 

@@ -206,7 +206,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     image = (rng.random((side, side, 3)) * 255).astype(np.uint8)
     question = "What is the total amount on the receipt?"
-    selection = for_model(parse_layer_list(args.layers) if args.layers else None, vlm.num_layers, vlm.name)
+    selection = for_model(parse_layer_list(args.layers) if args.layers else None, vlm.layer_kinds, vlm.name)
     n = args.new_tokens
 
     calls = {

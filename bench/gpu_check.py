@@ -202,10 +202,10 @@ def _time(run, device: str, repeats: int = 2) -> tuple[float, int]:
 def kernel_table(name: str, hub_name: str, model, device: str, clock: Clock, dry_run: bool) -> list[str]:
     """Rows ``model | tokens | variant | seconds | extra GiB`` for sdpa, capture and eager."""
     from vea_engine.capture import StopForward, capture_attention_rows
-    from vea_engine.decoder import text_decoder_layers
+    from vea_engine.decoder import layer_kinds
     from vea_engine.layers import select_layers
 
-    layers = select_layers("preset", len(text_decoder_layers(model)), hub_name).layers
+    layers = select_layers("preset", layer_kinds(model), hub_name).layers
     say(f"{name}: capture reads layers {list(layers)} (the paper's preset), stopping after layer {max(layers)}")
     rows = []
     for tokens in IMAGE_TOKENS:
@@ -265,7 +265,7 @@ def run_offload(name: str, hub_name: str, model, device: str, clock: Clock, dry_
     """Save ``model``, load it again within :data:`OFFLOAD_BUDGET` and compare captured rows and memory."""
     from transformers import AutoModelForImageTextToText
 
-    from vea_engine.decoder import text_decoder_layers
+    from vea_engine.decoder import layer_kinds
     from vea_engine.layers import select_layers
     from vea_engine.loading import describe_placement, dispatch_map, parse_max_memory
 
@@ -277,7 +277,7 @@ def run_offload(name: str, hub_name: str, model, device: str, clock: Clock, dry_
     if not clock.left(300):  # about a minute for itself, the rest for the pipeline and ComfyUI
         say("skipped: not enough of the time budget left")
         return "skipped (time budget)"
-    layers = select_layers("preset", len(text_decoder_layers(model)), hub_name).layers
+    layers = select_layers("preset", layer_kinds(model), hub_name).layers
     ids = _prompt(model, 1024, device)
     whole = _preset_rows(model, layers, ids)
     work = Path(tempfile.mkdtemp(prefix="vea-offload-"))

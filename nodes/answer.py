@@ -173,7 +173,8 @@ class VEAAllInOne(io.ComfyNode):
 
         vlm = model.ready()
         mask_vlm = delegate.ready() if delegate is not None else None
-        selection = select_layers(layers, (mask_vlm or vlm).num_layers, (mask_vlm or vlm).name, custom=custom_layers)
+        reader = mask_vlm or vlm
+        selection = select_layers(layers, reader.layer_kinds, reader.name, custom=custom_layers)
         result = run_vea(
             vlm,
             image,

@@ -86,7 +86,7 @@ class VEAExtractAttention(io.ComfyNode):
             vlm,
             image,
             split_questions(question, question_per_line),
-            for_model(layers, vlm.num_layers, who="VEA Extract Attention (layers)"),
+            for_model(layers, vlm.layer_kinds, who="VEA Extract Attention (layers)"),
             signal=signal,
             sinks=bool(sinks),
             prompt_style=prompt_style,

@@ -195,9 +195,9 @@ class VEALayers(io.ComfyNode):
         if mode == PROFILE_OPTION:
             path = resolve_read("VEA Layers", "profile_path", profile_path, "profile")
             selection = LayerProfile.from_json(path).selection()
-            selection.check(model.vlm.num_layers, "VEA Layers (profile)")
+            selection.check(model.vlm.layer_kinds, "VEA Layers (profile)")
         else:
-            selection = select_layers(mode, model.vlm.num_layers, model.vlm.name, custom=custom_layers)
+            selection = select_layers(mode, model.vlm.layer_kinds, model.vlm.name, custom=custom_layers)
         return io.NodeOutput(selection, ui={"text": [describe_layers(selection)]})
 
 

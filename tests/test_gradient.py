@@ -110,7 +110,7 @@ def test_only_the_token_that_reaches_the_answer_scores(token, tiny_model_dirs, s
     vlm = _load(tiny_model_dirs, "llava")
     keep = 2
     with torch.no_grad():
-        for index, attn in enumerate(decoder_attention_modules(vlm.model)):
+        for index, attn in decoder_attention_modules(vlm.model).items():
             if index != keep:
                 attn.o_proj.weight.zero_()
     position = int(encode_batch(vlm, [scene_image], QUESTION).positions[0][token])

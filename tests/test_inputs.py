@@ -203,7 +203,7 @@ def test_model_still_usable_after_errors(vlm_of, scene_image):
     """An error inside a capture scope -- after the model was switched to the capturing kernel -- restores it."""
     vlm = vlm_of("qwen2_5_vl")
     attention_modules = decoder_attention_modules(vlm.model)
-    configs = {id(c): c for c in [vlm.model.config.get_text_config(), *(m.config for m in attention_modules)]}
+    configs = {id(c): c for c in [vlm.model.config.get_text_config(), *(m.config for m in attention_modules.values())]}
     assert {c._attn_implementation for c in configs.values()} == {"sdpa"}
     inputs = encode_batch(vlm, [scene_image], "What?").inputs
     with torch.inference_mode():

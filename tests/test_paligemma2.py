@@ -73,7 +73,7 @@ def _uncapped_rows(vlm, inputs, layers):
     """The same rows with the cap switched off in the attention modules (to show it matters)."""
     from vea_engine.capture import decoder_attention_modules
 
-    modules = decoder_attention_modules(vlm.model)
+    modules = list(decoder_attention_modules(vlm.model).values())
     saved = [m.attn_logit_softcapping for m in modules]
     try:
         for m in modules:

@@ -15,6 +15,7 @@ from tests.helpers import ENGINE_FAMILIES, eval_args
 from tests.planting import planted
 from vea_engine.attribution import extract_attention
 from vea_engine.data import load_manifest
+from vea_engine.decoder import LayerKinds
 from vea_engine.geometry import GridPart, ImageGeometry
 from vea_engine.inputs import encode_batch
 from vea_engine.labels import evidence_labels
@@ -268,7 +269,7 @@ def test_profile_layers_ties_keep_the_higher_layer(monkeypatch):
         ]
     )
     monkeypatch.setattr(profiling, "layer_token_scores", lambda vlm, image, question: (rows, g))
-    vlm = types.SimpleNamespace(num_layers=4, name="fake")
+    vlm = types.SimpleNamespace(num_layers=4, layer_kinds=LayerKinds.uniform(4), name="fake")
     sample = types.SimpleNamespace(id="s", image=None, question="q", boxes=((0.0, 0.0, 10.0, 10.0),))
     profile = profile_layers(vlm, [sample], top_fraction=0.25)  # one layer
     assert profile.auroc == (0.0, 1.0, 1.0, 5 / 6)

@@ -4,7 +4,7 @@ Pipeline (arXiv 2510.17771), each step a public function:
 
 >>> from vea_engine import load_vlm, select_layers, extract_attention, evidence_map, highlight_uint8, answer
 >>> vlm = load_vlm("Qwen/Qwen2.5-VL-7B-Instruct")                        # doctest: +SKIP
->>> layers = select_layers("preset", vlm.num_layers, vlm.name).layers     # doctest: +SKIP
+>>> layers = select_layers("preset", vlm.layer_kinds, vlm.name).layers    # doctest: +SKIP
 >>> attention = extract_attention(vlm, [image], question, layers)         # doctest: +SKIP
 >>> evidence = evidence_map(attention)                # [B, H, W] in [0, 1]  # doctest: +SKIP
 >>> highlighted = highlight_uint8(attention.canvas_uint8, evidence)  # uint8  # doctest: +SKIP

@@ -126,7 +126,7 @@ def _layer_scores(vlm, images, questions, layers, prompt_style="qa", template=No
                   rounding="truncate") -> tuple[torch.Tensor, EncodedBatch]:  # fmt: skip
     """:func:`layer_scores` as ``(scores [L, B, n_tokens], the encoded batch)``."""
     batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
-    layers = for_model(layers, vlm.num_layers, vlm.name).layers  # sorted, unique, in range
+    layers = for_model(layers, vlm.layer_kinds, vlm.name).layers  # sorted, unique, softmax-attention layers
     with (
         capture_attention_rows(vlm.model, layers, (-1,), stop_after_last=early_exit) as recorder,
         layer_progress(vlm.model, progress, (max(layers) + 1) if early_exit else None),
@@ -210,7 +210,7 @@ def attention_and_prefill(
 ) -> tuple[dict[str, AttentionMap], Prefilled | None]:
     """:func:`attention_maps` with the base answer left after its prefill (its first token), to be
     decoded later, alone or together with other answers (:func:`~vea_engine.answering.decode_answers`)."""
-    sets = {name: for_model(layers, vlm.num_layers, vlm.name).layers for name, layers in layer_sets.items()}
+    sets = {name: for_model(layers, vlm.layer_kinds, vlm.name).layers for name, layers in layer_sets.items()}
     if not sets:
         raise ValueError("attention_maps: layer_sets is empty; name at least one set of layers.")
     union = tuple(sorted(set().union(*sets.values())))
@@ -254,7 +254,7 @@ def extract_attention(
     Returns:
         :class:`AttentionMap` with ``scores [B, n_tokens]``.
     """
-    layers = for_model(layers, vlm.num_layers, vlm.name).layers
+    layers = for_model(layers, vlm.layer_kinds, vlm.name).layers
     scores, batch = _layer_scores(vlm, images, questions, layers, **options)
     return _attention_map(vlm, scores, batch, layers)
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import compat
 from .config import MASK_DTYPE
-from .decoder import decoder_attention_modules, text_decoder
+from .decoder import decoder_attention_modules, layer_kinds, text_decoder
 
 __all__ = ["AttentionRecorder", "StopForward", "attention_rows", "capture_attention_rows", "decoder_attention_modules"]
 
@@ -206,7 +206,8 @@ def capture_attention_rows(
 
     Args:
         model: a transformers VLM (text decoder reachable as ``language_model``).
-        layers: 0-based decoder layer indices.
+        layers: 0-based decoder layer indices, each a softmax-attention layer
+            (:func:`~vea_engine.decoder.layer_kinds`).
         query_positions: query rows to record (``-1`` = last prompt token).
         keep_heads: also keep per-head rows ``[B, H, R, K]``.
         stop_after_last: raise :class:`StopForward` once all layers are recorded, so the
@@ -215,22 +216,17 @@ def capture_attention_rows(
     Yields:
         The :class:`AttentionRecorder`; ``recorder.rows[layer]`` is ``[B, R, K]`` float32.
     """
-    modules = decoder_attention_modules(model)
+    modules = decoder_attention_modules(model)  # softmax-attention layers only
     layers = tuple(int(layer) for layer in layers)
-    bad = [layer for layer in layers if not 0 <= layer < len(modules)]
-    if not layers or bad:
-        raise ValueError(
-            f"layers {list(layers)} are invalid for a model with {len(modules)} decoder layers; "
-            f"use indices 0..{len(modules) - 1}."
-        )
+    layer_kinds(model).check(layers, "capture_attention_rows: layers")
     if not query_positions:
         raise ValueError("query_positions must name at least one query row, e.g. (-1,) for the last prompt token.")
-    configs = {id(m.config): m.config for m in modules}
+    configs = {id(m.config): m.config for m in modules.values()}
     text_config = getattr(text_decoder(model), "config", None)
     if text_config is not None:
         configs[id(text_config)] = text_config
     saved = {key: compat.raw_attn_implementation(cfg) for key, cfg in configs.items()}
-    bases = {_base_name(m) for m in modules}
+    bases = {_base_name(m) for m in modules.values()}
     if len(bases) != 1:
         raise ValueError(f"decoder layers use mixed attention implementations {sorted(bases)}; cannot capture.")
     base = bases.pop()

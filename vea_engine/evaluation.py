@@ -119,8 +119,9 @@ def _plan(
     vlm: Any, ids: list[str], layers: Any, lam: float, sigma: float, alpha: float, max_new_tokens: int, rounding: str
 ) -> _Plan:
     """Resolve and check the layers for ``vlm`` and fix the per-row model, layers and settings."""
-    selection = for_model(layers, vlm.num_layers, vlm.name, "eval")
-    layer_sets = {"selected": selection.layers, "all": tuple(range(vlm.num_layers))}
+    kinds = vlm.layer_kinds
+    selection = for_model(layers, kinds, vlm.name, "eval")
+    layer_sets = {"selected": selection.layers, "all": kinds.attention}  # every softmax-attention layer
     settings = {"lam": float(lam), "sigma": float(sigma), "alpha": float(alpha), "max_new_tokens": max_new_tokens}
     if rounding != "truncate":  # the paper's rows carry no key for it
         settings["rounding"] = rounding

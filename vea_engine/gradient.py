@@ -158,7 +158,7 @@ def gradient_scope(model: nn.Module, checkpoint: bool = True) -> Iterator[None]:
     names = ("gradient_checkpointing", "_gradient_checkpointing_func")
     saved_layers = [({n: layer.__dict__.get(n, _MISSING) for n in names}, layer.training) for layer in layers]
     modules = decoder_attention_modules(model)
-    configs = {id(m.config): m.config for m in modules}
+    configs = {id(m.config): m.config for m in modules.values()}
     text_config = getattr(text_decoder(model), "config", None)
     if text_config is not None:
         configs[id(text_config)] = text_config
@@ -305,7 +305,7 @@ def gradient_x_input(
         :class:`GradientAttribution`; its ``attention`` has ``scores [B, n_tokens]``.
     """
     check_sign(sign)
-    selected = for_model(layers if layers is not None else "all", vlm.num_layers, vlm.name).layers
+    selected = for_model(layers if layers is not None else "all", vlm.layer_kinds, vlm.name).layers
     batch = encode_batch(vlm, images, questions, prompt_style, template, rounding)
     gradients = input_gradients(vlm.model, batch.inputs, batch.positions, target_ids, checkpoint, progress)
     attention = batch_map(vlm, signed_scores(gradients.raw, sign), batch, selected)  # scores [B, n_tokens]

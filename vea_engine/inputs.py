@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .config import build_prompt
-from .decoder import decoder_attention_modules
+from .decoder import text_decoder_layers
 from .geometry import Canvas, ImageGeometry
 from .images import images_to_uint8
 from .loading import VLM
@@ -199,7 +199,7 @@ def layer_progress(model: Any, progress: Progress | None, total_layers: int | No
     if progress is None:
         yield
         return
-    modules = decoder_attention_modules(model)
+    modules = text_decoder_layers(model)  # every layer, softmax attention or not
     total = total_layers or len(modules)
     handles = [
         module.register_forward_pre_hook(lambda *_, i=i: progress(min(i + 1, total), total))

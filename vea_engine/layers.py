@@ -4,6 +4,12 @@ Without a preset for the model (and no profile or explicit list), VEA averages
 *all* decoder layers, as the reference code does (its ``Attributor`` defaults to
 the whole stack: the paper's "w/o profiling" setting). ``deepest_half`` remains
 available as an explicit mode.
+
+Only softmax-attention layers have an attention row to read. On a hybrid decoder
+(Qwen3.5: three linear-attention layers for every softmax layer) ``all`` and the
+fallback mean every softmax-attention layer, ``deepest_half`` the deeper half of
+those, and a list naming another layer is refused; the layer kinds come from
+:func:`vea_engine.decoder.layer_kinds` (a plain depth means all layers are softmax).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from .config import PRESET_LAYERS, PRESET_NUM_LAYERS
+from .decoder import LayerKinds, as_layer_kinds
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,15 @@ class LayerSelection:
             raise ValueError(f"layers: a selection needs at least one layer ({self.source}).")
         object.__setattr__(self, "layers", layers)
 
-    def check(self, num_layers: int, who: str = "layers") -> tuple[int, ...]:
+    def check(self, num_layers: int | LayerKinds, who: str = "layers") -> tuple[int, ...]:
         """The layers, after checking they exist in a model with ``num_layers`` decoder layers
-        (and that the selection was made for a model of that depth, when it records one)."""
+        (and that the selection was made for a model of that depth, when it records one).
+
+        ``num_layers`` may be the model's :class:`~vea_engine.decoder.LayerKinds`: then every
+        layer must also be a softmax-attention layer (one ValueError listing those otherwise).
+        """
+        kinds = as_layer_kinds(num_layers)
+        num_layers = kinds.num_layers
         if self.num_layers is not None and self.num_layers != num_layers:
             raise ValueError(
                 f"{who}: the layers ({shorten(self.source, 80)}) were chosen for a model with "
@@ -60,15 +73,16 @@ class LayerSelection:
                 f"{who}: layer(s) {shown} out of range for a model with {num_layers} decoder layers "
                 f"(valid 0..{num_layers - 1}); selection came from {shorten(self.source, 80)}."
             )
-        return self.layers
+        return kinds.check(self.layers, who)
 
 
 def describe_layers(selection: LayerSelection) -> str:
     """One line for people: which layers are read and where they came from."""
     source = selection.source
     why = {
-        "fallback:all": "no pre-profiled layers for this checkpoint, so all layers (as the reference code does)",
-        "all": "all layers",
+        "fallback:all": "no pre-profiled layers for this checkpoint, so all layers (as the reference code does; "
+        "on a hybrid decoder, all softmax-attention layers)",
+        "all": "all layers (on a hybrid decoder, all softmax-attention layers)",
         "deepest_half": "the deepest half",
         "custom": "your list",
     }.get(source, source.replace("preset:", "the paper's preset for ").replace("profile:", "the profile "))
@@ -76,14 +90,18 @@ def describe_layers(selection: LayerSelection) -> str:
 
 
 def for_model(
-    layers: LayerSelection | Sequence[int] | str | None, num_layers: int, model_name: str = "", who: str = "layers"
+    layers: LayerSelection | Sequence[int] | str | None,
+    num_layers: int | LayerKinds,
+    model_name: str = "",
+    who: str = "layers",
 ) -> LayerSelection:
     """The one place layer choices are normalised and checked against a model.
 
     Args:
-        layers: a :class:`LayerSelection` (checked against this model's depth), indices,
-            a mode name or None (see :func:`select_layers`).
-        num_layers: the model's decoder depth.
+        layers: a :class:`LayerSelection` (checked against this model's depth and layer kinds),
+            indices, a mode name or None (see :func:`select_layers`).
+        num_layers: the model's :class:`~vea_engine.decoder.LayerKinds` (``vlm.layer_kinds``),
+            or its decoder depth when every layer is softmax attention.
         model_name: its path or hub id (presets).
         who: what to call the argument in errors (e.g. the node that received it).
 
@@ -154,7 +172,7 @@ def parse_layer_list(text: str) -> tuple[int, ...]:
 
 def select_layers(
     mode: str | Sequence[int] | None,
-    num_layers: int,
+    num_layers: int | LayerKinds,
     model_name: str = "",
     custom: str | Sequence[int] | None = None,
 ) -> LayerSelection:
@@ -164,13 +182,16 @@ def select_layers(
         mode: ``preset`` (paper layers when ``model_name`` matches a pre-profiled
             checkpoint of the same depth, else all layers as the reference does,
             logged, source ``fallback:all``), ``all``, ``deepest_half``, ``custom``
-            (uses ``custom``), a list of indices, or None (= ``preset``).
-        num_layers: decoder depth of the model.
+            (uses ``custom``), a list of indices, or None (= ``preset``). "All" layers are
+            the softmax-attention layers (every layer of a plain decoder); ``deepest_half``
+            is the deeper half of those.
+        num_layers: the model's :class:`~vea_engine.decoder.LayerKinds`, or its decoder
+            depth (every layer softmax attention).
         model_name: path or hub id, to look up presets.
         custom: layer list for ``custom``: indices or text like ``"14,15,17"``.
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
+    kinds = as_layer_kinds(num_layers)  # a depth < 1 is refused there
+    num_layers, attention = kinds.num_layers, kinds.attention
     if mode is not None and not isinstance(mode, str):
         custom, mode = mode, "custom"
     mode = mode or "preset"
@@ -180,17 +201,18 @@ def select_layers(
             selection = LayerSelection(PRESET_LAYERS[key], f"preset:{key}", num_layers)
         else:
             log.warning(
-                "no pre-profiled layers for %r (%d layers); averaging all %d layers, as the reference does "
+                "no pre-profiled layers for %r (%d layers); averaging all %d %slayers, as the reference does "
                 "(the paper's 'w/o profiling' setting). Profile the model or pass explicit layers for better maps.",
                 model_name,
                 num_layers,
-                num_layers,
+                len(attention),
+                "softmax-attention " if kinds.hybrid else "",
             )
-            selection = LayerSelection(tuple(range(num_layers)), "fallback:all", num_layers)
+            selection = LayerSelection(attention, "fallback:all", num_layers)
     elif mode == "all":
-        selection = LayerSelection(tuple(range(num_layers)), "all", num_layers)
+        selection = LayerSelection(attention, "all", num_layers)
     elif mode == "deepest_half":
-        selection = LayerSelection(tuple(range(num_layers // 2, num_layers)), "deepest_half", num_layers)
+        selection = LayerSelection(attention[len(attention) // 2 :], "deepest_half", num_layers)
     elif mode == "custom":
         if custom is None or (isinstance(custom, str) and not custom.strip()):
             raise ValueError("layers: mode 'custom' needs a layer list, e.g. '14,15,17'.")
@@ -198,5 +220,5 @@ def select_layers(
         selection = LayerSelection(layers, "custom", num_layers)
     else:
         raise ValueError(f"layers: mode must be one of {LAYER_MODES}, got {mode!r}.")
-    selection.check(num_layers)
+    selection.check(kinds)
     return selection

@@ -29,7 +29,7 @@ from .checkpoint_files import (
     weights_error,
 )
 from .config import PAPER_MAX_PIXELS, RESOLUTION_MODES
-from .decoder import text_decoder_layers
+from .decoder import LayerKinds, layer_kinds, text_decoder_layers
 from .families import FamilyAdapter, adapter_class, supported_model_types
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class VLM:
         adapter: the family adapter (prompting and token geometry).
         name: the path or hub id it was loaded from.
         model_type: ``config.model_type``.
-        num_layers: number of text decoder layers.
+        num_layers: number of text decoder layers (softmax attention or not; see :attr:`layer_kinds`).
     """
 
     model: Any
@@ -88,6 +88,12 @@ class VLM:
     name: str
     model_type: str
     num_layers: int
+
+    @property
+    def layer_kinds(self) -> LayerKinds:
+        """The kind of every decoder layer (:func:`~vea_engine.decoder.layer_kinds`): layer choices are
+        checked against it, and ``.attention`` lists the softmax-attention layers VEA can read."""
+        return layer_kinds(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -424,8 +430,9 @@ def load_vlm(
     _fill_processor_fields(processor, model.config)
     apply_resolution(processor, model_type, resolution, model.config)
     adapter = adapter_type(processor, model.config)
+    kinds = layer_kinds(model)
     num_layers = len(text_decoder_layers(model))
-    log.info("loaded %s (%s, %d decoder layers, %s)", source, model_type, num_layers, attn_implementation)
+    log.info("loaded %s (%s, %s, %s)", source, model_type, kinds.describe(), attn_implementation)
     if device_map is not None:
         log.info("%s is spread over devices: %s", source, describe_placement(dispatch_map(model) or {}))
     return VLM(model, processor, adapter, source, model_type, num_layers)

@@ -164,9 +164,9 @@ class MethodRunner:
         self.joint_decode = joint_decode
         self.images = images_to_uint8(images)  # [H, W, 3] uint8 each: what every method starts from
         self.questions = broadcast_questions(questions, len(self.images))
-        n = self.mask_model.num_layers
-        self.selection = for_model(selection, n, self.mask_model.name)
-        self.layer_sets = {"selected": self.selection.layers, "all": tuple(range(n))}
+        kinds = self.mask_model.layer_kinds
+        self.selection = for_model(selection, kinds, self.mask_model.name)
+        self.layer_sets = {"selected": self.selection.layers, "all": kinds.attention}  # every softmax layer
         self.lam, self.sigma, self.alpha, self.max_new_tokens = lam, sigma, alpha, max_new_tokens
         self.progress, self.rounding = progress, rounding
         self.expected = tuple(methods or ())

@@ -2,7 +2,7 @@
 
 For each sample with ground-truth evidence boxes, one forward pass on the plain
 ``qa`` prompt records the head-mean attention row of the last prompt token at
-*every* decoder layer (captured inside SDPA / flash attention, see
+*every* softmax-attention decoder layer (captured inside SDPA / flash attention, see
 :mod:`vea_engine.capture`; no eager ``[B, H, N, N]`` maps). Restricted to the
 image tokens, each layer's row ranks the tokens; the ranking is scored against
 per-token evidence labels (:func:`vea_engine.labels.evidence_labels`) by AUROC, average precision
@@ -10,7 +10,9 @@ and NDCG@all. Per-layer scores are averaged over samples (samples whose labels
 are all one class are skipped and counted) and the top
 ``max(1, ceil(top_fraction * n_layers))`` layers by mean AUROC are kept (the
 reference's rule: on equal AUROC the higher layer index wins, see
-:func:`select_top_layers`).
+:func:`select_top_layers`). On a hybrid decoder (Qwen3.5) only the softmax-attention
+layers are scored and ranked (``n_layers`` counts them); the other layers have no
+attention row and keep ``nan`` scores.
 
 The result, :class:`LayerProfile`, is saved as JSON, reloaded, turned into a
 :class:`~vea_engine.layers.LayerSelection` for attribution, and drawn with
@@ -99,7 +101,8 @@ class LayerProfile:
         num_layers: decoder depth ``L``.
         layers: selected layers (0-based, sorted): the top ``n_top_layers(L, top_fraction)``
             by mean AUROC (:func:`select_top_layers`: ties go to the higher layer).
-        auroc: ``L`` mean AUROC per layer (``nan`` where no sample scored it).
+        auroc: ``L`` mean AUROC per layer (``nan`` where no sample scored it, and at layers
+            without softmax attention).
         ap: ``L`` mean average precision per layer.
         ndcg: ``L`` mean NDCG@all per layer.
         n_samples: samples that contributed (labels with both classes).
@@ -213,9 +216,10 @@ class LayerProfile:
 
 @torch.inference_mode()
 def layer_token_scores(vlm: Any, image: Any, question: str) -> tuple[torch.Tensor, ImageGeometry]:
-    """Last-prompt-token attention over this image's tokens at every decoder layer.
+    """Last-prompt-token attention over this image's tokens at every softmax-attention decoder layer.
 
-    One forward pass on the ``qa`` prompt (batch of one), all layers captured.
+    One forward pass on the ``qa`` prompt (batch of one), all of ``vlm.layer_kinds.attention``
+    captured (every layer of a plain decoder).
 
     Args:
         vlm: a loaded :class:`~vea_engine.loading.VLM`.
@@ -223,13 +227,14 @@ def layer_token_scores(vlm: Any, image: Any, question: str) -> tuple[torch.Tenso
         question: its question.
 
     Returns:
-        ``(scores [L, n_tokens] float32 CPU, geometry)``; row ``l`` is the head-mean
-        attention of layer ``l``.
+        ``(scores [A, n_tokens] float32 CPU, geometry)``; row ``i`` is the head-mean
+        attention of layer ``vlm.layer_kinds.attention[i]`` (of layer ``i`` on a plain decoder).
     """
     from .attribution import layer_scores
 
-    scores, geometry, _, _ = layer_scores(vlm, [image], question, range(vlm.num_layers), "qa", early_exit=False)
-    return scores[:, 0], geometry  # [L, n_tokens]
+    attention = vlm.layer_kinds.attention
+    scores, geometry, _, _ = layer_scores(vlm, [image], question, attention, "qa", early_exit=False)
+    return scores[:, 0], geometry  # [A, n_tokens]
 
 
 def _sample_fields(sample: Any, index: int) -> tuple[str, Any, str, Any]:
@@ -268,7 +273,8 @@ def profile_layers(
 
     if rule not in LABEL_RULES:
         raise ValueError(f"profile: rule must be one of {LABEL_RULES}, got {rule!r}.")
-    n_keep = n_top_layers(vlm.num_layers, top_fraction)
+    attention = vlm.layer_kinds.attention  # the layers scored and ranked: softmax attention only
+    n_keep = n_top_layers(len(attention), top_fraction)
     samples = list(samples)
     if not samples:
         raise ValueError("profile: no samples given; pass a manifest with evidence boxes (the paper uses ~100).")
@@ -279,10 +285,10 @@ def profile_layers(
             f"profile: {len(boxless)} sample(s) have no evidence boxes (first: {boxless[0]!r}); profiling needs "
             "boxes -- load the manifest with require_boxes=True or add 'boxes' to those rows."
         )
-    per_sample: list[np.ndarray] = []  # each [3, L]: auroc, ap, ndcg
+    per_sample: list[np.ndarray] = []  # each [3, A]: auroc, ap, ndcg of the attention layers
     skipped = 0
     for done, (sid, image, question, boxes) in enumerate(fields, start=1):
-        scores, geometry = layer_token_scores(vlm, image, question)  # [L, n_tokens]
+        scores, geometry = layer_token_scores(vlm, image, question)  # [A, n_tokens]
         labels = evidence_labels(geometry, boxes, rule).numpy()  # [n_tokens]
         if labels.all() or not labels.any():
             skipped += 1
@@ -311,11 +317,13 @@ def profile_layers(
             f"profile: all {skipped} samples were skipped (every token had the same label under rule {rule!r}); "
             "check the boxes (original-image pixels, xyxy) or use rule 'any'."
         )
-    stacked = np.stack(per_sample)  # [S, 3, L]
+    stacked = np.stack(per_sample)  # [S, 3, A]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a layer never scored -> nan, reported as such
-        means = np.nanmean(stacked, axis=0)  # [3, L]
-    layers = select_top_layers(means[0], n_keep)
+        scored = np.nanmean(stacked, axis=0)  # [3, A]
+    means = np.full((3, vlm.num_layers), np.nan)  # [3, L]: nan at layers without softmax attention
+    means[:, list(attention)] = scored
+    layers = tuple(attention[i] for i in select_top_layers(scored[0], n_keep))  # ranked among attention layers
     profile = LayerProfile(
         model_name=str(vlm.name),
         num_layers=int(vlm.num_layers),

@@ -135,7 +135,7 @@ def attribute(
         )
     if not isinstance(sinks, bool):
         raise ValueError(f"attribute: sinks must be True or False, got {sinks!r}.")
-    selected = for_model(layers, vlm.num_layers, vlm.name).layers
+    selected = for_model(layers, vlm.layer_kinds, vlm.name).layers
     if sinks:
         check_sink_threshold(sink_threshold, "attribute")
     else:
