@@ -16,8 +16,9 @@ three private details are used; each is reached only through this module, and
 
 Decoding several answers as one batch after their own prefills (:mod:`vea_engine.answering`)
 uses two more: the layers of a ``DynamicCache`` (``cache.layers[i].keys`` / ``.values``
-``[B, KVH, N, D]``, a sliding layer's ``cumulative_length``), joined row-wise by
-:func:`merge_caches`; and what a model keeps between a prefill and its decoding steps
+``[B, KVH, N, D]``, a sliding layer's ``cumulative_length``; a linear-attention layer's
+fixed-size ``conv_states`` / ``recurrent_states`` ``{index: [B, ...]}`` and its
+``cumulative_length_linear``), joined row-wise by :func:`merge_caches`; and what a model keeps between a prefill and its decoding steps
 (:data:`DECODE_STATE`: the M-RoPE offsets of Qwen2/2.5/3-VL), read by :func:`decode_state`
 and put back by :func:`set_decode_state`.
 """
@@ -120,12 +121,14 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
     The caches are of prompts left-padded in their own batches; padding them further on the
     left keeps every sequence right-aligned, as one left-padded batch would hold them (the
     attention mask hides the new columns). A sliding-window layer keeps the longest
-    ``cumulative_length``, which right alignment makes the one its mask needs. The first
+    ``cumulative_length``, which right alignment makes the one its mask needs. A
+    linear-attention layer (Qwen3.5's Gated DeltaNet) holds fixed-size states per sequence,
+    which are joined row-wise as they are, with the longest prompt's length. The first
     cache is reused (the caches are consumed). Returns None for any other kind of cache.
     """
-    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer, LinearAttentionLayer
 
-    kinds = (DynamicLayer, DynamicSlidingWindowLayer)
+    kinds = (DynamicLayer, DynamicSlidingWindowLayer, LinearAttentionLayer)
     if any(type(cache) is not DynamicCache for cache in caches):
         return None
     counts = {len(cache.layers) for cache in caches}
@@ -135,17 +138,43 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
         layers = [cache.layers[i] for cache in caches]
         if len({type(layer) for layer in layers}) != 1 or type(layers[0]) not in kinds:
             return None
-        if not all(layer.is_initialized and layer.keys is not None for layer in layers):
+        if not all(_filled(layer) for layer in layers):
             return None
     merged = caches[0]
     for i, layer in enumerate(merged.layers):
         layers = [cache.layers[i] for cache in caches]
+        if isinstance(layer, LinearAttentionLayer):
+            _join_states(layer, layers, rows)
+            continue
         keys = _join_rows([other.keys for other in layers], rows)
         values = _join_rows([other.values for other in layers], rows)
         layer.keys, layer.values = keys, values
         if isinstance(layer, DynamicSlidingWindowLayer):
             layer.cumulative_length = max(other.cumulative_length for other in layers)
     return merged
+
+
+def _filled(layer: Any) -> bool:
+    """Whether a cache layer holds a prefill: keys and values, or every linear-attention state."""
+    if hasattr(layer, "recurrent_states"):
+        states = range(layer.number_of_states)
+        return not layer.record_past and all(
+            layer.is_conv_states_initialized[i] and layer.is_recurrent_states_initialized[i] for i in states
+        )
+    return layer.is_initialized and layer.keys is not None
+
+
+def _join_states(layer: Any, layers: list[Any], rows: list[torch.Tensor]) -> None:
+    """Rows ``rows[i]`` of each linear-attention layer's states ``[B_i, ...]`` into ``layer``, one batch; its
+    length is the longest prompt's (every sequence right-aligned, as :func:`_join_rows` aligns the keys)."""
+    for store in ("conv_states", "recurrent_states"):
+        states = getattr(layer, store)
+        for index in list(states):
+            parts = [getattr(other, store)[index] for other in layers]
+            states[index] = torch.cat(
+                [part[kept.to(part.device)].to(parts[0].device) for part, kept in zip(parts, rows, strict=True)]
+            )
+    layer.cumulative_length_linear = torch.stack([other.cumulative_length_linear for other in layers]).max()
 
 
 def _join_rows(tensors: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
