@@ -20,7 +20,7 @@ processor, it is laid out as the same token grids.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +38,9 @@ class FamilyAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: Chat template used when a checkpoint's processor ships none.
     fallback_template: ClassVar[str] = "{image}\n{prompt}"
+    #: Keyword variables the checkpoint's chat template is rendered with (e.g. ``{"enable_thinking": False}``
+    #: for a template that otherwise opens the answer with a reasoning block).
+    chat_template_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, processor: Any, config: Any) -> None:
         self.processor = processor
@@ -74,7 +77,9 @@ class FamilyAdapter:
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
         messages = [{"role": "user", "content": content}]
         if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.processor.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, **self.chat_template_options
+            )
         image = getattr(self.processor, "image_token", "<image>")
         return self.fallback_template.format(image=image * n_images, prompt=prompt)
 
