@@ -1,6 +1,6 @@
 """Captured attention rows equal eager ``output_attentions`` rows; capture changes nothing else.
 
-The equality is checked for every family at every layer, on a single prompt and on a
+The equality is checked for every family at every softmax-attention layer, on a single prompt and on a
 left-padded batch of two, for text query rows and image-token query rows (bidirectional
 image attention, sliding windows, prefix-LM masks).
 """
@@ -49,13 +49,14 @@ def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
     common = sorted(set.intersection(*image_offsets))
     rows = TEXT_ROWS + tuple(common[:: max(1, len(common) // 4)][:4])
     assert len(rows) == 8
-    expected, eager_logits = _eager_rows(eager, inputs, rows)  # [L, B, R, N]
+    expected, eager_logits = _eager_rows(eager, inputs, rows)  # [L, B, R, N]: output_attentions has softmax layers
+    layers = vlm.layer_kinds.attention  # every layer of a plain decoder; the softmax layers of a hybrid one
     with torch.inference_mode():
         plain = vlm.model(**inputs, use_cache=False).logits
-        with capture_attention_rows(vlm.model, tuple(range(vlm.num_layers)), rows) as recorder:
+        with capture_attention_rows(vlm.model, layers, rows) as recorder:
             captured = vlm.model(**inputs, use_cache=False).logits
     got = recorder.stacked()  # [L, B, R, N]
-    assert got.shape == expected.shape == (vlm.num_layers, len(images), len(rows), n)
+    assert got.shape == expected.shape == (len(layers), len(images), len(rows), n)
     assert (got - expected).abs().max().item() <= 1e-5
     # rows are real distributions and the capture does not change the forward pass
     torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5, rtol=0)

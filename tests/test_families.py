@@ -42,6 +42,8 @@ EXACT_PARTS = {
     "gemma3": {0},
     "llava_next": {1},
     "qwen3_vl": {0},
+    "qwen3_5": {0},
+    "qwen3_5_moe": {0},
     "llava_onevision": set(),  # its large tile grid is shrunk by interpolation
     "idefics3": {0, 1, 2, 3},  # the tiles; the last grid is the global image
     "smolvlm": {0, 1, 2, 3},
@@ -138,8 +140,9 @@ def test_token_boxes_match_the_pixels_each_token_sees(family, vlm_of, scene_imag
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
     vlm = vlm_of(family)
-    first = extract_attention(vlm, [scene_image], "What?", [1])
-    again = extract_attention(vlm, first.canvas, "What?", [1])  # e.g. the highlighted canvas
+    layer = vlm.layer_kinds.attention[1:2]  # layer 1 of a plain decoder, a softmax layer of a hybrid one
+    first = extract_attention(vlm, [scene_image], "What?", layer)
+    again = extract_attention(vlm, first.canvas, "What?", layer)  # e.g. the highlighted canvas
     grids = [(p.token_start, p.rows, p.cols) for p in first.geometry.parts]
     assert [(p.token_start, p.rows, p.cols) for p in again.geometry.parts] == grids
     assert again.geometry.canvas_hw == first.geometry.canvas_hw == first.canvas.shape[1:3]
@@ -367,7 +370,8 @@ def _encoded(vlm, run, monkeypatch):
 def test_attribution_inputs_equal_base_answer_inputs(family, vlm_of, scene_image, monkeypatch):
     vlm = vlm_of(family)
     question = "What is written on the red sign?"
-    attribution = _encoded(vlm, lambda: extract_attention(vlm, [scene_image], question, [1]), monkeypatch)
+    layer = vlm.layer_kinds.attention[1:2]  # layer 1 of a plain decoder
+    attribution = _encoded(vlm, lambda: extract_attention(vlm, [scene_image], question, layer), monkeypatch)
     base = _encoded(vlm, lambda: answer(vlm, [scene_image], question, "qa", max_new_tokens=1), monkeypatch)
     assert len(attribution) == len(base) == 1
     for key in ("input_ids", "pixel_values"):

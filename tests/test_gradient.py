@@ -130,20 +130,19 @@ def test_every_family_runs_and_restores_every_flag(family, vlm_of, scene_image):
     requires = [p.requires_grad for p in vlm.model.parameters()]
     layers = text_decoder_layers(vlm.model)
     kernel = vlm.model.config.get_text_config()._attn_implementation
-    result = gradient_x_input(vlm, [scene_image], QUESTION, layers=[1, 2])
+    pair = vlm.layer_kinds.attention[1:3]  # (1, 2) on a plain decoder, softmax layers of a hybrid one
+    result = gradient_x_input(vlm, [scene_image], QUESTION, layers=pair)
     scores, raw = result.attention.scores, result.gradients.raw
     n = result.attention.geometry.n_tokens
     assert scores.shape == raw.shape == (1, n) and scores.dtype == torch.float32
     assert torch.isfinite(raw).all() and raw.abs().max() > 0 and (scores >= 0).all()
-    assert (
-        result.attention.layers == (1, 2) and result.attention.canvas.shape[1:3] == result.attention.geometry.canvas_hw
-    )
+    assert result.attention.layers == pair and result.attention.canvas.shape[1:3] == result.attention.geometry.canvas_hw
     with torch.no_grad():
         batch = encode_batch(vlm, [scene_image], QUESTION)
         greedy = vlm.model(**batch.inputs, use_cache=False, logits_to_keep=1).logits[0, -1].argmax()
     assert int(result.gradients.target_ids[0]) == int(greedy)
     # the layers' training flag (checkpointing) changes nothing else: equal to a pass without checkpointing
-    plain = gradient_x_input(vlm, [scene_image], QUESTION, layers=[1, 2], checkpoint=False).gradients.raw
+    plain = gradient_x_input(vlm, [scene_image], QUESTION, layers=pair, checkpoint=False).gradients.raw
     torch.testing.assert_close(raw, plain, rtol=1e-4, atol=1e-6 * raw.abs().max().item())
     assert [p.requires_grad for p in vlm.model.parameters()] == requires
     assert all(not layer.training and not layer.gradient_checkpointing for layer in layers)

@@ -106,7 +106,7 @@ def test_special_token_strings_in_a_question_are_plain_text(family, vlm_of, scen
     for key in ("attention_mask", "token_type_ids", "mm_token_type_ids"):
         if key in hostile.inputs:
             assert hostile.inputs[key].shape == hostile.inputs["input_ids"].shape, key
-    attention = extract_attention(vlm, [scene_image], question, [1])
+    attention = extract_attention(vlm, [scene_image], question, vlm.layer_kinds.attention[1:2])  # a softmax layer
     assert attention.scores.shape == (1, plain.geometry.n_tokens) and torch.isfinite(attention.scores).all()
     assert len(answer(vlm, [scene_image], question, max_new_tokens=2)) == 1
 

@@ -44,7 +44,7 @@ def _single_count(vlm, image) -> int:
 def _processor_count(vlm, inputs, k: int, image) -> int:
     """The count of image ``k`` as the processor's own outputs give it."""
     family = vlm.adapter.family
-    if family in ("qwen_vl", "qwen3_vl"):
+    if family in ("qwen_vl", "qwen3_vl", "qwen3_5"):
         return int(inputs["image_grid_thw"][k].prod()) // vlm.adapter.merge_size**2
     if family == "gemma3":
         return int(vlm.model.config.mm_tokens_per_image)
@@ -99,7 +99,9 @@ def test_one_image_chat_text_is_unchanged(family, vlm_of):
     prompt = "Describe it."
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
     if getattr(adapter.processor, "chat_template", None):
-        expected = adapter.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        expected = adapter.processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **adapter.chat_template_options
+        )
     else:
         expected = adapter.fallback_template.format(
             image=getattr(adapter.processor, "image_token", "<image>"), prompt=prompt

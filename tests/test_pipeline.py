@@ -142,8 +142,11 @@ def test_cli_run_writes_images_and_json(family, tiny_model_dirs, vlm_of, tmp_pat
     """``vea_engine.cli.main(["run", ...])`` in-process: the JSON summary and both images, at the canvas size."""
     image_path = tmp_path / "scene.png"
     scene_image.save(image_path)
-    summary = cli_json(capsys, *vea_run_args(tiny_model_dirs[family], image_path, tmp_path / "out"))
-    assert summary["layers"] == [1, 2] and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
+    layers = vlm_of(family).layer_kinds.attention[1:3]  # 1, 2 on a plain decoder; a hybrid one's softmax layers
+    args = vea_run_args(tiny_model_dirs[family], image_path, tmp_path / "out")
+    args[args.index("--layers") + 1] = ",".join(map(str, layers))
+    summary = cli_json(capsys, *args)
+    assert summary["layers"] == list(layers) and isinstance(summary["base"], str) and isinstance(summary["vea"], str)
     canvas_hw = render_canvases(vlm_of(family), [scene_image])[0].frame.canvas_hw
     highlighted, heat = Image.open(summary["highlighted"]), Image.open(summary["heatmap"])
     assert highlighted.size == heat.size == canvas_hw[::-1]

@@ -56,8 +56,8 @@ def recorded(vlm):
 def test_reused_prefill_gives_the_base_answers_token_ids_and_the_attribution_maps(vlm_of, family):
     vlm = vlm_of(family)
     images = _images()
-    n = vlm.num_layers
-    sets = {"selected": (n // 2, n - 1), "all": tuple(range(n))}
+    attention = vlm.layer_kinds.attention  # every layer of a plain decoder; the softmax layers of a hybrid one
+    sets = {"selected": tuple(sorted({attention[len(attention) // 2], attention[-1]})), "all": attention}
     with recorded(vlm) as plain:
         expected_answers = answer(vlm, images, QUESTIONS, "qa", max_new_tokens=12)
     with recorded(vlm) as reused:
@@ -82,8 +82,9 @@ def test_reuse_on_eager_is_bit_exact(vlm_of, family):
     """On the paper's kernel (eager) the prefill rows are the attribution rows bit for bit."""
     vlm = vlm_of(family, "eager")
     images = _images(seed=5, n=1)  # one image, as the reference code runs: no padding
-    maps, _ = attention_maps(vlm, images, QUESTIONS[0], {"selected": (1, 2)}, base_answer_tokens=4)
-    assert torch.equal(maps["selected"].scores, extract_attention(vlm, images, QUESTIONS[0], (1, 2)).scores)
+    pair = vlm.layer_kinds.attention[1:3] if len(vlm.layer_kinds.attention) > 2 else vlm.layer_kinds.attention
+    maps, _ = attention_maps(vlm, images, QUESTIONS[0], {"selected": pair}, base_answer_tokens=4)
+    assert torch.equal(maps["selected"].scores, extract_attention(vlm, images, QUESTIONS[0], pair).scores)
 
 
 def test_runner_answers_base_from_the_attribution_pass(vlm_of):

@@ -50,7 +50,7 @@ def test_window_sizes_by_hand():
 def test_input_side_is_what_the_vision_tower_sees_at_once(family, vlm_of):
     adapter = vlm_of(family).adapter
     canvas = adapter.render(np.zeros((300, 300, 3), dtype=np.uint8)).frame.canvas_hw
-    if adapter.family in ("qwen_vl", "qwen3_vl"):
+    if adapter.family in ("qwen_vl", "qwen3_vl", "qwen3_5"):
         assert adapter.input_side == 512  # sqrt of the paper's 512 * 512 pixel budget
     elif adapter.family in ("llava", "gemma3", "paligemma"):
         assert adapter.input_side == canvas[0] == canvas[1]  # the fixed square input

@@ -12,6 +12,7 @@ from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .paligemma import PaliGemmaAdapter
+from .qwen3_5 import Qwen3_5Adapter
 from .qwen3_vl import Qwen3VLAdapter
 from .qwen_vl import QwenVLAdapter
 
@@ -26,6 +27,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     SmolVLMAdapter,
     InternVLAdapter,
     PaliGemmaAdapter,
+    Qwen3_5Adapter,
 )
 
 

@@ -15,7 +15,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from . import gemma3, idefics3, internvl, llava, llava_next, llava_onevision, paligemma, qwen3_vl, qwen_vl
+from . import gemma3, idefics3, internvl, llava, llava_next, llava_onevision, paligemma, qwen3_5, qwen3_vl, qwen_vl
 from .spec import FamilyBuilder, FamilyExpectations, TinySpec, resolve_spec
 
 __all__ = [
@@ -42,6 +42,8 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "smolvlm": idefics3.SMOLVLM,
     "internvl": internvl.INTERNVL,
     "paligemma": paligemma.PALIGEMMA,
+    "qwen3_5": qwen3_5.QWEN3_5,
+    "qwen3_5_moe": qwen3_5.QWEN3_5_MOE,
 }
 
 #: Families a tiny checkpoint can be built for.
