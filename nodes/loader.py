@@ -167,7 +167,8 @@ class VEALayers(io.ComfyNode):
             category="VEA/layers",
             description="Choose the decoder layers whose attention VEA reads: the paper's pre-profiled layers for "
             "known checkpoints (else all layers, as the reference code does; logged), all, the deepest half, or your "
-            "own list.",
+            "own list. Only softmax-attention layers have attention to read: on a hybrid decoder (Qwen3.5) 'all' and "
+            "the deepest half count those, and a list naming a linear-attention layer is refused.",
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model the layers belong to (checks depth, finds presets)."),
                 ComboWithInputs(

@@ -94,3 +94,24 @@ def test_profiling_ranks_the_softmax_layers_only(vlm_of, scene_image, monkeypatc
     assert profile.auroc[3] == 0.0 and profile.auroc[7] == 1.0
     assert all(math.isnan(profile.auroc[i]) for i in range(8) if i not in (3, 7))
     assert profile_layers(fake, [sample], top_fraction=1.0).layers == (3, 7)
+
+
+@pytest.mark.parametrize(("family", "depth"), [("qwen3_5", 32), ("qwen3_5_moe", 40)])
+def test_released_depths_on_the_meta_device(family, depth):
+    """transformers' default configs have the released shapes (Qwen3.5-9B: 32 layers; Qwen3.5-35B-A3B: 40,
+    softmax attention every fourth layer, ``full_attention_interval`` 4): built on the meta device, the decoder
+    walk finds the attention layers and capture's modules exactly there, and the default layers are those."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from vea_engine.decoder import layer_kinds
+
+    config = AutoConfig.for_model(family)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    kinds = layer_kinds(model)
+    attention = tuple(range(3, depth, 4))  # 3, 7, 11, ...
+    assert kinds.num_layers == depth and kinds.attention == attention
+    assert set(decoder_attention_modules(model)) == set(attention)
+    assert all(next(m.parameters()).is_meta for m in decoder_attention_modules(model).values())
+    assert select_layers(None, kinds, f"Qwen/{family}").layers == attention
+    assert select_layers("deepest_half", kinds).layers == attention[len(attention) // 2 :]

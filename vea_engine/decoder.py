@@ -121,14 +121,15 @@ class LayerKinds:
                 read, when a layer is out of range or is not softmax attention.
         """
         chosen = tuple(sorted({int(layer) for layer in layers}))
+        readable = f"of the attention layers {list(self.attention)}" if self.hybrid else f"0..{self.num_layers - 1}"
         if not chosen:
-            raise ValueError(f"{who}: no layer given; use indices of the attention layers {list(self.attention)}.")
+            raise ValueError(f"{who}: no layer given; use indices {readable}.")
         out = [layer for layer in chosen if not 0 <= layer < self.num_layers]
         if out:
             shown = f"{out}" if len(out) <= 8 else f"[{', '.join(map(str, out[:8]))}, ...] ({len(out)} in all)"
             raise ValueError(
-                f"{who}: layer(s) {shown} out of range for a model with {self.num_layers} decoder layers "
-                f"(valid 0..{self.num_layers - 1}); its attention layers are {list(self.attention)}."
+                f"{who}: layer(s) {shown} out of range for a model with {self.num_layers} decoder layers; "
+                f"use indices {readable}."
             )
         other = [layer for layer in chosen if not self.layers[layer].softmax]
         if other:
