@@ -67,6 +67,7 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
     "paligemma": {"image_token_index": "<image>"},
 }
 SPECIAL_TOKEN_FIELDS["qwen2_5_vl"] = SPECIAL_TOKEN_FIELDS["qwen3_vl"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
+SPECIAL_TOKEN_FIELDS["qwen3_5"] = SPECIAL_TOKEN_FIELDS["qwen3_5_moe"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
 
 #: Families whose image placeholders include one newline token per row of the tiled grid.
 NEWLINE_FAMILIES = ("llava_next", "llava_onevision")
@@ -138,6 +139,10 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", QWEN_14PX_TOKENS),
     Checkpoint("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", QWEN3_VL_TOKENS),
     Checkpoint("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", QWEN3_VL_TOKENS),
+    # Qwen3.5 (hybrid decoders): the released depths and attention layers are checked on the meta device from
+    # transformers' default configs (tests/test_qwen3_5.py); the checkpoints' own files were not found.
+    Checkpoint("Qwen/Qwen3.5-9B", "qwen3_5", missing=_NOT_FOUND.format(files="files")),
+    Checkpoint("Qwen/Qwen3.5-35B-A3B", "qwen3_5_moe", missing=_NOT_FOUND.format(files="files")),
     # LLaVA-1.5: shortest edge -> 336, centre crop 336 x 336, 14-px patches: 24 x 24 = 576 tokens.
     Checkpoint("llava-hf/llava-1.5-7b-hf", "llava", _every(576)),
     Checkpoint("llava-hf/llava-1.5-13b-hf", "llava", _every(576)),
