@@ -24,6 +24,8 @@ _EXPORTS = {
     "VLM": "loading",
     "select_layers": "layers",
     "LayerSelection": "layers",
+    "layer_kinds": "decoder",
+    "LayerKinds": "decoder",
     "extract_attention": "attribution",
     "attention_maps": "attribution",
     "attribute": "signals",
