@@ -80,9 +80,8 @@ def describe_layers(selection: LayerSelection) -> str:
     """One line for people: which layers are read and where they came from."""
     source = selection.source
     why = {
-        "fallback:all": "no pre-profiled layers for this checkpoint, so all layers (as the reference code does; "
-        "on a hybrid decoder, all softmax-attention layers)",
-        "all": "all layers (on a hybrid decoder, all softmax-attention layers)",
+        "fallback:all": "no pre-profiled layers for this checkpoint, so all layers (as the reference code does)",
+        "all": "all layers",
         "deepest_half": "the deepest half",
         "custom": "your list",
     }.get(source, source.replace("preset:", "the paper's preset for ").replace("profile:", "the profile "))
