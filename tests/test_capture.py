@@ -85,17 +85,63 @@ def _check_gemma3_masks_were_exercised(vlm, inputs, rows_got, rows, image_offset
     assert rows_got[:, 0, image_row][:, later_image].sum(-1).min() > 0  # image tokens see later image tokens
 
 
-@pytest.mark.parametrize("family", ENGINE_FAMILIES)
-def test_capture_on_eager_is_bit_identical_to_output_attentions(family, vlm_of, scene_image):
-    """On the eager kernel the rows are the kernel's own weights: what the reference code reads, bit for bit."""
-    eager = vlm_of(family, "eager")
+PAPER_DTYPE_CASES = [(family, "bfloat16") for family in ALL_FAMILIES] + [
+    (family, dtype) for family in ENGINE_FAMILIES for dtype in ("float32", "float16")
+]
+
+
+@pytest.mark.parametrize(("family", "dtype"), PAPER_DTYPE_CASES)
+def test_capture_on_eager_is_the_reference_head_mean_bit_for_bit(family, dtype, vlm_of, scene_image):
+    """On the eager kernel the rows are the kernel's own weights averaged over heads as the reference code
+    averages them, in the model's dtype, then converted: ``weights[0, :, -1, :].mean(0).float()``, bit for bit."""
+    eager = vlm_of(family, "eager", dtype)
     inputs = _batch(eager, [scene_image], QUESTIONS[:1])
+    layers = tuple(range(eager.num_layers))
     with torch.inference_mode():
         out = eager.model(**inputs, use_cache=False, output_attentions=True)
-        with capture_attention_rows(eager.model, tuple(range(eager.num_layers)), (-1,)) as recorder:
+        with capture_attention_rows(eager.model, layers, (-1,)) as recorder:
             eager.model(**inputs, use_cache=False)
-    for layer, weights in enumerate(out.attentions):  # [B, H, N, N]
-        assert torch.equal(recorder.rows[layer][0, 0], weights[0, :, -1, :].float().mean(dim=0))
+        with capture_attention_rows(eager.model, layers, (-1,), head_mean_dtype=torch.float32) as precise:
+            eager.model(**inputs, use_cache=False)
+    for layer, weights in enumerate(out.attentions):  # [B, H, N, N] in the model's dtype
+        assert weights.dtype == getattr(torch, dtype)
+        assert torch.equal(recorder.rows[layer][0, 0], weights[0, :, -1, :].mean(0).float())
+        # the float32 opt-in averages the same weights in float32
+        assert torch.equal(precise.rows[layer][0, 0], weights[0, :, -1, :].float().mean(0))
+    if dtype == "bfloat16":  # the two orders differ in bfloat16: the test can tell them apart
+        differs = [not torch.equal(recorder.rows[i], precise.rows[i]) for i in layers]
+        assert any(differs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize(("heads", "kv_heads", "n"), [(4, 2, 37), (8, 8, 50), (14, 2, 300)])
+def test_rows_computed_beside_the_kernel_use_eager_arithmetic(dtype, heads, kv_heads, n):
+    """Rows computed from ``q``/``k`` (SDPA / flash) equal the rows of transformers' own eager attention on the
+    same ``q``/``k``: bit for bit in half precision (logits in the model's dtype, softmax in float32, rounded back,
+    heads averaged in the model's dtype), within float rounding in float32; with causal masks, GQA and softcap."""
+    from types import SimpleNamespace
+
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
+
+    from vea_engine.capture import head_mean
+
+    generator = torch.Generator().manual_seed(n)
+    dim = 32
+    q, k, v = (torch.randn(2, h, n, dim, generator=generator).to(dtype) for h in (heads, kv_heads, kv_heads))
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, training=False, head_dim=dim)
+    additive = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype).triu(1)[None, None].expand(2, 1, n, n)
+    positions = (-1, -5)
+    for mask, softcap in ((additive, None), (None, None), (additive.eq(0), 30.0)):
+        eager_mask = additive if mask is None or mask.dtype == torch.bool else mask
+        _, weights = eager_attention_forward(module, q, k, v, eager_mask, scaling=dim**-0.5, softcap=softcap)
+        expected = head_mean(weights, [p % n for p in positions])  # [2, R, N]: weights[b, :, p, :].mean(0)
+        rows = attention_rows(q, k, mask, positions, scaling=dim**-0.5, softcap=softcap)  # [2, H, R, N]
+        assert rows.dtype == dtype
+        got = head_mean(rows, range(len(positions)))
+        if dtype == torch.float32:
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+        else:
+            assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
