@@ -250,13 +250,13 @@ class MethodRunner:
         )
 
     def answers(self, methods: Sequence[Method]) -> dict[str, list[str]]:
-        """``{name: one answer per image}`` for several methods, equal to :meth:`answer` of each.
+        """``{name: one answer per image}`` for several methods: :meth:`answer` of each, in order.
 
-        Each method's answers are prefilled on their own (the base answer's prefill may be the
-        attribution pass), then decoded :data:`JOINT_METHODS` methods at a time as one batch
-        (:func:`~vea_engine.answering.decode_answers`). Zoom methods, which answer on two
-        images, and images of mixed sizes are answered one method at a time, and so is every
-        method without ``joint_decode``.
+        With ``joint_decode`` (an opt-in), each method's answers are prefilled on their own (the
+        base answer's prefill may be the attribution pass), then decoded :data:`JOINT_METHODS`
+        methods at a time as one batch (:func:`~vea_engine.answering.decode_answers`); zoom
+        methods, which answer on two images, and images of mixed sizes are still answered one
+        method at a time.
         """
         if not self.joint_decode:
             return {method.name: self.answer(method) for method in methods}
