@@ -68,6 +68,9 @@ def _encode(processor: Any, questions: list[str], images: list[Image.Image]) -> 
     extra = {"add_special_tokens": False} if bos and all(t.startswith(bos) for t in texts) else {}
     inputs = processor(text=texts, images=[[im] for im in images], return_tensors="pt", padding=True, **extra)
     inputs.pop("labels", None)
+    for key, value in inputs.items():  # Llama 4's processor normalises in bfloat16; the models here are float32
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            inputs[key] = value.float()
     return inputs
 
 
@@ -76,7 +79,9 @@ def _image_token_id(model: Any) -> int:
 
 
 def _text_decoder(model: Any) -> Any:
-    return getattr(model.model, "language_model", None) or model.model.text_model
+    from vea_engine.decoder import text_decoder
+
+    return text_decoder(model)
 
 
 @pytest.fixture(scope="session")
@@ -245,8 +250,12 @@ def test_config_highlights(loaded, family):
     assert attention.k_proj.out_features == 2 * 16 and attention.q_proj.out_features == 4 * 16  # GQA, head_dim 16
     assert model.dtype == torch.float32
     image_id = tokenizer.convert_tokens_to_ids(expectations(family).image_token)
-    # Gemma3Processor.image_token_id is its <start_of_image> (a transformers quirk); the tokenizer knows the real one
-    processor_id = tokenizer.image_token_id if family == "gemma3" else processor.image_token_id
+    # Gemma3Processor.image_token_id is its <start_of_image> (a transformers quirk); the tokenizer knows the real one.
+    # Llama4Processor's is the <|image|> the chat template writes; the features fill its <|patch|> tokens.
+    processor_id = {
+        "gemma3": lambda: tokenizer.image_token_id,
+        "llama4": lambda: tokenizer.convert_tokens_to_ids(processor.img_patch_token),
+    }.get(family, lambda: processor.image_token_id)()
     assert _image_token_id(model) == image_id == processor_id
     assert tokenizer.eos_token_id in np.atleast_1d(model.generation_config.eos_token_id)
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
@@ -300,6 +309,14 @@ def test_config_highlights(loaded, family):
         assert not processor.image_processor.crop_to_patches
     if family == "paligemma":
         assert text.model_type == "gemma" and processor.image_seq_length == 36
+    if family == "llama4":
+        kinds = ["chunked_attention", "full_attention"] * 3  # RoPE layers chunked, NoPE layers global
+        assert text.layer_types == kinds and text.no_rope_layers == [1, 0] * 3 and text.attention_chunk_size == 40
+        assert text.moe_layers == [1, 3, 5] and text.num_local_experts == 2 and text.attn_temperature_tuning
+        assert (vision.image_size, vision.patch_size, vision.pixel_shuffle_ratio) == (112, 14, 0.5)
+        assert not text.use_qk_norm and not hasattr(attention, "qk_norm")  # as Maverick
+        assert processor.image_processor.max_patches == 6 and processor.patch_size == 14
+        assert tokenizer.bos_token == "<|begin_of_text|>" and tokenizer.pad_token == "<|finetune_right_pad|>"
         assert tokenizer.convert_tokens_to_ids("<loc0512>") < len(tokenizer)  # detection tokens are in the vocab
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 #: Attribute paths of the text decoder in transformers VLMs, tried in order.
-_TEXT_MODEL_PATHS = ("language_model", "model.language_model", "model.text_model", "text_model", "model")
+_TEXT_MODEL_PATHS = (
+    "language_model",
+    "model.language_model",
+    "model.text_model",
+    "text_model",
+    "model",
+    "language_model.model",  # Llama 4: a causal LM (no layers of its own) beside the vision model
+)
 
 
 def text_decoder(model: nn.Module) -> nn.Module:

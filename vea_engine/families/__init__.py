@@ -8,6 +8,7 @@ from .base import FamilyAdapter
 from .gemma3 import Gemma3Adapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
+from .llama4 import Llama4Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -26,6 +27,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     SmolVLMAdapter,
     InternVLAdapter,
     PaliGemmaAdapter,
+    Llama4Adapter,
 )
 
 

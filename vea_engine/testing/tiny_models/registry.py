@@ -15,7 +15,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from . import gemma3, idefics3, internvl, llava, llava_next, llava_onevision, paligemma, qwen3_vl, qwen_vl
+from . import gemma3, idefics3, internvl, llama4, llava, llava_next, llava_onevision, paligemma, qwen3_vl, qwen_vl
 from .spec import FamilyBuilder, FamilyExpectations, TinySpec, resolve_spec
 
 __all__ = [
@@ -42,6 +42,7 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "smolvlm": idefics3.SMOLVLM,
     "internvl": internvl.INTERNVL,
     "paligemma": paligemma.PALIGEMMA,
+    "llama4": llama4.LLAMA4,
 }
 
 #: Families a tiny checkpoint can be built for.
