@@ -2,7 +2,7 @@
 
 The equality is checked for every family at every layer, on a single prompt and on a
 left-padded batch of two, for text query rows and image-token query rows (bidirectional
-image attention, sliding windows, prefix-LM masks).
+image attention, sliding windows, prefix-LM masks, Llama 4's attention chunks).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
         assert got[:, 1, :, inputs["attention_mask"][1] == 0].abs().max().item() == 0.0
     if family == "gemma3":
         _check_gemma3_masks_were_exercised(vlm, inputs, got, rows, image_offsets[0])
+    if family == "llama4":
+        _check_llama4_chunks_were_exercised(vlm, inputs, got, rows, image_offsets)
     if family == "paligemma":  # the prefix (image + prompt) is bidirectional: image rows see the last prompt token
         image_rows = [i for i, r in enumerate(rows) if r in image_offsets[0]]
         assert image_rows and got[:, 0, image_rows, -1].min() > 0
@@ -83,6 +85,31 @@ def _check_gemma3_masks_were_exercised(vlm, inputs, rows_got, rows, image_offset
     image_row = next(i for i, r in enumerate(rows) if r in image_offsets)
     later_image = [o + n for o in image_offsets if o > rows[image_row]]
     assert rows_got[:, 0, image_row][:, later_image].sum(-1).min() > 0  # image tokens see later image tokens
+
+
+def _check_llama4_chunks_were_exercised(vlm, inputs, rows_got, rows, image_offsets):
+    """The comparison above covered Llama 4's chunked layers, with the chunks cutting through the image,
+    and its global NoPE layers."""
+    n = inputs["input_ids"].shape[1]
+    text = vlm.model.config.text_config
+    chunk = text.attention_chunk_size
+    chunked = [i for i, t in enumerate(text.layer_types) if t == "chunked_attention"]
+    nope = [i for i, flag in enumerate(text.no_rope_layers) if not flag]
+    assert chunked and nope and set(chunked).isdisjoint(nope)
+    for b, offsets in enumerate(image_offsets):
+        start = n - int(inputs["attention_mask"][b].sum())  # left padding: the chunks start at the first real token
+        image = sorted(o + n - start for o in offsets)  # image token positions from the sequence start
+        assert image[0] < chunk <= image[-1], "a chunk boundary must cut through the image tokens"
+        last_chunk = start + (n - 1 - start) // chunk * chunk  # where the last prompt token's chunk starts
+        assert last_chunk > start, "the chunking must cut the prompt"
+        last = rows_got[:, b, rows.index(-1)]  # [L, N]
+        assert last[chunked, :last_chunk].max() == 0 and last[chunked, last_chunk:].sum(-1).min() > 0.99
+        assert last[nope, start].min() > 0  # the NoPE layers see the whole prompt
+        cut_rows = [(i, r + n - start) for i, r in enumerate(rows) if r in offsets and r + n - start >= chunk]
+        assert cut_rows, "an image query row must lie past a chunk boundary"
+        for i, position in cut_rows:  # it sees no token of an earlier chunk there, the whole prompt in NoPE layers
+            seen_from = start + position // chunk * chunk
+            assert rows_got[chunked, b, i, :seen_from].max() == 0 and rows_got[nope, b, i, start].min() > 0
 
 
 PAPER_DTYPE_CASES = [(family, "bfloat16") for family in ALL_FAMILIES] + [

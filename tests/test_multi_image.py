@@ -3,7 +3,7 @@
 For each image of the prompt the image tokens form their own span (a non-image token
 between the images) with exactly the count of that image's token layout, checked against
 the processor's own outputs (Qwen's ``image_grid_thw``, Gemma 3's ``mm_tokens_per_image``,
-InternVL's tiles, Idefics3's tile tokens, OneVision's untiled base grid), and the model
+InternVL's tiles, Idefics3's tile tokens, OneVision's untiled base grid, Llama 4's tiles), and the model
 itself accepts the prompt (it checks image features against image tokens).
 """
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import ALL_FAMILIES
-from vea_engine.inputs import encode_batch
+from vea_engine.inputs import encode_batch, on_model
 from vea_engine.testing.tiny_models import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,6 +57,9 @@ def _processor_count(vlm, inputs, k: int, image) -> int:
         return (rows * cols + 1) * vlm.adapter.tokens_per_side**2
     if family == "llava_onevision":
         return vlm.adapter.multi_image_placeholders
+    if family == "llama4":  # every tile the processor cuts (the global view included) is one token grid
+        tiles = vlm.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"].shape[0]
+        return tiles * vlm.adapter.tokens_per_side**2
     raise AssertionError(family)
 
 
@@ -83,7 +86,7 @@ def test_two_image_prompt_has_one_span_per_image_with_the_layout_count(family, v
         assert expected[0] in cumulative and runs, (family, runs, expected)
         assert int(positions[expected[0]] - positions[expected[0] - 1]) > 1, family
     with torch.inference_mode():  # the model matches image features to image tokens and refuses a mismatch
-        vlm.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        vlm.model.generate(**on_model(vlm, inputs), max_new_tokens=1, do_sample=False)  # Llama 4's pixels: bfloat16
 
 
 def _swap(inputs):

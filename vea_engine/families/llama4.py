@@ -28,7 +28,10 @@ image tokens; the image tokens are the tiles in order, then the global view.
 padding), rendered from the processor's own tile pixels. It shows the whole original
 (:meth:`~vea_engine.geometry.Frame.whole`). Fed back to the processor it is not resized
 again and lands on the same page, so it is tiled identically and its global view is
-again the whole canvas. Tile grids cover their ``S x S`` boxes of the page; cells of
+again the whole canvas (one exception: when two pages' scales nearly tie and the resize
+lands exactly on the smaller page, the processor's page keeps a whole tile row or column of
+padding, which the canvas fed back does not get; the other tiles are the same). Tile grids
+cover their ``S x S`` boxes of the page; cells of
 the last tile row or column may lie partly or wholly on the padding, past the canvas's
 edges (their scores fall outside the canvas). The global grid covers the whole canvas.
 Overlapping grids are averaged by :func:`~vea_engine.attribution.paint_scores`.
