@@ -169,3 +169,88 @@ def test_layout_is_the_processors(vlm_of):
         rows, cols = layout.tiles_hw
         page = pixels[: layout.n_tiles].view(rows, cols, 3, 112, 112).permute(2, 0, 3, 1, 4).reshape(3, rows * 112, -1)
         assert page[:, nh:].eq(-1).all() and page[:, :, nw:].eq(-1).all(), (h, w)
+
+
+# -- Scout at real scale ----------------------------------------------------------------------
+
+#: Architecture fields of meta-llama/Llama-4-Scout-17B-16E-Instruct's config.json as the public (reduced) copy
+#: in GitHub ai-dynamo/aiconfigurator (aic-core/src/aiconfigurator_core/model_configs/
+#: meta-llama--Llama-4-Scout-17B-16E-Instruct_config.json, commit 54cb8c65a) has them. The complete file, the
+#: processor files and the chat template could not be found (tests/fixtures/real_configs/SOURCES.md).
+SCOUT_TEXT = {
+    "attention_chunk_size": 8192,
+    "head_dim": 128,
+    "hidden_size": 5120,
+    "interleave_moe_layer_step": 1,
+    "intermediate_size": 8192,
+    "intermediate_size_mlp": 16384,
+    "num_attention_heads": 40,
+    "num_experts_per_tok": 1,
+    "num_hidden_layers": 48,
+    "num_key_value_heads": 8,
+    "num_local_experts": 16,
+    "use_qk_norm": True,
+    "vocab_size": 202048,
+}
+SCOUT_VISION = {"hidden_size": 1408, "image_size": 336, "intermediate_size": 5632, "num_attention_heads": 16,
+                "num_hidden_layers": 34, "patch_size": 14, "pixel_shuffle_ratio": 0.5, "projector_input_dim": 4096,
+                "projector_output_dim": 4096, "vision_output_dim": 4096}  # fmt: skip
+
+#: Scout's image tokens at the five sizes (W, H) of tests/test_real_configs.py, by hand: 336-px tiles of 12 x 12
+#: tokens, at most 16 tiles. 224x224: one tile (the smallest upscale, 1.5), no global view: 144. 1024x768: 3 x 4
+#: tiles (scale 1.3125, not resized: only padded) + global = 13 x 144. 2000x1500: no page fits unscaled; the
+#: smallest downscale (0.672) ties 3 x 4, 3 x 5 and 4 x 4 tiles, the smallest page wins: 13 x 144. 4000x300: 1 x 12
+#: tiles (4032 px, scale 1.008, not resized) + global: 13 x 144; 300x4000 the same on end.
+SCOUT_TOKENS = {(224, 224): 144, (1024, 768): 13 * 144, (2000, 1500): 13 * 144, (4000, 300): 13 * 144,
+                (300, 4000): 13 * 144}  # fmt: skip
+
+
+def test_scout_processor_at_real_scale():
+    """Transformers' Llama 4 image processor and processor at their defaults, which are Scout's (336-px tiles,
+    at most 16, no resize to the largest page; the public copy above records the same ``max_patches`` and
+    ``resize_to_max_canvas``): the image-token counts are the adapter's layout and the hand counts, and the
+    canvas fed back gives the same ``input_ids``."""
+    from PIL import Image
+    from transformers import Llama4ImageProcessor, Llama4Processor
+
+    from vea_engine.families.llama4 import Llama4Adapter
+    from vea_engine.testing.tiny_models import tiny_processor
+    from vea_engine.testing.tiny_models.llama4 import LLAMA4_CHAT_TEMPLATE
+
+    tokenizer = tiny_processor("llama4").tokenizer
+    processor = Llama4Processor(Llama4ImageProcessor(), tokenizer, chat_template=LLAMA4_CHAT_TEMPLATE)
+    ip = processor.image_processor
+    assert (ip.size["height"], ip.max_patches, ip.resize_to_max_canvas) == (336, 16, False)
+    patch = tokenizer.convert_tokens_to_ids("<|patch|>")
+    config = SimpleNamespace(vision_config=SimpleNamespace(**SCOUT_VISION), image_token_index=patch)
+    adapter = Llama4Adapter(processor, config)
+    for (w, h), expected in SCOUT_TOKENS.items():
+        y, x = np.mgrid[0:h, 0:w]
+        image = np.stack([x * 255 // (w - 1), y * 255 // (h - 1), ((x // 37 + y // 23) % 2) * 255], -1)
+        image = image.astype(np.uint8)
+        canvas = adapter.render(image)
+        inputs = adapter.encode([Image.fromarray(image)], ["What is written on the sign?"])
+        layout = adapter.token_layout(inputs, 0, canvas.frame)
+        positions = adapter.image_token_positions(inputs["input_ids"], [layout])[0]
+        assert positions.numel() == layout.n_tokens == expected, (w, h)
+        again = adapter.encode([Image.fromarray(canvas.pixels)], ["What is written on the sign?"])
+        assert torch.equal(again["input_ids"], inputs["input_ids"]), (w, h)
+        assert adapter.token_layout(again, 0, adapter.render(canvas.pixels).frame).parts == layout.parts, (w, h)
+
+
+def test_scout_decoder_on_the_meta_device():
+    """Scout's decoder: 48 layers, RoPE layers chunked by 8192 tokens, every fourth layer NoPE and global, every
+    layer MoE; capture finds all 48 attention modules."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration
+
+    config = Llama4Config(text_config=SCOUT_TEXT, vision_config=SCOUT_VISION)
+    with torch.device("meta"):
+        model = Llama4ForConditionalGeneration(config)
+    modules = decoder_attention_modules(model)
+    assert len(modules) == 48 and all(next(m.parameters()).is_meta for m in modules)
+    text = config.text_config
+    nope = [i for i, m in enumerate(modules) if not m.use_rope]
+    assert nope == list(range(3, 48, 4))
+    assert text.layer_types == ["full_attention" if i in nope else "chunked_attention" for i in range(48)]
+    assert text.moe_layers == list(range(48)) and all(hasattr(m, "qk_norm") != (i in nope) for i, m in
+                                                      enumerate(modules))  # fmt: skip

@@ -65,6 +65,11 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
     "idefics3": {"image_token_id": "<image>"},
     "smolvlm": {"image_token_id": "<image>"},
     "paligemma": {"image_token_index": "<image>"},
+    "llama4": {
+        "image_token_index": "<|patch|>",
+        "boi_token_index": "<|image_start|>",
+        "eoi_token_index": "<|image_end|>",
+    },
 }
 SPECIAL_TOKEN_FIELDS["qwen2_5_vl"] = SPECIAL_TOKEN_FIELDS["qwen3_vl"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
 
@@ -158,6 +163,8 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm", missing=_NOT_FOUND.format(files="files")),
     # PaliGemma-448: 448 x 448, 14-px patches: 32 x 32 = 1024 tokens.
     Checkpoint("google/paligemma-3b-mix-448", "paligemma", _every(1024)),
+    # Llama 4 Scout at real scale without these files: tests/test_llama4.py (transformers' processor defaults).
+    Checkpoint("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama4", missing=_NOT_FOUND.format(files="files")),
 )
 
 COVERED = tuple(c for c in CHECKPOINTS if c.missing is None)
