@@ -92,8 +92,10 @@ def test_separators_are_not_grid_tokens(vlm_of, scene_image):
     batch = encode_batch(vlm, [scene_image], QUESTION)
     ids, positions = batch.inputs["input_ids"][0], batch.positions[0]
     tokenizer = vlm.processor.tokenizer
-    count = {t: int((ids == tokenizer.convert_tokens_to_ids(t)).sum()) for t in ("<|tile_x_separator|>",
-             "<|tile_y_separator|>", "<|image|>", "<|image_start|>", "<|image_end|>")}  # fmt: skip
+    count = {
+        t: int((ids == tokenizer.convert_tokens_to_ids(t)).sum())
+        for t in ("<|tile_x_separator|>", "<|tile_y_separator|>", "<|image|>", "<|image_start|>", "<|image_end|>")
+    }
     rows, cols = 2, 2  # 200x150 on 112-px tiles: a 224 x 224 page
     assert count == {
         "<|tile_x_separator|>": rows * (cols - 1),
@@ -156,8 +158,9 @@ def test_layout_is_the_processors(vlm_of):
     vlm = vlm_of("llama4")
     ip = vlm.processor.image_processor
     rng = np.random.default_rng(2)
-    for h, w in [(150, 200), (40, 30), (112, 112), (90, 700)] + [tuple(int(v) for v in s) for s in rng.integers(
-            20, 900, size=(12, 2))]:  # fmt: skip
+    for h, w in [(150, 200), (40, 30), (112, 112), (90, 700)] + [
+        tuple(int(v) for v in s) for s in rng.integers(20, 900, size=(12, 2))
+    ]:
         image = (rng.random((h, w, 3)) * 255).astype(np.uint8)
         layout = vlm.adapter.layout((h, w))
         pixels = ip(images=[image], return_tensors="pt")["pixel_values"]  # [tiles (+1), 3, S, S]
@@ -167,7 +170,8 @@ def test_layout_is_the_processors(vlm_of):
         assert canvas.pixels.shape[:2] == (nh, nw), (h, w)
         # the page beyond the canvas is the processor's black padding (-1 after normalising), the canvas is not
         rows, cols = layout.tiles_hw
-        page = pixels[: layout.n_tiles].view(rows, cols, 3, 112, 112).permute(2, 0, 3, 1, 4).reshape(3, rows * 112, -1)
+        S = vlm.adapter.tile
+        page = pixels[: layout.n_tiles].view(rows, cols, 3, S, S).permute(2, 0, 3, 1, 4).reshape(3, rows * S, -1)
         assert page[:, nh:].eq(-1).all() and page[:, :, nw:].eq(-1).all(), (h, w)
 
 
@@ -192,17 +196,31 @@ SCOUT_TEXT = {
     "use_qk_norm": True,
     "vocab_size": 202048,
 }
-SCOUT_VISION = {"hidden_size": 1408, "image_size": 336, "intermediate_size": 5632, "num_attention_heads": 16,
-                "num_hidden_layers": 34, "patch_size": 14, "pixel_shuffle_ratio": 0.5, "projector_input_dim": 4096,
-                "projector_output_dim": 4096, "vision_output_dim": 4096}  # fmt: skip
+SCOUT_VISION = {
+    "hidden_size": 1408,
+    "image_size": 336,
+    "intermediate_size": 5632,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 34,
+    "patch_size": 14,
+    "pixel_shuffle_ratio": 0.5,
+    "projector_input_dim": 4096,
+    "projector_output_dim": 4096,
+    "vision_output_dim": 4096,
+}
 
 #: Scout's image tokens at the five sizes (W, H) of tests/test_real_configs.py, by hand: 336-px tiles of 12 x 12
 #: tokens, at most 16 tiles. 224x224: one tile (the smallest upscale, 1.5), no global view: 144. 1024x768: 3 x 4
 #: tiles (scale 1.3125, not resized: only padded) + global = 13 x 144. 2000x1500: no page fits unscaled; the
 #: smallest downscale (0.672) ties 3 x 4, 3 x 5 and 4 x 4 tiles, the smallest page wins: 13 x 144. 4000x300: 1 x 12
 #: tiles (4032 px, scale 1.008, not resized) + global: 13 x 144; 300x4000 the same on end.
-SCOUT_TOKENS = {(224, 224): 144, (1024, 768): 13 * 144, (2000, 1500): 13 * 144, (4000, 300): 13 * 144,
-                (300, 4000): 13 * 144}  # fmt: skip
+SCOUT_TOKENS = {
+    (224, 224): 144,
+    (1024, 768): 13 * 144,
+    (2000, 1500): 13 * 144,
+    (4000, 300): 13 * 144,
+    (300, 4000): 13 * 144,
+}
 
 
 def test_scout_processor_at_real_scale():
@@ -252,5 +270,6 @@ def test_scout_decoder_on_the_meta_device():
     nope = [i for i, m in enumerate(modules) if not m.use_rope]
     assert nope == list(range(3, 48, 4))
     assert text.layer_types == ["full_attention" if i in nope else "chunked_attention" for i in range(48)]
-    assert text.moe_layers == list(range(48)) and all(hasattr(m, "qk_norm") != (i in nope) for i, m in
-                                                      enumerate(modules))  # fmt: skip
+    assert text.moe_layers == list(range(48)) and all(
+        hasattr(m, "qk_norm") != (i in nope) for i, m in enumerate(modules)
+    )
