@@ -48,6 +48,9 @@ EXACT_PARTS = {
     "internvl": {0, 1, 2, 3},  # the tiles; the last grid is the thumbnail
     "paligemma": {0},
     "llama4": {0, 1, 2, 3},  # the tiles; the last grid is the global view
+    "glm4v": {0},
+    "glm4v_moe": {0},
+    "glm46v": {0},
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")

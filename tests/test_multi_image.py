@@ -44,7 +44,7 @@ def _single_count(vlm, image) -> int:
 def _processor_count(vlm, inputs, k: int, image) -> int:
     """The count of image ``k`` as the processor's own outputs give it."""
     family = vlm.adapter.family
-    if family in ("qwen_vl", "qwen3_vl"):
+    if family in ("qwen_vl", "qwen3_vl", "glm4v"):
         return int(inputs["image_grid_thw"][k].prod()) // vlm.adapter.merge_size**2
     if family == "gemma3":
         return int(vlm.model.config.mm_tokens_per_image)

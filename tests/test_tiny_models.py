@@ -293,6 +293,16 @@ def test_config_highlights(loaded, family):
         assert (vision.patch_size, vision.spatial_merge_size, vision.deepstack_visual_indexes) == (16, 2, [0])
         assert processor.image_processor.patch_size == 16 and processor.video_processor is not None
         assert hasattr(attention, "q_norm") and hasattr(attention, "k_norm")
+    if family in ("glm4v", "glm4v_moe", "glm46v"):
+        rope = text.rope_parameters  # half of head_dim 16 rotated: 4 frequencies split (t, h, w)
+        assert rope["partial_rotary_factor"] == 0.5 and rope["mrope_section"] == [1, 1, 2]
+        assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
+        assert processor.image_processor.size["longest_edge"] == 2 * 448 * 448  # the budget counts both frames
+        assert attention.q_proj.bias is not None and tokenizer.pad_token == "<|endoftext|>"
+        mlps = [type(layer.mlp).__name__ for layer in _text_decoder(model).layers]
+        assert mlps == (
+            ["Glm4vMoeTextMLP"] + ["Glm4vMoeTextMoE"] * 5 if family == "glm4v_moe" else ["Glm4vTextMLP"] * 6
+        )
     if family == "llava_onevision":
         assert config.vision_aspect_ratio == "anyres_max_9" and config.vision_feature_select_strategy == "full"
         assert len(config.image_grid_pinpoints) == 36 and config.image_grid_pinpoints[-1] == [336, 336]

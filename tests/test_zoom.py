@@ -50,7 +50,7 @@ def test_window_sizes_by_hand():
 def test_input_side_is_what_the_vision_tower_sees_at_once(family, vlm_of):
     adapter = vlm_of(family).adapter
     canvas = adapter.render(np.zeros((300, 300, 3), dtype=np.uint8)).frame.canvas_hw
-    if adapter.family in ("qwen_vl", "qwen3_vl"):
+    if adapter.family in ("qwen_vl", "qwen3_vl", "glm4v"):
         assert adapter.input_side == 512  # sqrt of the paper's 512 * 512 pixel budget
     elif adapter.family in ("llava", "gemma3", "paligemma"):
         assert adapter.input_side == canvas[0] == canvas[1]  # the fixed square input
@@ -156,7 +156,7 @@ def test_delegate_mask_zooms_on_the_planted_block(vlm_of, scene_image):
 def test_multi_image_families_are_the_documented_ones():
     assert multi_image_model_types() == sorted(
         ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision", "gemma3", "idefics3", "smolvlm"]
-        + ["internvl"]
+        + ["internvl", "glm4v", "glm4v_moe", "glm46v"]
     )
     assert zoom_prompt("What is the total?") == ZOOM_PREFIX + build_prompt("What is the total?", "qa")
     assert zoom_prompt("Why?", "vea").startswith(ZOOM_PREFIX) and zoom_prompt("Why?", "vea").endswith("Question: Why?")

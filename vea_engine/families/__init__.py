@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import FamilyAdapter
 from .gemma3 import Gemma3Adapter
+from .glm4v import Glm4vAdapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
 from .llama4 import Llama4Adapter
@@ -28,6 +29,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     InternVLAdapter,
     PaliGemmaAdapter,
     Llama4Adapter,
+    Glm4vAdapter,
 )
 
 
