@@ -61,3 +61,75 @@ def test_grid_lies_between_begin_and_end_of_image_and_excludes_them(family, vlm_
     grid = attention.geometry.split(attention.scores)[0][0]  # [rows, cols]
     corners = grid[0, 0] + grid[-1, -1]
     assert corners > 0.9 and set(grid.flatten().topk(2).indices.tolist()) == {0, grid.numel() - 1}
+
+
+#: Image sizes (W, H) of the full-scale check (those of tests/test_real_configs.py).
+FULL_SCALE_SIZES = ((224, 224), (1024, 768), (2000, 1500), (4000, 300), (300, 4000))
+#: Image tokens by hand (28-px cells; the budget counts two frames). transformers' defaults allow 28*28*15000 / 2
+#: = 5,880,000 image pixels: 1024x768 keeps its size, rounded to 1036x756 = 37 x 27 cells. ``paper`` allows
+#: 512*512: scaled by sqrt(3) and floored, 588x420 = 21 x 15 cells. 224x224: 8 x 8 cells in both modes.
+FULL_SCALE_TOKENS = {("checkpoint", (1024, 768)): 37 * 27, ("paper", (1024, 768)): 21 * 15}
+
+
+@pytest.mark.parametrize("mode", ["paper", "checkpoint"])
+def test_canvas_and_token_grid_of_the_full_scale_processor(mode):
+    """transformers' own ``Glm4vImageProcessor`` at its default (full-scale) budget: the canvas is the processor's
+    resize, the layout counts its tokens, ``paper`` keeps images at 512*512 pixels and the canvas round-trips."""
+    import numpy as np
+    from PIL import Image
+    from transformers import Glm4vImageProcessor
+
+    from vea_engine.config import PAPER_MAX_PIXELS
+    from vea_engine.families.glm4v import Glm4vAdapter
+    from vea_engine.testing.tiny_models import tiny_config, tiny_processor
+
+    processor = tiny_processor("glm4v")
+    processor.image_processor = Glm4vImageProcessor()  # size: 112*112 to 28*28*15000 pixels over both frames
+    adapter = Glm4vAdapter(processor, tiny_config("glm4v"))
+    if mode == "paper":
+        adapter.set_max_pixels(PAPER_MAX_PIXELS)
+        assert processor.image_processor.size["longest_edge"] == 2 * PAPER_MAX_PIXELS and adapter.input_side == 512
+    for w, h in FULL_SCALE_SIZES:
+        y, x = np.mgrid[0:h, 0:w]
+        image = np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x // 37 + y // 23) % 2 * 255], -1).astype(np.uint8)
+        canvas = adapter.render(image)
+        inputs = adapter.encode([Image.fromarray(image)], ["What is written?"])
+        layout = adapter.token_layout(inputs, 0, canvas.frame)
+        _, gh, gw = inputs["image_grid_thw"][0].tolist()  # patches of 14 px
+        assert canvas.pixels.shape[:2] == layout.canvas_hw == (gh * 14, gw * 14), (w, h)
+        placeholders = int((inputs["input_ids"][0] == adapter.image_token_id).sum())
+        assert placeholders == layout.n_tokens == (gh // 2) * (gw // 2), (w, h)
+        assert layout.n_tokens == FULL_SCALE_TOKENS.get((mode, (w, h)), layout.n_tokens), (w, h)
+        if (w, h) == (224, 224):
+            assert layout.n_tokens == 64
+        if mode == "paper":
+            assert canvas.pixels.shape[0] * canvas.pixels.shape[1] <= PAPER_MAX_PIXELS, (w, h)
+        again = adapter.encode([Image.fromarray(canvas.pixels)], ["What is written?"])
+        assert torch.equal(again["image_grid_thw"], inputs["image_grid_thw"]), (w, h)
+    with pytest.raises(ValueError, match=r"1000 pixels is below this processor's minimum of 6272 pixels"):
+        adapter.set_max_pixels(1000)  # 112*112 over two frames
+
+
+@pytest.mark.parametrize(
+    "config_class, depth",
+    # transformers' defaults are the released architectures: GLM-4.1V-9B (GLM-4-9B decoder, 40 layers) and
+    # GLM-4.5V (GLM-4.5-Air decoder, 46 layers: 1 dense then 45 with experts); GLM-4.6V's takes either text config.
+    [("Glm4vConfig", 40), ("Glm4vMoeConfig", 46), ("Glm46VConfig", 40)],
+)
+def test_full_size_decoder_on_the_meta_device(config_class, depth):
+    """Every decoder layer of the full-size model is a softmax self-attention module that capture finds."""
+    import transformers
+    from transformers import AutoModelForImageTextToText
+
+    from vea_engine.decoder import decoder_attention_modules
+    from vea_engine.families import adapter_class
+    from vea_engine.families.glm4v import Glm4vAdapter
+
+    config = getattr(transformers, config_class)()
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    modules = decoder_attention_modules(model)
+    assert len(modules) == config.get_text_config().num_hidden_layers == depth
+    assert all(type(m).__name__.endswith("TextAttention") and next(m.parameters()).is_meta for m in modules)
+    assert getattr(config.get_text_config(), "layer_types", None) is None  # no sliding or linear layers
+    assert adapter_class(config.model_type) is Glm4vAdapter
