@@ -59,8 +59,7 @@ def test_grid_lies_between_begin_and_end_of_image_and_excludes_them(family, vlm_
     with planted(vlm, layers, [begin + 1, end - 1]):  # the first and last image token: the grid's corners
         attention = extract_attention(vlm, [scene_image], QUESTION, layers)
     grid = attention.geometry.split(attention.scores)[0][0]  # [rows, cols]
-    corners = grid[0, 0] + grid[-1, -1]
-    assert corners > 0.9 and set(grid.flatten().topk(2).indices.tolist()) == {0, grid.numel() - 1}
+    assert grid[0, 0] > 0.49 and grid[-1, -1] > 0.49  # the pinned dimension is not rotated: an even split
 
 
 #: Image sizes (W, H) of the full-scale check (those of tests/test_real_configs.py).
