@@ -14,7 +14,7 @@ Tests that run on every family live with their subject: capture == eager in
 ``test_capture.py``, planted attention on every grid in ``test_planted.py``, the CLI
 in ``test_pipeline.py``.
 
-Plus delegates across families (Qwen2.5-VL -> LLaVA-NeXT, LLaVA-1.5 -> Gemma 3),
+Plus delegates across families (Qwen2.5-VL -> LLaVA-NeXT, LLaVA-1.5 -> Gemma 3, GLM-4.1V <-> LLaVA-1.5),
 and the canvases of LLaVA-NeXT / OneVision / Idefics3 / SmolVLM / InternVL over
 many image sizes with the released configs (pure geometry, no model).
 """
@@ -169,7 +169,10 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
 # -- delegates ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mask_family", "answer_family"), [("qwen2_5_vl", "llava_next"), ("llava", "gemma3")])
+@pytest.mark.parametrize(
+    ("mask_family", "answer_family"),
+    [("qwen2_5_vl", "llava_next"), ("llava", "gemma3"), ("glm4v", "llava"), ("llava", "glm4v")],
+)
 def test_delegate_mask_lands_on_the_answering_canvas(mask_family, answer_family, vlm_of, scene_image):
     mask_model, answering = vlm_of(mask_family), vlm_of(answer_family)
     result = run_vea(answering, [scene_image], "What is it?", layers=[1, 3], delegate=mask_model, max_new_tokens=2)
