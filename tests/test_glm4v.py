@@ -132,3 +132,15 @@ def test_full_size_decoder_on_the_meta_device(config_class, depth):
     assert all(type(m).__name__.endswith("TextAttention") and next(m.parameters()).is_meta for m in modules)
     assert getattr(config.get_text_config(), "layer_types", None) is None  # no sliding or linear layers
     assert adapter_class(config.model_type) is Glm4vAdapter
+
+
+def test_tiny_chat_template_is_the_released_one():
+    """The tiny checkpoints' template is GLM-4.1V-9B-Thinking's: its text hashes (JSON-encoded) to the sha256 a
+    public record of the checkpoint at revision 3c1471e gives (tests/fixtures/real_configs/SOURCES.md)."""
+    import hashlib
+    import json
+
+    from vea_engine.testing.tiny_models.glm4v import GLM4V_CHAT_TEMPLATE
+
+    digest = hashlib.sha256(json.dumps(GLM4V_CHAT_TEMPLATE).encode()).hexdigest()
+    assert digest == "5232dbe7ee947df4d2009f2b262b70a22d4f2d2f0590e2af4ef2a78096171e90"

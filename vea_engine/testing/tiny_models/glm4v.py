@@ -44,22 +44,43 @@ GLM_SPECIALS = (
     "<|video|>",
 )
 
-#: The GLM-4.1V chat template's structure: ``[gMASK]<sop>``, role tags, each image as
+#: zai-org/GLM-4.1V-9B-Thinking's chat template, verbatim (revision 3c1471e; see
+#: tests/fixtures/real_configs/SOURCES.md): ``[gMASK]<sop>``, role tags, each image as
 #: ``<|begin_of_image|><|image|><|end_of_image|>`` before the text, and the assistant tag.
 GLM4V_CHAT_TEMPLATE = (
-    "[gMASK]<sop>"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}<|system|>\n{{ message['content'] }}"
-    "{% elif message['role'] == 'user' %}<|user|>\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'video' or 'video' in item %}<|begin_of_video|><|video|><|end_of_video|>"
-    "{% elif item['type'] == 'image' or 'image' in item %}<|begin_of_image|><|image|><|end_of_image|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% elif message['role'] == 'assistant' %}<|assistant|>\n{{ message['content'] }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "[gMASK]<sop>\n"
+    "{%- for msg in messages %}\n"
+    "    {%- if msg.role == 'system' %}\n"
+    "<|system|>\n"
+    "{{ msg.content }}\n"
+    "    {%- elif msg.role == 'user' %}\n"
+    "<|user|>{{ '\\n' }}\n"
+    "\n"
+    "        {%- if msg.content is string %}\n"
+    "{{ msg.content }}\n"
+    "        {%- else %}\n"
+    "            {%- for item in msg.content %}\n"
+    "                {%- if item.type == 'video' or 'video' in item %}\n"
+    "<|begin_of_video|><|video|><|end_of_video|>\n"
+    "                {%- elif item.type == 'image' or 'image' in item %}\n"
+    "<|begin_of_image|><|image|><|end_of_image|>\n"
+    "                {%- elif item.type == 'text' %}\n"
+    "{{ item.text }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "    {%- elif msg.role == 'assistant' %}\n"
+    "        {%- if msg.metadata %}\n"
+    "<|assistant|>{{ msg.metadata }}\n"
+    "{{ msg.content }}\n"
+    "        {%- else %}\n"
+    "<|assistant|>\n"
+    "{{ msg.content }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{% if add_generation_prompt %}<|assistant|>\n"
+    "{% endif %}"
 )
 
 EXPECTED = FamilyExpectations(
