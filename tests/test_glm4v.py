@@ -64,16 +64,19 @@ def test_grid_lies_between_begin_and_end_of_image_and_excludes_them(family, vlm_
 
 #: Image sizes (W, H) of the full-scale check (those of tests/test_real_configs.py).
 FULL_SCALE_SIZES = ((224, 224), (1024, 768), (2000, 1500), (4000, 300), (300, 4000))
-#: Image tokens by hand (28-px cells; the budget counts two frames). transformers' defaults allow 28*28*15000 / 2
-#: = 5,880,000 image pixels: 1024x768 keeps its size, rounded to 1036x756 = 37 x 27 cells. ``paper`` allows
+#: The released GLM-V processors' budget, ``size`` of their image processor config (the whole file was not found:
+#: tests/fixtures/real_configs/SOURCES.md; these two numbers are in several public copies and tests).
+RELEASED_SIZE = {"shortest_edge": 12544, "longest_edge": 9633792}
+#: Image tokens by hand (28-px cells; the budget counts two frames). The released budget allows 9633792 / 2
+#: = 4,816,896 image pixels: 1024x768 keeps its size, rounded to 1036x756 = 37 x 27 cells. ``paper`` allows
 #: 512*512: scaled by sqrt(3) and floored, 588x420 = 21 x 15 cells. 224x224: 8 x 8 cells in both modes.
 FULL_SCALE_TOKENS = {("checkpoint", (1024, 768)): 37 * 27, ("paper", (1024, 768)): 21 * 15}
 
 
 @pytest.mark.parametrize("mode", ["paper", "checkpoint"])
 def test_canvas_and_token_grid_of_the_full_scale_processor(mode):
-    """transformers' own ``Glm4vImageProcessor`` at its default (full-scale) budget: the canvas is the processor's
-    resize, the layout counts its tokens, ``paper`` keeps images at 512*512 pixels and the canvas round-trips."""
+    """transformers' own ``Glm4vImageProcessor`` at the released budget: the canvas is the processor's resize, the
+    layout counts its tokens, ``paper`` keeps images at 512*512 pixels and the canvas round-trips."""
     import numpy as np
     from PIL import Image
     from transformers import Glm4vImageProcessor
@@ -83,7 +86,7 @@ def test_canvas_and_token_grid_of_the_full_scale_processor(mode):
     from vea_engine.testing.tiny_models import tiny_config, tiny_processor
 
     processor = tiny_processor("glm4v")
-    processor.image_processor = Glm4vImageProcessor()  # size: 112*112 to 28*28*15000 pixels over both frames
+    processor.image_processor = Glm4vImageProcessor(size=RELEASED_SIZE)
     adapter = Glm4vAdapter(processor, tiny_config("glm4v"))
     if mode == "paper":
         adapter.set_max_pixels(PAPER_MAX_PIXELS)
