@@ -2,9 +2,9 @@
 
 Each builder makes a real ``*ForConditionalGeneration`` model (Qwen2-VL, Qwen2.5-VL,
 LLaVA-1.5, Gemma 3, LLaVA-NeXT, Qwen3-VL, LLaVA-OneVision, Idefics3, SmolVLM, InternVL,
-PaliGemma, Llama 4) with a few-layer text decoder and vision tower, a processor (offline
-tokenizer with the family's special tokens, the family's own image/video processor, its
-chat template) and a greedy generation config, and saves them to a folder laid out
+PaliGemma, Llama 4, GLM-4.1V, GLM-4.5V, GLM-4.6V) with a few-layer text decoder and vision
+tower, a processor (offline tokenizer with the family's special tokens, the family's own
+image/video processor, its chat template) and a greedy generation config, and saves them to a folder laid out
 exactly like a downloaded checkpoint::
 
     config.json  generation_config.json  model.safetensors
@@ -45,8 +45,9 @@ Layout of the package (one job per module):
 * one module per family, mirroring ``vea_engine/families``: :mod:`.qwen_vl` (Qwen2-VL,
   Qwen2.5-VL), :mod:`.qwen3_vl`, :mod:`.llava`, :mod:`.llava_next`,
   :mod:`.llava_onevision`, :mod:`.gemma3`, :mod:`.idefics3` (Idefics3, SmolVLM),
-  :mod:`.internvl`, :mod:`.paligemma`, :mod:`.llama4` - each holds that family's tokenizer, config,
-  processor and generation builders, its chat template and its expectations;
+  :mod:`.internvl`, :mod:`.paligemma`, :mod:`.llama4`, :mod:`.glm4v` (GLM-4.1V, GLM-4.5V,
+  GLM-4.6V) - each holds that family's tokenizer, config, processor and generation builders,
+  its chat template and its expectations;
 * :mod:`.registry` - the family -> builder table and the lookups over it
   (:data:`FAMILIES`, :data:`IMAGE_SIZES`, requirements, spec resolution);
 * :mod:`.build` - deterministic weights, saving, the marker, the up-to-date check and
