@@ -235,15 +235,18 @@ def test_attention_rows_hand_computed():
     torch.testing.assert_close(rows[0, 1, 0], torch.softmax(2 * logits, 0))
 
 
-def test_extract_attention_equals_eager_scores(vlm_of, scene_image):
-    """Attribution scores = mean over layers of eager last-row attention at the image tokens."""
-    vlm, eager = vlm_of("qwen2_5_vl"), vlm_of("qwen2_5_vl", "eager")
-    layers = (1, 3, 4)
-    attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "mistral3"])
+def test_extract_attention_equals_eager_scores(family, attn, vlm_of, scene_image):
+    """Attribution scores = mean over heads, then over the layers, of eager last-row attention at the image
+    tokens (the image token id's positions: Mistral 3's row-break and end tokens are not among them)."""
+    vlm, eager = vlm_of(family, attn), vlm_of(family, "eager")
     inputs = _batch(vlm, [scene_image], ["What is on the sign?"])
-    rows, _ = _eager_rows(eager, inputs, (-1,))
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"])[0]
-    expected = rows[list(layers), 0, 0].mean(0)[positions]
-    assert attention.scores.shape == (1, attention.geometry.n_tokens)
-    assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
+    rows, _ = _eager_rows(eager, inputs, (-1,))  # [L, 1, 1, N]
+    positions = (inputs["input_ids"][0] == vlm.adapter.image_token_id).nonzero(as_tuple=True)[0]
+    for layers in ((1, 3, 4), tuple(range(vlm.num_layers))):
+        attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
+        expected = rows[list(layers), 0, 0].mean(0)[positions]
+        assert attention.scores.shape == (1, attention.geometry.n_tokens) == (1, positions.numel())
+        assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
     np.testing.assert_array_equal(attention.canvas.shape[1:3], attention.geometry.canvas_hw)

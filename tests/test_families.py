@@ -51,6 +51,7 @@ EXACT_PARTS = {
     "glm4v": {0},
     "glm4v_moe": {0},
     "glm46v": {0},
+    "mistral3": {0},
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -291,6 +292,30 @@ def test_llava_next_newlines_are_excluded(vlm_of, scene_image):
     newline = vlm.model.model.image_newline
     torch.testing.assert_close(embeds[newlines], newline.expand(len(newlines), -1))
     assert (embeds[kept] - newline).abs().amax(-1).min() > 1e-3
+
+
+def test_mistral3_row_break_and_end_tokens_are_not_in_the_grid(vlm_of, scene_image):
+    """Mistral 3's image span is ``rows x ([IMG] * cols + [IMG_BREAK])`` with the last break an ``[IMG_END]``; the
+    grid holds the ``[IMG]`` tokens only, and the model feeds the break and end tokens as text."""
+    vlm = vlm_of("mistral3")
+    inputs, geometry = _inputs(vlm, [scene_image], ["What?"])
+    tokenizer = vlm.processor.tokenizer
+    img, brk, end = (tokenizer.convert_tokens_to_ids(t) for t in ("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
+    (part,) = geometry.parts
+    assert (part.rows, part.cols) == (5, 6)  # 200x150 -> 168 x 126 px, rounded up to 28-px cells: 168 x 140
+    ids = inputs["input_ids"][0]
+    start = int((ids == img).nonzero()[0])
+    expected = ([img] * part.cols + [brk]) * part.rows
+    expected[-1] = end
+    assert ids[start : start + len(expected)].tolist() == expected
+    kept = vlm.adapter.image_token_positions(inputs["input_ids"], [geometry])[0]
+    grid = torch.tensor([start + r * (part.cols + 1) + c for r in range(part.rows) for c in range(part.cols)])
+    assert torch.equal(kept, grid)
+    embeds = _image_embeddings_all(vlm, inputs)
+    separators = [start + r * (part.cols + 1) + part.cols for r in range(part.rows)]
+    table = vlm.model.get_input_embeddings().weight
+    torch.testing.assert_close(embeds[separators], table[ids[separators]], rtol=0, atol=0)
+    assert (embeds[kept] - table[img]).abs().amax(-1).min() > 1e-3  # the [IMG] positions hold image features
 
 
 def _image_embeddings_all(vlm, inputs):

@@ -3,8 +3,8 @@
 For each image of the prompt the image tokens form their own span (a non-image token
 between the images) with exactly the count of that image's token layout, checked against
 the processor's own outputs (Qwen's ``image_grid_thw``, Gemma 3's ``mm_tokens_per_image``,
-InternVL's tiles, Idefics3's tile tokens, OneVision's untiled base grid, Llama 4's tiles), and the model
-itself accepts the prompt (it checks image features against image tokens).
+InternVL's tiles, Idefics3's tile tokens, OneVision's untiled base grid, Llama 4's tiles, Mistral 3's
+``image_sizes``), and the model itself accepts the prompt (it checks image features against image tokens).
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def _processor_count(vlm, inputs, k: int, image) -> int:
     if family == "llama4":  # every tile the processor cuts (the global view included) is one token grid
         tiles = vlm.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"].shape[0]
         return tiles * vlm.adapter.tokens_per_side**2
+    if family == "mistral3":  # one [IMG] per 28-px cell of the resized image; row breaks are other tokens
+        h, w = (int(v) for v in inputs["image_sizes"][k])
+        return (h // vlm.adapter.cell) * (w // vlm.adapter.cell)
     raise AssertionError(family)
 
 
@@ -90,10 +93,9 @@ def test_two_image_prompt_has_one_span_per_image_with_the_layout_count(family, v
 
 
 def _swap(inputs):
-    """Qwen's ``image_grid_thw`` of the second row lists its images in that row's order."""
-    if "image_grid_thw" not in inputs:
-        return inputs
-    return {**inputs, "image_grid_thw": inputs["image_grid_thw"][2:]}
+    """The per-image outputs of the second row (Qwen's ``image_grid_thw``, Pixtral's ``image_sizes``), in that
+    row's order."""
+    return {**inputs, **{k: inputs[k][2:] for k in ("image_grid_thw", "image_sizes") if k in inputs}}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

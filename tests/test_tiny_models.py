@@ -328,6 +328,12 @@ def test_config_highlights(loaded, family):
         assert processor.image_processor.max_patches == 6 and processor.patch_size == 14
         assert tokenizer.bos_token == "<|begin_of_text|>" and tokenizer.pad_token == "<|finetune_right_pad|>"
         assert tokenizer.convert_tokens_to_ids("<loc0512>") < len(tokenizer)  # detection tokens are in the vocab
+    if family == "mistral3":
+        assert text.model_type == "mistral" and vision.model_type == "pixtral" and config.spatial_merge_size == 2
+        assert (vision.patch_size, processor.patch_size, processor.spatial_merge_size) == (14, 14, 2)
+        assert processor.image_processor.size["longest_edge"] == vision.image_size == 168
+        ids = [tokenizer.convert_tokens_to_ids(t) for t in ("[INST]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]")]
+        assert ids == [3, 10, 11, 12, 13] == [3, config.image_token_id, tokenizer.pad_token_id, 12, 13]  # Tekken's
 
 
 def test_chat_template_matches_the_real_one(loaded, family):

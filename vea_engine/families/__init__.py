@@ -13,6 +13,7 @@ from .llama4 import Llama4Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .mistral3 import Mistral3Adapter
 from .paligemma import PaliGemmaAdapter
 from .qwen3_vl import Qwen3VLAdapter
 from .qwen_vl import QwenVLAdapter
@@ -30,6 +31,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     PaliGemmaAdapter,
     Llama4Adapter,
     Glm4vAdapter,
+    Mistral3Adapter,
 )
 
 

@@ -24,6 +24,7 @@ from . import (
     llava,
     llava_next,
     llava_onevision,
+    mistral3,
     paligemma,
     qwen3_vl,
     qwen_vl,
@@ -58,6 +59,7 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "glm4v": glm4v.GLM4V,
     "glm4v_moe": glm4v.GLM4V_MOE,
     "glm46v": glm4v.GLM46V,
+    "mistral3": mistral3.MISTRAL3,
 }
 
 #: Families a tiny checkpoint can be built for.
