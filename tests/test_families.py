@@ -318,6 +318,13 @@ def test_mistral3_row_break_and_end_tokens_are_not_in_the_grid(vlm_of, scene_ima
     assert (embeds[kept] - table[img]).abs().amax(-1).min() > 1e-3  # the [IMG] positions hold image features
 
 
+def test_mistral3_refuses_a_processor_whose_token_cell_is_not_the_models(vlm_of, monkeypatch, scene_image):
+    adapter = vlm_of("mistral3").adapter
+    monkeypatch.setattr(adapter.processor, "spatial_merge_size", 1)  # a processor_config.json without the field
+    with pytest.raises(ValueError, match=r"14-px token cells .* the model merges 28-px cells; fix processor_config"):
+        adapter.render(np.asarray(scene_image))
+
+
 def _image_embeddings_all(vlm, inputs):
     seen = {}
 

@@ -70,6 +70,7 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
         "boi_token_index": "<|image_start|>",
         "eoi_token_index": "<|image_end|>",
     },
+    "mistral3": {"image_token_index": "[IMG]"},
 }
 SPECIAL_TOKEN_FIELDS["qwen2_5_vl"] = SPECIAL_TOKEN_FIELDS["qwen3_vl"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
 
@@ -136,6 +137,18 @@ QWEN3_VL_TOKENS = {
     (None, (224, 224)): 64,
 }
 
+#: Mistral Small 3.1 (longest side scaled down to at most 1540 px, both sides rounded up to 28-px cells: 14-px
+#: patches merged 2 x 2; [IMG_BREAK] / [IMG_END] are other tokens). 224x224: 8 x 8 = 64. 1024x768: kept, 37 x 28 cells
+#: (1024 / 28 = 36.6, 768 / 28 = 27.4) = 1036. 2000x1500: scaled by 1540 / 2000 to 1540 x 1155, 55 x 42 cells = 2310.
+#: 4000x300 / 300x4000: scaled by 1540 / 4000 to 1540 x 115: 55 x 5 cells = 275.
+MISTRAL_SMALL_TOKENS = {
+    (None, (224, 224)): 64,
+    (None, (1024, 768)): 1036,
+    (None, (2000, 1500)): 2310,
+    (None, (4000, 300)): 275,
+    (None, (300, 4000)): 275,
+}
+
 CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", QWEN_14PX_TOKENS),
     Checkpoint("Qwen/Qwen2.5-VL-32B-Instruct", "qwen2_5_vl", missing=_NOT_FOUND.format(files="config.json")),
@@ -170,6 +183,7 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("zai-org/GLM-4.1V-9B-Thinking", "glm4v", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("zai-org/GLM-4.5V", "glm4v_moe", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("zai-org/GLM-4.6V-Flash", "glm46v", missing=_NOT_FOUND.format(files="files")),
+    Checkpoint("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "mistral3", MISTRAL_SMALL_TOKENS),
 )
 
 COVERED = tuple(c for c in CHECKPOINTS if c.missing is None)
