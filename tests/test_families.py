@@ -172,7 +172,14 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
 
 @pytest.mark.parametrize(
     ("mask_family", "answer_family"),
-    [("qwen2_5_vl", "llava_next"), ("llava", "gemma3"), ("glm4v", "llava"), ("llava", "glm4v")],
+    [
+        ("qwen2_5_vl", "llava_next"),
+        ("llava", "gemma3"),
+        ("glm4v", "llava"),
+        ("llava", "glm4v"),
+        ("mistral3", "llava"),
+        ("qwen2_5_vl", "mistral3"),
+    ],
 )
 def test_delegate_mask_lands_on_the_answering_canvas(mask_family, answer_family, vlm_of, scene_image):
     mask_model, answering = vlm_of(mask_family), vlm_of(answer_family)

@@ -23,7 +23,7 @@ QUESTION = "What is written on the red sign?"
 LAYERS = (1, 3, 4)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3"])
 def test_one_padded_pass_equals_two_separate_passes(family, vlm_of, scene_image):
     vlm = vlm_of(family)
     lengths = {
