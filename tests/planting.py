@@ -7,8 +7,8 @@ the lowest RoPE frequency, or is not rotated at all where RoPE rotates only part
 head, so rotation leaves ``q . k`` = ``strength^2`` (times the scale) for every
 chosen key alike, far above any other key: the planted keys share the attention row
 evenly and everything else gets ~0. The hooks sit on ``k_proj`` / ``q_proj``, or on
-``k_norm`` / ``q_norm`` where the model normalises queries and keys per head (Gemma 3,
-Qwen3): the pin must survive that norm.
+``k_norm`` / ``q_norm`` (``k_layernorm`` / ``q_layernorm``) where the model normalises queries
+and keys per head (Gemma 3, Qwen3, LFM2): the pin must survive that norm.
 
 ``key_positions`` is a fixed list, or a callable ``input_ids [B, N] -> positions``
 evaluated once per forward pass of the whole model (so code that runs several
@@ -98,7 +98,8 @@ def planted(
         attn = modules[layer]
         head_dim = attn.head_dim
         dim = quiet_dim(attn)
-        k_site, q_site = (attn.k_norm, attn.q_norm) if hasattr(attn, "k_norm") else (attn.k_proj, attn.q_proj)
+        norms = next((n for n in (("k_norm", "q_norm"), ("k_layernorm", "q_layernorm")) if hasattr(attn, n[0])), None)
+        k_site, q_site = (getattr(attn, n) for n in norms) if norms else (attn.k_proj, attn.q_proj)
 
         def pin_k(module, args, output, attn=attn, dim=dim, head_dim=head_dim):
             n = seq_len[id(attn)]

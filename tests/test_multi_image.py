@@ -63,6 +63,8 @@ def _processor_count(vlm, inputs, k: int, image) -> int:
     if family == "mistral3":  # one [IMG] per 28-px cell of the resized image; row breaks are other tokens
         h, w = (int(v) for v in inputs["image_sizes"][k])
         return (h // vlm.adapter.cell) * (w // vlm.adapter.cell)
+    if family == "lfm2_vl":  # the processor's own token count for this image size
+        return int(vlm.processor._get_num_multimodal_tokens([image.size[::-1]])["num_image_tokens"][0])
     raise AssertionError(family)
 
 
