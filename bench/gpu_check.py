@@ -20,7 +20,7 @@ Run through ``bash bench/gpu_check.sh`` (which picks the Python and caps the run
    the real processors give: Qwen2.5-VL at 896x896, 1792x1792 and 3584x1792 pixels;
    Gemma 3 at 256 tokens per crop (4, 16, 32 crops).
 4. **pipeline**: ``bench/bench_pipeline.py --device cuda --dtype bfloat16 --config
-   <Qwen2.5-VL-7B>``: its last line, ``vea/base=X compare/base=Y floor=Z``.
+   <Qwen2.5-VL-7B>``: its last line, ``vea/base=X compare/base=Y compare_joint/base=W floor=Z``.
 5. **comfyui**: the real ComfyUI server on the GPU (``--disable-smart-memory``, so a
    model is offloaded as soon as another one loads), with tiny random-weight
    checkpoints built on the spot: ``vea_compare`` twice on Qwen2.5-VL, then a LLaVA
@@ -329,7 +329,7 @@ def pipeline_command(config_dir: Path) -> list[str]:
 
 
 def run_pipeline(clock: Clock, dry_run: bool) -> str:
-    say("== pipeline (vea/base, compare/base)")
+    say("== pipeline (vea/base, compare/base, compare_joint/base)")
     script = REPO / "bench" / "bench_pipeline.py"
     command = pipeline_command(FIXTURES / MODELS["Qwen2.5-VL-7B"][0])
     if not script.is_file():

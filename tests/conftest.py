@@ -32,19 +32,20 @@ def tiny_model_dirs() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def vlm_of(tiny_model_dirs) -> Callable[..., object]:
-    """``vlm_of(family, attn="sdpa")``: any family's tiny checkpoint, float32, loaded once per session.
+    """``vlm_of(family, attn="sdpa", dtype="float32")``: any family's tiny checkpoint, loaded once per session.
 
     Loaded through the user code path (``load_vlm``); ``attn="eager"`` gives the oracle for
-    captured rows. Tests share these objects: hooks and patches must be removed in ``finally``.
+    captured rows; ``dtype`` may be ``bfloat16`` or ``float16`` (the paper's dtype is bfloat16).
+    Tests share these objects: hooks and patches must be removed in ``finally``.
     """
     from vea_engine.loading import load_vlm
 
-    cache: dict[tuple[str, str], object] = {}
+    cache: dict[tuple[str, str, str], object] = {}
 
-    def get(family: str, attn: str = "sdpa"):
-        if (family, attn) not in cache:
-            cache[family, attn] = load_vlm(tiny_model_dirs[family], dtype="float32", attn_implementation=attn)
-        return cache[family, attn]
+    def get(family: str, attn: str = "sdpa", dtype: str = "float32"):
+        if (family, attn, dtype) not in cache:
+            cache[family, attn, dtype] = load_vlm(tiny_model_dirs[family], dtype=dtype, attn_implementation=attn)
+        return cache[family, attn, dtype]
 
     return get
 

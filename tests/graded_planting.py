@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import torch
 
-from tests.planting import STRENGTH
+from tests.planting import STRENGTH, quiet_dim
 from vea_engine.decoder import decoder_attention_modules
 
 #: ``input_ids [B, N] -> one {position: logit} per sequence``, evaluated at the start of each forward pass.
@@ -40,7 +40,7 @@ def graded(vlm, layers: Sequence[int], row_logits: RowLogits):
         attn = modules[layer]
         assert not hasattr(attn, "k_norm"), "graded planting needs keys straight from k_proj"
         head_dim, scaling = attn.head_dim, attn.scaling
-        dim = head_dim // 2 - 1  # pairs with head_dim - 1 at the lowest rotary frequency
+        dim = quiet_dim(attn)
 
         def pin_k(module, args, out, head_dim=head_dim, scaling=scaling, dim=dim):
             if out.shape[1] == 1:

@@ -2,12 +2,13 @@
 
 Forward hooks *pin* the keys of the chosen positions, and the query of the query
 position, to ``strength`` along one head dimension (every other component zero), in
-the selected decoder layers of every family. That dimension pairs with the lowest RoPE
-frequency, so rotation leaves ``q . k`` = ``strength^2`` (times the scale) for every
+the selected decoder layers of every family. That dimension (:func:`quiet_dim`) pairs with
+the lowest RoPE frequency, or is not rotated at all where RoPE rotates only part of each
+head, so rotation leaves ``q . k`` = ``strength^2`` (times the scale) for every
 chosen key alike, far above any other key: the planted keys share the attention row
 evenly and everything else gets ~0. The hooks sit on ``k_proj`` / ``q_proj``, or on
-``k_norm`` / ``q_norm`` where the model normalises queries and keys per head (Gemma 3,
-Qwen3): the pin must survive that norm.
+``k_norm`` / ``q_norm`` (``k_layernorm`` / ``q_layernorm``) where the model normalises queries
+and keys per head (Gemma 3, Qwen3, LFM2): the pin must survive that norm.
 
 ``key_positions`` is a fixed list, or a callable ``input_ids [B, N] -> positions``
 evaluated once per forward pass of the whole model (so code that runs several
@@ -50,6 +51,19 @@ def _pin(out: torch.Tensor, positions: list[int], n: int, dim: int, head_dim: in
     return out
 
 
+def quiet_dim(attn) -> int:
+    """The head dimension a plant pins: one that RoPE leaves (almost) unrotated.
+
+    Where RoPE rotates only the first part of each head (``partial_rotary_factor`` < 1,
+    GLM-V), the last dimension is not rotated at all; otherwise ``head_dim / 2 - 1``, which
+    pairs with ``head_dim - 1`` at the lowest rotary frequency.
+    """
+    config = getattr(attn, "config", None)
+    rope = getattr(config, "rope_parameters", None) or {}
+    factor = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None)) or 1.0
+    return attn.head_dim - 1 if factor < 1 else attn.head_dim // 2 - 1
+
+
 @contextmanager
 def planted(
     vlm, layers: Sequence[int], key_positions: KeyPositions, query_position: int = -1, strength: float = STRENGTH
@@ -83,8 +97,9 @@ def planted(
     for layer in layers:
         attn = modules[layer]
         head_dim = attn.head_dim
-        dim = head_dim // 2 - 1  # pairs with dim head_dim - 1 at the lowest rotary frequency
-        k_site, q_site = (attn.k_norm, attn.q_norm) if hasattr(attn, "k_norm") else (attn.k_proj, attn.q_proj)
+        dim = quiet_dim(attn)
+        norms = next((n for n in (("k_norm", "q_norm"), ("k_layernorm", "q_layernorm")) if hasattr(attn, n[0])), None)
+        k_site, q_site = (getattr(attn, n) for n in norms) if norms else (attn.k_proj, attn.q_proj)
 
         def pin_k(module, args, output, attn=attn, dim=dim, head_dim=head_dim):
             n = seq_len[id(attn)]

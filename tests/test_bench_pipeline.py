@@ -17,8 +17,10 @@ def test_bench_pipeline_prints_its_breakdown_and_the_ratio_line():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
-    match = re.fullmatch(r"vea/base=(\d+\.\d{3}) compare/base=(\d+\.\d{3}) floor=(\d+\.\d{3})", lines[-1])
+    ratio = r"(\d+\.\d{3})"
+    names = ("vea/base", "compare/base", "compare_joint/base", "floor")
+    match = re.fullmatch(" ".join(f"{name}={ratio}" for name in names), lines[-1])
     assert match, lines[-1]
-    vea, compare, floor = map(float, match.groups())
-    assert floor > 1 and vea > 1 and compare > 1
+    vea, compare, joint, floor = map(float, match.groups())
+    assert floor > 1 and vea > 1 and compare > 1 and joint > 1
     assert any(line.split()[:1] == ["compare"] and len(line.split()) == 8 for line in lines)  # its breakdown row

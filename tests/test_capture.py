@@ -2,7 +2,7 @@
 
 The equality is checked for every family at every softmax-attention layer, on a single prompt and on a
 left-padded batch of two, for text query rows and image-token query rows (bidirectional
-image attention, sliding windows, prefix-LM masks).
+image attention, sliding windows, prefix-LM masks, Llama 4's attention chunks).
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
         assert got[:, 1, :, inputs["attention_mask"][1] == 0].abs().max().item() == 0.0
     if family == "gemma3":
         _check_gemma3_masks_were_exercised(vlm, inputs, got, rows, image_offsets[0])
+    if family == "llama4":
+        _check_llama4_chunks_were_exercised(vlm, inputs, got, rows, image_offsets)
     if family == "paligemma":  # the prefix (image + prompt) is bidirectional: image rows see the last prompt token
         image_rows = [i for i, r in enumerate(rows) if r in image_offsets[0]]
         assert image_rows and got[:, 0, image_rows, -1].min() > 0
@@ -86,17 +88,88 @@ def _check_gemma3_masks_were_exercised(vlm, inputs, rows_got, rows, image_offset
     assert rows_got[:, 0, image_row][:, later_image].sum(-1).min() > 0  # image tokens see later image tokens
 
 
-@pytest.mark.parametrize("family", ENGINE_FAMILIES)
-def test_capture_on_eager_is_bit_identical_to_output_attentions(family, vlm_of, scene_image):
-    """On the eager kernel the rows are the kernel's own weights: what the reference code reads, bit for bit."""
-    eager = vlm_of(family, "eager")
+def _check_llama4_chunks_were_exercised(vlm, inputs, rows_got, rows, image_offsets):
+    """The comparison above covered Llama 4's chunked layers, with the chunks cutting through the image,
+    and its global NoPE layers."""
+    n = inputs["input_ids"].shape[1]
+    text = vlm.model.config.text_config
+    chunk = text.attention_chunk_size
+    chunked = [i for i, t in enumerate(text.layer_types) if t == "chunked_attention"]
+    nope = [i for i, flag in enumerate(text.no_rope_layers) if not flag]
+    assert chunked and nope and set(chunked).isdisjoint(nope)
+    for b, offsets in enumerate(image_offsets):
+        start = n - int(inputs["attention_mask"][b].sum())  # left padding: the chunks start at the first real token
+        image = sorted(o + n - start for o in offsets)  # image token positions from the sequence start
+        assert image[0] < chunk <= image[-1], "a chunk boundary must cut through the image tokens"
+        last_chunk = start + (n - 1 - start) // chunk * chunk  # where the last prompt token's chunk starts
+        assert last_chunk > start, "the chunking must cut the prompt"
+        last = rows_got[:, b, rows.index(-1)]  # [L, N]
+        assert last[chunked, :last_chunk].max() == 0 and last[chunked, last_chunk:].sum(-1).min() > 0.99
+        assert last[nope, start].min() > 0  # the NoPE layers see the whole prompt
+        cut_rows = [(i, r + n - start) for i, r in enumerate(rows) if r in offsets and r + n - start >= chunk]
+        assert cut_rows, "an image query row must lie past a chunk boundary"
+        for i, position in cut_rows:  # it sees no token of an earlier chunk there, the whole prompt in NoPE layers
+            seen_from = start + position // chunk * chunk
+            assert rows_got[chunked, b, i, :seen_from].max() == 0 and rows_got[nope, b, i, start].min() > 0
+
+
+PAPER_DTYPE_CASES = [(family, "bfloat16") for family in ALL_FAMILIES] + [
+    (family, dtype) for family in ENGINE_FAMILIES for dtype in ("float32", "float16")
+]
+
+
+@pytest.mark.parametrize(("family", "dtype"), PAPER_DTYPE_CASES)
+def test_capture_on_eager_is_the_reference_head_mean_bit_for_bit(family, dtype, vlm_of, scene_image):
+    """On the eager kernel the rows are the kernel's own weights averaged over heads as the reference code
+    averages them, in the model's dtype, then converted: ``weights[0, :, -1, :].mean(0).float()``, bit for bit."""
+    eager = vlm_of(family, "eager", dtype)
     inputs = _batch(eager, [scene_image], QUESTIONS[:1])
+    layers = eager.layer_kinds.attention  # every layer of a plain decoder; the softmax layers of a hybrid one
     with torch.inference_mode():
         out = eager.model(**inputs, use_cache=False, output_attentions=True)
-        with capture_attention_rows(eager.model, tuple(range(eager.num_layers)), (-1,)) as recorder:
+        with capture_attention_rows(eager.model, layers, (-1,)) as recorder:
             eager.model(**inputs, use_cache=False)
-    for layer, weights in enumerate(out.attentions):  # [B, H, N, N]
-        assert torch.equal(recorder.rows[layer][0, 0], weights[0, :, -1, :].float().mean(dim=0))
+        with capture_attention_rows(eager.model, layers, (-1,), head_mean_dtype=torch.float32) as precise:
+            eager.model(**inputs, use_cache=False)
+    for layer, weights in zip(layers, out.attentions, strict=True):  # [B, H, N, N] in the model's dtype
+        assert weights.dtype == getattr(torch, dtype)
+        assert torch.equal(recorder.rows[layer][0, 0], weights[0, :, -1, :].mean(0).float())
+        # the float32 opt-in averages the same weights in float32
+        assert torch.equal(precise.rows[layer][0, 0], weights[0, :, -1, :].float().mean(0))
+    if dtype == "bfloat16":  # the two orders differ in bfloat16: the test can tell them apart
+        differs = [not torch.equal(recorder.rows[i], precise.rows[i]) for i in layers]
+        assert any(differs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize(("heads", "kv_heads", "n"), [(4, 2, 37), (8, 8, 50), (14, 2, 300)])
+def test_rows_computed_beside_the_kernel_use_eager_arithmetic(dtype, heads, kv_heads, n):
+    """Rows computed from ``q``/``k`` (SDPA / flash) equal the rows of transformers' own eager attention on the
+    same ``q``/``k``: bit for bit in half precision (logits in the model's dtype, softmax in float32, rounded back,
+    heads averaged in the model's dtype), within float rounding in float32; with causal masks, GQA and softcap."""
+    from types import SimpleNamespace
+
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
+
+    from vea_engine.capture import head_mean
+
+    generator = torch.Generator().manual_seed(n)
+    dim = 32
+    q, k, v = (torch.randn(2, h, n, dim, generator=generator).to(dtype) for h in (heads, kv_heads, kv_heads))
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, training=False, head_dim=dim)
+    additive = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype).triu(1)[None, None].expand(2, 1, n, n)
+    positions = (-1, -5)
+    for mask, softcap in ((additive, None), (None, None), (additive.eq(0), 30.0)):
+        eager_mask = additive if mask is None or mask.dtype == torch.bool else mask
+        _, weights = eager_attention_forward(module, q, k, v, eager_mask, scaling=dim**-0.5, softcap=softcap)
+        expected = head_mean(weights, [p % n for p in positions])  # [2, R, N]: weights[b, :, p, :].mean(0)
+        rows = attention_rows(q, k, mask, positions, scaling=dim**-0.5, softcap=softcap)  # [2, H, R, N]
+        assert rows.dtype == dtype
+        got = head_mean(rows, range(len(positions)))
+        if dtype == torch.float32:
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+        else:
+            assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
@@ -163,15 +236,18 @@ def test_attention_rows_hand_computed():
     torch.testing.assert_close(rows[0, 1, 0], torch.softmax(2 * logits, 0))
 
 
-def test_extract_attention_equals_eager_scores(vlm_of, scene_image):
-    """Attribution scores = mean over layers of eager last-row attention at the image tokens."""
-    vlm, eager = vlm_of("qwen2_5_vl"), vlm_of("qwen2_5_vl", "eager")
-    layers = (1, 3, 4)
-    attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "mistral3"])
+def test_extract_attention_equals_eager_scores(family, attn, vlm_of, scene_image):
+    """Attribution scores = mean over heads, then over the layers, of eager last-row attention at the image
+    tokens (the image token id's positions: Mistral 3's row-break and end tokens are not among them)."""
+    vlm, eager = vlm_of(family, attn), vlm_of(family, "eager")
     inputs = _batch(vlm, [scene_image], ["What is on the sign?"])
-    rows, _ = _eager_rows(eager, inputs, (-1,))
-    positions = vlm.adapter.image_token_positions(inputs["input_ids"])[0]
-    expected = rows[list(layers), 0, 0].mean(0)[positions]
-    assert attention.scores.shape == (1, attention.geometry.n_tokens)
-    assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
+    rows, _ = _eager_rows(eager, inputs, (-1,))  # [L, 1, 1, N]
+    positions = (inputs["input_ids"][0] == vlm.adapter.image_token_id).nonzero(as_tuple=True)[0]
+    for layers in ((1, 3, 4), tuple(range(vlm.num_layers))):
+        attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
+        expected = rows[list(layers), 0, 0].mean(0)[positions]
+        assert attention.scores.shape == (1, attention.geometry.n_tokens) == (1, positions.numel())
+        assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
     np.testing.assert_array_equal(attention.canvas.shape[1:3], attention.geometry.canvas_hw)

@@ -36,6 +36,8 @@ WORKFLOWS = REPO / "workflows"
 ARTIFACTS = REPO / "artifacts"
 NAMES = ("vea_basic", "vea_delegate", "vea_compare", "vea_zoom", "vea_boxes")
 LOAD_LINE = re.compile(r"loaded .*\((qwen2_5_vl|llava), \d+ decoder layers")
+#: Families beyond the shipped workflows' two, under a checkpoint name of theirs: ``vea_compare`` runs on each.
+NEWER_FAMILIES = {"glm4v": "GLM-4.1V-9B-Thinking"}
 
 
 def _models(request) -> dict:
@@ -46,6 +48,7 @@ def _models(request) -> dict:
         "VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"],
         "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"],
         "VLM/nested/qwen2_vl-tiny": tiny_model_dirs["qwen2_vl"],
+        **{f"VLM/{name}": tiny_model_dirs[family] for family, name in NEWER_FAMILIES.items()},
     }
     extra = request.getfixturevalue("tmp_path_factory").mktemp("extra_models")
     (extra / "vlms").mkdir()
@@ -222,6 +225,18 @@ def test_compare_workflow_gives_both_answers_and_a_unit_mask(server):
     assert len(base) == len(vea) == 1
     mask = fetch_image(server, outputs[node_id(prompt, "PreviewImage")]["images"][0])
     assert mask.min() == 0.0 and mask.max() == 1.0  # min-max normalised evidence, shown as an image
+
+
+@pytest.mark.parametrize("family", NEWER_FAMILIES)
+def test_compare_workflow_on_newer_families(server, family):
+    prompt = api("vea_compare")
+    prompt[node_id(prompt, "VEALoadVLM")]["inputs"]["checkpoint"] = NEWER_FAMILIES[family]
+    outputs = run_ok(server, prompt)["outputs"]
+    base, vea = (outputs[node_id(prompt, "PreviewAny", i)]["text"] for i in (0, 1))
+    assert len(base) == len(vea) == 1
+    mask = fetch_image(server, outputs[node_id(prompt, "PreviewImage")]["images"][0])
+    assert mask.min() == 0.0 and mask.max() == 1.0
+    assert re.search(rf"loaded .*\({family}, \d+ decoder layers", server.log_text()), server.log_tail()
 
 
 def test_batch_of_images_gives_one_answer_each(server):

@@ -134,7 +134,7 @@ def test_compare_decodes_base_and_vea_as_one_batch_with_their_plain_answers(vlm_
     vlm = vlm_of(family)
     images = [_image(10), _image(11)]
     wanted = [METHODS["base"], METHODS["inst"], METHODS["vea"]]
-    runner = MethodRunner(vlm, images, QUESTIONS, None, max_new_tokens=7, methods=wanted)
+    runner = MethodRunner(vlm, images, QUESTIONS, None, max_new_tokens=7, methods=wanted, joint_decode=True)
     with continuations(vlm) as sizes:
         got = runner.answers(wanted)
     assert list(got) == ["base", "inst", "vea"]
@@ -156,16 +156,16 @@ def test_progress_counts_every_answer_token(vlm_of):
     assert seen[0] == (1, 4) and seen[-1][1] == 4 and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_separate_answers_decode_each_method_alone_with_the_same_answers(vlm_of):
+def test_answers_are_decoded_alone_by_default_and_together_on_request(vlm_of):
     from vea_engine.pipeline import run_vea
 
     vlm = vlm_of("qwen2_5_vl")
     images = [_image(13)]
     with continuations(vlm) as sizes:
-        separate = run_vea(vlm, images, QUESTIONS[0], None, max_new_tokens=5, joint_decode=False)
+        separate = run_vea(vlm, images, QUESTIONS[0], None, max_new_tokens=5)
     assert set(sizes) <= {1}  # at most the base answer, alone, on from the attribution pass
     with continuations(vlm) as sizes:
-        joint = run_vea(vlm, images, QUESTIONS[0], None, max_new_tokens=5)
+        joint = run_vea(vlm, images, QUESTIONS[0], None, max_new_tokens=5, joint_decode=True)
     assert sizes == [2]  # base and VEA answers as one batch
     assert separate.answers == joint.answers
     assert separate.answers["base"] == answer(vlm, images, QUESTIONS[0], "qa", max_new_tokens=5)

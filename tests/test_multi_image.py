@@ -3,8 +3,8 @@
 For each image of the prompt the image tokens form their own span (a non-image token
 between the images) with exactly the count of that image's token layout, checked against
 the processor's own outputs (Qwen's ``image_grid_thw``, Gemma 3's ``mm_tokens_per_image``,
-InternVL's tiles, Idefics3's tile tokens, OneVision's untiled base grid), and the model
-itself accepts the prompt (it checks image features against image tokens).
+InternVL's tiles, Idefics3's tile tokens, OneVision's untiled base grid, Llama 4's tiles, Mistral 3's
+``image_sizes``), and the model itself accepts the prompt (it checks image features against image tokens).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import ALL_FAMILIES
-from vea_engine.inputs import encode_batch
+from vea_engine.inputs import encode_batch, on_model
 from vea_engine.testing.tiny_models import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +44,7 @@ def _single_count(vlm, image) -> int:
 def _processor_count(vlm, inputs, k: int, image) -> int:
     """The count of image ``k`` as the processor's own outputs give it."""
     family = vlm.adapter.family
-    if family in ("qwen_vl", "qwen3_vl", "qwen3_5"):
+    if family in ("qwen_vl", "qwen3_vl", "glm4v", "qwen3_5"):
         return int(inputs["image_grid_thw"][k].prod()) // vlm.adapter.merge_size**2
     if family == "gemma3":
         return int(vlm.model.config.mm_tokens_per_image)
@@ -57,6 +57,14 @@ def _processor_count(vlm, inputs, k: int, image) -> int:
         return (rows * cols + 1) * vlm.adapter.tokens_per_side**2
     if family == "llava_onevision":
         return vlm.adapter.multi_image_placeholders
+    if family == "llama4":  # every tile the processor cuts (the global view included) is one token grid
+        tiles = vlm.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"].shape[0]
+        return tiles * vlm.adapter.tokens_per_side**2
+    if family == "mistral3":  # one [IMG] per 28-px cell of the resized image; row breaks are other tokens
+        h, w = (int(v) for v in inputs["image_sizes"][k])
+        return (h // vlm.adapter.cell) * (w // vlm.adapter.cell)
+    if family == "lfm2_vl":  # the processor's own token count for this image size
+        return int(vlm.processor._get_num_multimodal_tokens([image.size[::-1]])["num_image_tokens"][0])
     raise AssertionError(family)
 
 
@@ -83,14 +91,13 @@ def test_two_image_prompt_has_one_span_per_image_with_the_layout_count(family, v
         assert expected[0] in cumulative and runs, (family, runs, expected)
         assert int(positions[expected[0]] - positions[expected[0] - 1]) > 1, family
     with torch.inference_mode():  # the model matches image features to image tokens and refuses a mismatch
-        vlm.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        vlm.model.generate(**on_model(vlm, inputs), max_new_tokens=1, do_sample=False)  # Llama 4's pixels: bfloat16
 
 
 def _swap(inputs):
-    """Qwen's ``image_grid_thw`` of the second row lists its images in that row's order."""
-    if "image_grid_thw" not in inputs:
-        return inputs
-    return {**inputs, "image_grid_thw": inputs["image_grid_thw"][2:]}
+    """The per-image outputs of the second row (Qwen's ``image_grid_thw``, Pixtral's ``image_sizes``), in that
+    row's order."""
+    return {**inputs, **{k: inputs[k][2:] for k in ("image_grid_thw", "image_sizes") if k in inputs}}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -154,14 +154,25 @@ def test_cli_run_writes_images_and_json(family, tiny_model_dirs, vlm_of, tmp_pat
         assert highlighted.size == (84, 84)  # shortest side 84, centre crop
 
 
-def test_cli_run_separate_answers_gives_the_same_summary(tiny_model_dirs, tmp_path, scene_image, capsys):
-    """``--separate-answers`` decodes base and VEA one after the other: the answers of the batched default."""
+def test_cli_run_decodes_answers_alone_unless_joint_decode(tiny_model_dirs, tmp_path, scene_image, capsys, monkeypatch):
+    """The default and ``--separate-answers`` decode each answer on its own (the reference's way); ``--joint-decode``
+    decodes base and VEA as one batch, with the same answers here (float32)."""
+    from vea_engine import cli, pipeline
+
+    asked = []
+    real = pipeline.run_vea
+    monkeypatch.setattr(pipeline, "run_vea", lambda *a, **k: asked.append(k["joint_decode"]) or real(*a, **k))
     image_path = tmp_path / "scene.png"
     scene_image.save(image_path)
     args = vea_run_args(tiny_model_dirs["qwen2_5_vl"], image_path, tmp_path / "out")
-    together = cli_json(capsys, *args)
+    alone = cli_json(capsys, *args)
     separate = cli_json(capsys, *args, "--separate-answers")
-    assert (separate["base"], separate["vea"]) == (together["base"], together["vea"])
+    together = cli_json(capsys, *args, "--joint-decode")
+    assert asked == [False, False, True]
+    assert (alone["base"], alone["vea"]) == (separate["base"], separate["vea"]) == (together["base"], together["vea"])
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*map(str, args), "--joint-decode", "--separate-answers"])
+    assert refused.value.code == 2
 
 
 def test_cli_refuses_a_missing_image_with_exit_code_2(tiny_model_dirs, tmp_path, capsys, caplog):

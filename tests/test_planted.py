@@ -34,10 +34,14 @@ def test_planted_attention_peaks_on_every_grid(family, vlm_of, scene_image):
     positions, geometry = batch.positions[0], batch.geometry
     boxes = geometry.cell_boxes()  # [n_tokens, 4] canvas pixels
     layers = _global_layers(vlm)
+    H, W = geometry.canvas_hw
     for index, part in enumerate(geometry.parts):
-        assert part.rows >= 2 and part.cols >= 2, "every grid must hold a 2x2 block"
+        # the cell rows / columns that start on the canvas (tiles padded past the image reach beyond it: Llama 4)
+        cells = boxes[part.token_start : part.token_start + part.n_tokens].view(part.rows, part.cols, 4)
+        rows_on, cols_on = int((cells[:, 0, 1] < H).sum()), int((cells[0, :, 0] < W).sum())
+        assert rows_on >= 2 and cols_on >= 2, "every grid must hold a 2x2 block on the canvas"
         # a 2x2 block of cells away from the top-left corner
-        r0, c0 = part.rows - 2, max(part.cols - 3, 0)
+        r0, c0 = rows_on - 2, max(cols_on - 3, 0)
         tokens = [part.token_start + (r0 + dr) * part.cols + c0 + dc for dr in (0, 1) for dc in (0, 1)]
         with planted(vlm, layers, [int(positions[t]) for t in tokens]):
             attention = extract_attention(vlm, [scene_image], question, layers)

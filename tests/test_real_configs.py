@@ -65,6 +65,12 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
     "idefics3": {"image_token_id": "<image>"},
     "smolvlm": {"image_token_id": "<image>"},
     "paligemma": {"image_token_index": "<image>"},
+    "llama4": {
+        "image_token_index": "<|patch|>",
+        "boi_token_index": "<|image_start|>",
+        "eoi_token_index": "<|image_end|>",
+    },
+    "mistral3": {"image_token_index": "[IMG]"},
 }
 SPECIAL_TOKEN_FIELDS["qwen2_5_vl"] = SPECIAL_TOKEN_FIELDS["qwen3_vl"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
 SPECIAL_TOKEN_FIELDS["qwen3_5"] = SPECIAL_TOKEN_FIELDS["qwen3_5_moe"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
@@ -132,6 +138,18 @@ QWEN3_VL_TOKENS = {
     (None, (224, 224)): 64,
 }
 
+#: Mistral Small 3.1 (longest side scaled down to at most 1540 px, both sides rounded up to 28-px cells: 14-px
+#: patches merged 2 x 2; [IMG_BREAK] / [IMG_END] are other tokens). 224x224: 8 x 8 = 64. 1024x768: kept, 37 x 28 cells
+#: (1024 / 28 = 36.6, 768 / 28 = 27.4) = 1036. 2000x1500: scaled by 1540 / 2000 to 1540 x 1155, 55 x 42 cells = 2310.
+#: 4000x300 / 300x4000: scaled by 1540 / 4000 to 1540 x 115: 55 x 5 cells = 275.
+MISTRAL_SMALL_TOKENS = {
+    (None, (224, 224)): 64,
+    (None, (1024, 768)): 1036,
+    (None, (2000, 1500)): 2310,
+    (None, (4000, 300)): 275,
+    (None, (300, 4000)): 275,
+}
+
 CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", QWEN_14PX_TOKENS),
     Checkpoint("Qwen/Qwen2.5-VL-32B-Instruct", "qwen2_5_vl", missing=_NOT_FOUND.format(files="config.json")),
@@ -163,6 +181,14 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm", missing=_NOT_FOUND.format(files="files")),
     # PaliGemma-448: 448 x 448, 14-px patches: 32 x 32 = 1024 tokens.
     Checkpoint("google/paligemma-3b-mix-448", "paligemma", _every(1024)),
+    # Llama 4 Scout at real scale without these files: tests/test_llama4.py (transformers' processor defaults).
+    Checkpoint("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama4", missing=_NOT_FOUND.format(files="files")),
+    # GLM-V: the processor and the meta-device decoder are checked at transformers' full-scale defaults in
+    # tests/test_glm4v.py until these files are found.
+    Checkpoint("zai-org/GLM-4.1V-9B-Thinking", "glm4v", missing=_NOT_FOUND.format(files="files")),
+    Checkpoint("zai-org/GLM-4.5V", "glm4v_moe", missing=_NOT_FOUND.format(files="files")),
+    Checkpoint("zai-org/GLM-4.6V-Flash", "glm46v", missing=_NOT_FOUND.format(files="files")),
+    Checkpoint("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "mistral3", MISTRAL_SMALL_TOKENS),
 )
 
 COVERED = tuple(c for c in CHECKPOINTS if c.missing is None)

@@ -23,7 +23,7 @@ QUESTION = "What is written on the red sign?"
 LAYERS = (1, 3, 4)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3"])
 def test_one_padded_pass_equals_two_separate_passes(family, vlm_of, scene_image):
     vlm = vlm_of(family)
     lengths = {
@@ -75,7 +75,7 @@ def _planted_rows(vlm, image, region, distractor):
     return rows
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v"])
 def test_planted_question_region_wins_over_a_question_independent_peak(family, vlm_of, scene_image):
     """Both prompts attend most to a distractor; only the question adds a region. Plain attention peaks on the
     distractor, relative attention on the region (by the planted factor e^3 over every other token)."""

@@ -29,7 +29,7 @@ def test_signal_choices():
         check_signal("saliency")
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v"])
 def test_attention_is_extract_attention_bit_for_bit(family, vlm_of, scene_image):
     vlm = vlm_of(family)
     for style in ("qa", "vea"):

@@ -102,7 +102,7 @@ def _attention_rows(vlm, sink, region):
     return rows
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3"])
 def test_planted_sink_is_excluded_and_the_region_remains(family, vlm_of, scene_image):
     vlm = vlm_of(family)
     geometry = encode_batch(vlm, [scene_image], QUESTION).geometry

@@ -71,6 +71,9 @@ def _encode(processor: Any, questions: list[str], images: list[Image.Image]) -> 
     extra = {"add_special_tokens": False} if bos and all(t.startswith(bos) for t in texts) else {}
     inputs = processor(text=texts, images=[[im] for im in images], return_tensors="pt", padding=True, **extra)
     inputs.pop("labels", None)
+    for key, value in inputs.items():  # Llama 4's processor normalises in bfloat16; the models here are float32
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            inputs[key] = value.float()
     return inputs
 
 
@@ -79,7 +82,9 @@ def _image_token_id(model: Any) -> int:
 
 
 def _text_decoder(model: Any) -> Any:
-    return getattr(model.model, "language_model", None) or model.model.text_model
+    from vea_engine.decoder import text_decoder
+
+    return text_decoder(model)
 
 
 @pytest.fixture(scope="session")
@@ -251,8 +256,12 @@ def test_config_highlights(loaded, family):
     assert kinds.attention == ((2, 5) if family in HYBRID else tuple(range(6)))  # hybrid: linear attention elsewhere
     assert model.dtype == torch.float32
     image_id = tokenizer.convert_tokens_to_ids(expectations(family).image_token)
-    # Gemma3Processor.image_token_id is its <start_of_image> (a transformers quirk); the tokenizer knows the real one
-    processor_id = tokenizer.image_token_id if family == "gemma3" else processor.image_token_id
+    # Gemma3Processor.image_token_id is its <start_of_image> (a transformers quirk); the tokenizer knows the real one.
+    # Llama4Processor's is the <|image|> the chat template writes; the features fill its <|patch|> tokens.
+    processor_id = {
+        "gemma3": lambda: tokenizer.image_token_id,
+        "llama4": lambda: tokenizer.convert_tokens_to_ids(processor.img_patch_token),
+    }.get(family, lambda: processor.image_token_id)()
     assert _image_token_id(model) == image_id == processor_id
     assert tokenizer.eos_token_id in np.atleast_1d(model.generation_config.eos_token_id)
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
@@ -290,6 +299,16 @@ def test_config_highlights(loaded, family):
         assert (vision.patch_size, vision.spatial_merge_size, vision.deepstack_visual_indexes) == (16, 2, [0])
         assert processor.image_processor.patch_size == 16 and processor.video_processor is not None
         assert hasattr(attention, "q_norm") and hasattr(attention, "k_norm")
+    if family in ("glm4v", "glm4v_moe", "glm46v"):
+        rope = text.rope_parameters  # half of head_dim 16 rotated: 4 frequencies split (t, h, w)
+        assert rope["partial_rotary_factor"] == 0.5 and rope["mrope_section"] == [1, 1, 2]
+        assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
+        assert processor.image_processor.size["longest_edge"] == 2 * 448 * 448  # the budget counts both frames
+        assert attention.q_proj.bias is not None and tokenizer.pad_token == "<|endoftext|>"
+        mlps = [type(layer.mlp).__name__ for layer in _text_decoder(model).layers]
+        assert mlps == (
+            ["Glm4vMoeTextMLP"] + ["Glm4vMoeTextMoE"] * 5 if family == "glm4v_moe" else ["Glm4vTextMLP"] * 6
+        )
     if family == "llava_onevision":
         assert config.vision_aspect_ratio == "anyres_max_9" and config.vision_feature_select_strategy == "full"
         assert len(config.image_grid_pinpoints) == 36 and config.image_grid_pinpoints[-1] == [336, 336]
@@ -306,7 +325,21 @@ def test_config_highlights(loaded, family):
         assert not processor.image_processor.crop_to_patches
     if family == "paligemma":
         assert text.model_type == "gemma" and processor.image_seq_length == 36
+    if family == "llama4":
+        kinds = ["chunked_attention", "full_attention"] * 3  # RoPE layers chunked, NoPE layers global
+        assert text.layer_types == kinds and text.no_rope_layers == [1, 0] * 3 and text.attention_chunk_size == 40
+        assert text.moe_layers == [1, 3, 5] and text.num_local_experts == 2 and text.attn_temperature_tuning
+        assert (vision.image_size, vision.patch_size, vision.pixel_shuffle_ratio) == (112, 14, 0.5)
+        assert not text.use_qk_norm and not hasattr(attention, "qk_norm")  # as Maverick
+        assert processor.image_processor.max_patches == 6 and processor.patch_size == 14
+        assert tokenizer.bos_token == "<|begin_of_text|>" and tokenizer.pad_token == "<|finetune_right_pad|>"
         assert tokenizer.convert_tokens_to_ids("<loc0512>") < len(tokenizer)  # detection tokens are in the vocab
+    if family == "mistral3":
+        assert text.model_type == "mistral" and vision.model_type == "pixtral" and config.spatial_merge_size == 2
+        assert (vision.patch_size, processor.patch_size, processor.spatial_merge_size) == (14, 14, 2)
+        assert processor.image_processor.size["longest_edge"] == vision.image_size == 168
+        ids = [tokenizer.convert_tokens_to_ids(t) for t in ("[INST]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]")]
+        assert ids == [3, 10, 11, 12, 13] == [3, config.image_token_id, tokenizer.pad_token_id, 12, 13]  # Tekken's
 
 
 def test_chat_template_matches_the_real_one(loaded, family):

@@ -50,10 +50,12 @@ def test_window_sizes_by_hand():
 def test_input_side_is_what_the_vision_tower_sees_at_once(family, vlm_of):
     adapter = vlm_of(family).adapter
     canvas = adapter.render(np.zeros((300, 300, 3), dtype=np.uint8)).frame.canvas_hw
-    if adapter.family in ("qwen_vl", "qwen3_vl", "qwen3_5"):
+    if adapter.family in ("qwen_vl", "qwen3_vl", "glm4v", "qwen3_5"):
         assert adapter.input_side == 512  # sqrt of the paper's 512 * 512 pixel budget
-    elif adapter.family in ("llava", "gemma3", "paligemma"):
-        assert adapter.input_side == canvas[0] == canvas[1]  # the fixed square input
+    elif adapter.family in ("llava", "gemma3", "paligemma", "mistral3"):
+        assert adapter.input_side == canvas[0] == canvas[1]  # the fixed square input (Mistral 3: the longest side)
+    elif adapter.family == "lfm2_vl":  # the canvas is the original; large images are cut into tiles
+        assert canvas == (300, 300) and adapter.input_side == adapter.processor.image_processor.tile_size
     else:  # tiled: the tile side (a square image is a whole number of tiles)
         assert canvas[0] % adapter.input_side == 0 and canvas[0] // adapter.input_side >= 2, (canvas, family)
         assert adapter.input_side == adapter.tile
@@ -156,7 +158,7 @@ def test_delegate_mask_zooms_on_the_planted_block(vlm_of, scene_image):
 def test_multi_image_families_are_the_documented_ones():
     assert multi_image_model_types() == sorted(
         ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision", "gemma3", "idefics3", "smolvlm"]
-        + ["internvl"]
+        + ["internvl", "llama4", "glm4v", "glm4v_moe", "glm46v", "mistral3"]
     )
     assert zoom_prompt("What is the total?") == ZOOM_PREFIX + build_prompt("What is the total?", "qa")
     assert zoom_prompt("Why?", "vea").startswith(ZOOM_PREFIX) and zoom_prompt("Why?", "vea").endswith("Question: Why?")

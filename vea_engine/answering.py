@@ -1,15 +1,16 @@
 """Greedy answers (paper step 6) for a batch of images and questions: :func:`answer`.
 
 Several batches of answers (the methods of one comparison) can also be decoded as one
-batch after their own prefills: :func:`prefill_answers` runs each prompt's prefill
+batch after their own prefills (an opt-in: the default answers one method at a time, as the
+reference code does): :func:`prefill_answers` runs each prompt's prefill
 exactly as a plain answer does and keeps its cache; :func:`decode_answers` joins the
 caches (each sequence right-aligned, the padding masked) and decodes all of them in one
 ``generate`` call. A decoding step of several sequences reads the weights once, so two
 answers decode for little more than the price of one. Each prefill, and so each first
 token, is the plain answer's own. The later steps compute the same terms in a batch of
-other rows, which may round differently in the last bit; the token ids equal those of
-plain answers on every family tested and on the benchmark model, but a near tie between
-two tokens could in principle break the other way.
+other rows, which may round differently in the last bit: in float32 the token ids equal
+those of plain answers on every family tested and on the benchmark model, but in half
+precision a near tie between two tokens can break the other way.
 """
 
 from __future__ import annotations

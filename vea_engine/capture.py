@@ -12,6 +12,15 @@ from the post-RoPE ``q``/``k`` the attention function receives, with the
 model's own mask (causal, padding, sliding window) applied before the softmax,
 then averaged over heads. Extra memory is ``O(B * H * |R| * K)`` per layer.
 
+Dtype, as the reference code: eager attention computes the logits in the model's
+dtype, the softmax in float32 and rounds the probabilities back to the model's
+dtype; the reference then averages the heads of the last prompt row in that dtype
+and converts, ``weights[0, :, -1, :].mean(0).float()``. Capture does the same on
+every kernel (on eager it reads the kernel's own weights; elsewhere it computes the
+rows with eager's arithmetic), so a bfloat16 model gives the reference's rows bit
+for bit. ``head_mean_dtype=torch.float32`` is the opt-in for more precision: rows
+computed and averaged in float32.
+
 Mechanism: a function registered under a private name with transformers'
 ``AttentionInterface`` (and the matching mask function with
 ``AttentionMaskInterface``) wraps the base implementation. Inside
@@ -35,7 +44,14 @@ from . import compat
 from .config import MASK_DTYPE
 from .decoder import decoder_attention_modules, layer_kinds, text_decoder
 
-__all__ = ["AttentionRecorder", "StopForward", "attention_rows", "capture_attention_rows", "decoder_attention_modules"]
+__all__ = [
+    "AttentionRecorder",
+    "StopForward",
+    "attention_rows",
+    "capture_attention_rows",
+    "decoder_attention_modules",
+    "head_mean",
+]
 
 _CAPTURE_PREFIX = "vea_capture+"
 _ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("vea_capture", default=None)
@@ -55,13 +71,16 @@ class AttentionRecorder:
             the end of the (left-padded) sequence, ``-1`` is the last prompt token.
         rows: ``layer -> [B, R, K]`` float32 head-mean attention rows, ``R =
             len(query_positions)``, ``K`` = number of keys.
-        per_head: ``layer -> [B, H, R, K]`` when ``keep_heads`` was requested.
+        per_head: ``layer -> [B, H, R, K]`` float32, when ``keep_heads`` was requested.
+        head_mean_dtype: dtype the rows are computed and averaged over heads in; None (the
+            reference's arithmetic) = the model's dtype, converted to float32 after the mean.
     """
 
     layers: tuple[int, ...]
     query_positions: tuple[int, ...] = (-1,)
     keep_heads: bool = False
     stop_after_last: bool = False
+    head_mean_dtype: torch.dtype | None = None
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
     per_head: dict[int, torch.Tensor] = field(default_factory=dict)
     _modules: dict[int, int] = field(default_factory=dict, repr=False)  # id(attn module) -> layer index
@@ -105,13 +124,12 @@ def _capturing_attention(
         return output
     layer = recorder._modules.get(id(module))
     if layer is not None and query.shape[2] > 1:  # prefill only; decoding steps are not attributed
+        positions = [p % query.shape[2] for p in recorder.query_positions]
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None  # eager: [B, H, Q, K]
         if weights is not None and weights.shape[2] == query.shape[2]:
-            # the kernel materialised the matrix (eager): take its rows, bit for bit what output_attentions gives
-            rows_index = torch.tensor([p % query.shape[2] for p in recorder.query_positions], device=weights.device)
-            rows = weights.index_select(2, rows_index).to(MASK_DTYPE)  # [B, H, R, K]
+            pass  # the kernel materialised the matrix (eager): its own weights, what output_attentions gives
         else:
-            rows = attention_rows(
+            weights = attention_rows(
                 query,
                 key,
                 attention_mask,
@@ -119,13 +137,29 @@ def _capturing_attention(
                 scaling=kwargs.get("scaling", getattr(module, "scaling", None)),
                 softcap=kwargs.get("softcap"),
                 sliding_window=kwargs.get("sliding_window"),
+                dtype=recorder.head_mean_dtype,
             )  # [B, H, R, K]
-        recorder.rows[layer] = rows.mean(dim=1)  # [B, R, K]
+            positions = list(range(len(positions)))
+        recorder.rows[layer] = head_mean(weights, positions, recorder.head_mean_dtype)  # [B, R, K]
         if recorder.keep_heads:
-            recorder.per_head[layer] = rows
+            index = torch.tensor(positions, device=weights.device)
+            recorder.per_head[layer] = weights.index_select(2, index).to(MASK_DTYPE)  # [B, H, R, K]
         if recorder.stop_after_last and all(index in recorder.rows for index in recorder.layers):
             raise StopForward
     return output
+
+
+def head_mean(weights: torch.Tensor, positions: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Head-mean rows ``[B, R, K]`` float32 of attention weights ``[B, H, Q, K]`` at query ``positions``.
+
+    Each row is averaged exactly as the reference code averages its one row,
+    ``weights[b, :, p, :].mean(0).float()``: in the weights' own dtype (or ``dtype``), one
+    ``[H, K]`` slice at a time (the same reduction, so the same rounding), then converted.
+    """
+    dtype = weights.dtype if dtype is None else dtype
+    return torch.stack(
+        [torch.stack([weights[b, :, p, :].to(dtype).mean(0) for p in positions]) for b in range(weights.shape[0])]
+    ).to(MASK_DTYPE)
 
 
 def _base_name(module: nn.Module) -> str:
@@ -141,8 +175,14 @@ def attention_rows(
     scaling: float | None = None,
     softcap: float | None = None,
     sliding_window: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Softmax attention of selected query rows, computed in float32.
+    """Softmax attention of selected query rows, with eager attention's arithmetic.
+
+    The logits are computed in ``dtype`` (default: the query's, i.e. the model's), the
+    softmax in float32, and the probabilities rounded back to ``dtype``: what eager
+    attention's ``output_attentions`` holds. ``dtype=torch.float32`` computes everything
+    in float32 (more precise than eager in a half-precision model).
 
     Args:
         query: ``[B, H, Q, D]`` post-RoPE queries.
@@ -154,9 +194,10 @@ def attention_rows(
         scaling: logit scale; defaults to ``D ** -0.5``.
         softcap: optional tanh logit soft-capping (Gemma 2).
         sliding_window: only used with a 2D/None mask (flash path).
+        dtype: the dtype of the logits and of the returned probabilities.
 
     Returns:
-        ``[B, H, R, K]`` float32 attention probabilities, each row summing to 1.
+        ``[B, H, R, K]`` attention probabilities in ``dtype``, each row summing to 1.
     """
     batch, heads, q_len, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
@@ -166,9 +207,10 @@ def attention_rows(
     scale = dim**-0.5 if scaling is None else scaling
     n_rows = rows_index.numel()
     # GQA without repeat_kv: query head h reads key head h // (H / KVH), so group the queries by key head.
-    q = query.index_select(2, rows_index).to(MASK_DTYPE)  # [B, H, R, D]
+    dtype = query.dtype if dtype is None else dtype
+    q = query.index_select(2, rows_index).to(dtype)  # [B, H, R, D]
     q = q.reshape(batch, kv_heads, (heads // kv_heads) * n_rows, dim)  # [B, KVH, rep * R, D]
-    logits = torch.matmul(q, key.to(MASK_DTYPE).transpose(-1, -2)) * scale  # [B, KVH, rep * R, K]
+    logits = torch.matmul(q, key.to(dtype).transpose(-1, -2)) * scale  # [B, KVH, rep * R, K]
     logits = logits.reshape(batch, heads, n_rows, k_len)  # [B, H, R, K]
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
@@ -190,8 +232,8 @@ def attention_rows(
         if mask.dtype == torch.bool:
             logits = logits.masked_fill(~mask, float("-inf"))
         else:
-            logits = logits + mask.to(MASK_DTYPE)
-    return torch.softmax(logits, dim=-1)
+            logits = logits + mask.to(dtype)
+    return torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype)
 
 
 @contextmanager
@@ -201,6 +243,7 @@ def capture_attention_rows(
     query_positions: Sequence[int] = (-1,),
     keep_heads: bool = False,
     stop_after_last: bool = False,
+    head_mean_dtype: torch.dtype | None = None,
 ) -> Iterator[AttentionRecorder]:
     """Record head-mean attention rows of ``layers`` during forward passes in this scope.
 
@@ -212,6 +255,9 @@ def capture_attention_rows(
         keep_heads: also keep per-head rows ``[B, H, R, K]``.
         stop_after_last: raise :class:`StopForward` once all layers are recorded, so the
             caller can skip the rest of the network (catch it around the forward).
+        head_mean_dtype: None (the reference's arithmetic): rows in the model's dtype, averaged
+            over heads in it, then converted to float32; ``torch.float32``: the opt-in for
+            precision, rows computed and averaged in float32.
 
     Yields:
         The :class:`AttentionRecorder`; ``recorder.rows[layer]`` is ``[B, R, K]`` float32.
@@ -235,6 +281,7 @@ def capture_attention_rows(
         query_positions=tuple(int(p) for p in query_positions),
         keep_heads=keep_heads,
         stop_after_last=stop_after_last,
+        head_mean_dtype=head_mean_dtype,
         _modules={id(modules[layer]): layer for layer in layers},
         _base=base,
     )

@@ -48,10 +48,17 @@ def _add_vea_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounding", default="truncate", choices=ROUNDING_MODES, help=ROUNDING_HELP)
     parser.add_argument("--delegate", default=None, help="a second model that makes the mask for --model")
     parser.add_argument("--out", default="outputs", help="folder for highlighted.png and heatmap.png")
-    parser.add_argument(
+    decoding = parser.add_mutually_exclusive_group()
+    decoding.add_argument(
+        "--joint-decode",
+        action="store_true",
+        help="decode the base and VEA answers as one batch after their own prefills (faster; in half precision "
+        "a near tie between two tokens can break the other way)",
+    )
+    decoding.add_argument(
         "--separate-answers",
         action="store_true",
-        help="decode the base and VEA answers one after the other (exactly as plain answers), not as one batch",
+        help="decode each answer on its own, exactly as a plain answer and the reference code (the default)",
     )
 
 
@@ -192,7 +199,7 @@ def run_command(args: argparse.Namespace, model: str, image, question: str) -> d
         question,
         layers=_layers_arg(args.layers),
         delegate=delegate,
-        joint_decode=not args.separate_answers,
+        joint_decode=args.joint_decode,
         **_settings(args),
     )
     out = Path(args.out)

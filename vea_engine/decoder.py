@@ -21,7 +21,14 @@ from typing import Any
 from torch import nn
 
 #: Attribute paths of the text decoder in transformers VLMs, tried in order.
-_TEXT_MODEL_PATHS = ("language_model", "model.language_model", "model.text_model", "text_model", "model")
+_TEXT_MODEL_PATHS = (
+    "language_model",
+    "model.language_model",
+    "model.text_model",
+    "text_model",
+    "model",
+    "language_model.model",  # Llama 4: a causal LM (no layers of its own) beside the vision model
+)
 
 #: ``layer_types`` values of layers that compute softmax attention through transformers' attention
 #: interface (the rows VEA captures). Every other kind (``linear_attention``: Gated DeltaNet, Mamba;

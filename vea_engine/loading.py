@@ -271,7 +271,7 @@ def max_pixels_for(resolution: str | int) -> int | None:
 def apply_resolution(processor: Any, model_type: str, resolution: str | int = "paper", config: Any = None) -> None:
     """Set the input resolution of a loaded processor in place.
 
-    Only processors that take a pixel budget (Qwen2/2.5/3-VL) change: ``paper`` caps
+    Only processors that take a pixel budget (Qwen2/2.5/3-VL, GLM-4.1V/4.5V/4.6V) change: ``paper`` caps
     them at 512*512 pixels as the reference code does, a number at that many pixels,
     ``checkpoint`` keeps the checkpoint's limits. Other families render every image
     at sizes fixed by their configs; for them ``paper`` and ``checkpoint`` are the

@@ -6,9 +6,10 @@ without denoising and smoothing). :data:`METHODS` holds the paper's comparison
 (``base``, ``inst``, ``vea``) and its ablations; :func:`vea_engine.pipeline.run_vea`,
 the evaluation, the CLI and the ComfyUI nodes all execute it through
 :class:`MethodRunner`, which computes each attribution, evidence map and
-highlighted image once per batch and shares them between methods. Asked for several
-methods at once (:meth:`MethodRunner.answers`), it prefills each method's answers on its
-own and decodes them :data:`JOINT_METHODS` methods at a time as one batch.
+highlighted image once per batch and shares them between methods. Each method's answers
+are decoded on their own, as the reference code decodes them; with ``joint_decode`` (an
+opt-in), :meth:`MethodRunner.answers` prefills each method's answers on its own and decodes
+them :data:`JOINT_METHODS` methods at a time as one batch.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ class MethodRunner:
             answer's prefill (:func:`~vea_engine.attribution.attention_and_prefill`).
         sinks: exclude visual attention sinks from every attribution (:func:`~vea_engine.signals.attribute`).
         joint_decode: :meth:`answers` decodes :data:`JOINT_METHODS` methods at a time as one batch
-            (False: each method alone, exactly as a plain answer; see :mod:`vea_engine.answering`).
+            (an opt-in; the default answers each method alone, exactly as a plain answer and as the
+            reference code does; see :mod:`vea_engine.answering`).
 
     :meth:`answer` answers one method; :meth:`answers` answers several.
     """
@@ -158,7 +160,7 @@ class MethodRunner:
         rounding: str = "truncate",
         methods: Sequence[Method] | None = None,
         sinks: bool = False,
-        joint_decode: bool = True,
+        joint_decode: bool = False,
     ) -> None:
         self.vlm, self.mask_model = vlm, mask_model or vlm
         self.joint_decode = joint_decode
@@ -248,13 +250,13 @@ class MethodRunner:
         )
 
     def answers(self, methods: Sequence[Method]) -> dict[str, list[str]]:
-        """``{name: one answer per image}`` for several methods, equal to :meth:`answer` of each.
+        """``{name: one answer per image}`` for several methods: :meth:`answer` of each, in order.
 
-        Each method's answers are prefilled on their own (the base answer's prefill may be the
-        attribution pass), then decoded :data:`JOINT_METHODS` methods at a time as one batch
-        (:func:`~vea_engine.answering.decode_answers`). Zoom methods, which answer on two
-        images, and images of mixed sizes are answered one method at a time, and so is every
-        method without ``joint_decode``.
+        With ``joint_decode`` (an opt-in), each method's answers are prefilled on their own (the
+        base answer's prefill may be the attribution pass), then decoded :data:`JOINT_METHODS`
+        methods at a time as one batch (:func:`~vea_engine.answering.decode_answers`); zoom
+        methods, which answer on two images, and images of mixed sizes are still answered one
+        method at a time.
         """
         if not self.joint_decode:
             return {method.name: self.answer(method) for method in methods}

@@ -61,7 +61,7 @@ def run_vea(
     rounding: str = "truncate",
     signal: str = "attention",
     sinks: bool = False,
-    joint_decode: bool = True,
+    joint_decode: bool = False,
 ) -> VEAResult:
     """VEA end to end (paper steps 2-6) on a batch of same-size images.
 
@@ -84,9 +84,10 @@ def run_vea(
         signal: how the image tokens are scored for the ``vea`` answer and the returned
             evidence: one of :data:`~vea_engine.signals.SIGNALS` (``attention``: the paper's).
         sinks: exclude visual attention sinks before normalising (:mod:`vea_engine.sinks`).
-        joint_decode: decode the answers of two methods at a time as one batch after their own
-            prefills (faster; False answers each method alone, exactly as :func:`answer` does:
-            the batch can round a near tie the other way, see :mod:`vea_engine.answering`).
+        joint_decode: False (the default, as the reference code) answers each method alone,
+            exactly as :func:`~vea_engine.answering.answer` does. True decodes the answers of two
+            methods at a time as one batch after their own prefills: faster, but the batch can round
+            a near tie the other way in half precision (see :mod:`vea_engine.answering`).
 
     Returns:
         :class:`VEAResult`.

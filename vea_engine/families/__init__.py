@@ -6,11 +6,14 @@ from typing import Any
 
 from .base import FamilyAdapter
 from .gemma3 import Gemma3Adapter
+from .glm4v import Glm4vAdapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
+from .llama4 import Llama4Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .mistral3 import Mistral3Adapter
 from .paligemma import PaliGemmaAdapter
 from .qwen3_5 import Qwen3_5Adapter
 from .qwen3_vl import Qwen3VLAdapter
@@ -27,6 +30,9 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     SmolVLMAdapter,
     InternVLAdapter,
     PaliGemmaAdapter,
+    Llama4Adapter,
+    Glm4vAdapter,
+    Mistral3Adapter,
     Qwen3_5Adapter,
 )
 

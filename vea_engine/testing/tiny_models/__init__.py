@@ -2,9 +2,9 @@
 
 Each builder makes a real ``*ForConditionalGeneration`` model (Qwen2-VL, Qwen2.5-VL,
 LLaVA-1.5, Gemma 3, LLaVA-NeXT, Qwen3-VL, LLaVA-OneVision, Idefics3, SmolVLM, InternVL,
-PaliGemma) with a few-layer text decoder and vision tower, a processor (offline
-tokenizer with the family's special tokens, the family's own image/video processor, its
-chat template) and a greedy generation config, and saves them to a folder laid out
+PaliGemma, Llama 4, GLM-4.1V, GLM-4.5V, GLM-4.6V, Mistral 3) with a few-layer text decoder and vision
+tower, a processor (offline tokenizer with the family's special tokens, the family's own
+image/video processor, its chat template) and a greedy generation config, and saves them to a folder laid out
 exactly like a downloaded checkpoint::
 
     config.json  generation_config.json  model.safetensors
@@ -26,8 +26,9 @@ standard deviation (0.2) so attention rows are clearly non-uniform.
 
 The answers of these models are meaningless: they exist to exercise the real
 architectures (GQA, M-RoPE, window attention, sliding-window and bidirectional-image
-masks, prefix-LM masks, q/k norms, CLIP feature selection, anyres tiling and unpadding,
-image splitting, pixel shuffle, processor token expansion) in tests and benchmarks.
+masks, prefix-LM masks, chunked attention, NoPE layers, mixtures of experts, q/k norms,
+CLIP feature selection, anyres tiling and unpadding, image splitting, pixel shuffle,
+processor token expansion) in tests and benchmarks.
 Image grids are kept small (tens of tokens per image) so every model builds in seconds.
 
 SmolVLM's processor needs the ``num2words`` package (:data:`FAMILY_REQUIREMENTS`);
@@ -44,8 +45,10 @@ Layout of the package (one job per module):
 * one module per family, mirroring ``vea_engine/families``: :mod:`.qwen_vl` (Qwen2-VL,
   Qwen2.5-VL), :mod:`.qwen3_vl`, :mod:`.llava`, :mod:`.llava_next`,
   :mod:`.llava_onevision`, :mod:`.gemma3`, :mod:`.idefics3` (Idefics3, SmolVLM),
-  :mod:`.internvl`, :mod:`.paligemma` - each holds that family's tokenizer, config,
-  processor and generation builders, its chat template and its expectations;
+  :mod:`.internvl`, :mod:`.paligemma`, :mod:`.llama4`, :mod:`.glm4v` (GLM-4.1V, GLM-4.5V,
+  GLM-4.6V), :mod:`.mistral3`, :mod:`.lfm2_vl` (LFM2-VL: built once the decoder's layer kinds let
+  capture skip its convolution layers; not in the registry yet) - each holds that family's tokenizer, config, processor and generation builders,
+  its chat template and its expectations;
 * :mod:`.registry` - the family -> builder table and the lookups over it
   (:data:`FAMILIES`, :data:`IMAGE_SIZES`, requirements, spec resolution);
 * :mod:`.build` - deterministic weights, saving, the marker, the up-to-date check and

@@ -43,6 +43,10 @@ BUILDER_VERSION = 3
 MARKER_NAME = "VEA_TINY_MODEL.json"
 
 
+#: Names of per-head query / key norms (Gemma 3, Qwen3: ``q_norm``; LFM2: ``q_layernorm``).
+_QK_NORMS = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")
+
+
 def _init_weights(model: Any, std: float, seed: int) -> None:
     """Deterministic normal init, independent of transformers' own ``_init_weights``.
 
@@ -78,10 +82,10 @@ def _init_weights(model: Any, std: float, seed: int) -> None:
                 log.debug("tiny init: %s ~ N(0, %s)", name, std)
                 param.copy_(torch.randn(param.shape, generator=generator, dtype=torch.float32) * std)
         for name, module in model.named_modules():
-            # Per-head q/k RMSNorm (Gemma 3, Qwen3) caps |q . k| at head_dim * scale: 4 at head_dim 16, so
+            # Per-head q/k RMSNorm (Gemma 3, Qwen3, LFM2) caps |q . k| at head_dim * scale: 4 at head_dim 16, so
             # attention would be nearly uniform. Doubling their gain (w -> w + 1 for both the ``w`` and the
             # ``1 + w`` parametrisation) lets logits span +-16, like the other families' attention.
-            if name.rsplit(".", 1)[-1] in ("q_norm", "k_norm") and getattr(module, "weight", None) is not None:
+            if name.rsplit(".", 1)[-1] in _QK_NORMS and getattr(module, "weight", None) is not None:
                 module.weight.add_(1.0)
 
 

@@ -15,7 +15,21 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from . import gemma3, idefics3, internvl, llava, llava_next, llava_onevision, paligemma, qwen3_5, qwen3_vl, qwen_vl
+from . import (
+    gemma3,
+    glm4v,
+    idefics3,
+    internvl,
+    llama4,
+    llava,
+    llava_next,
+    llava_onevision,
+    mistral3,
+    paligemma,
+    qwen3_5,
+    qwen3_vl,
+    qwen_vl,
+)
 from .spec import FamilyBuilder, FamilyExpectations, TinySpec, resolve_spec
 
 __all__ = [
@@ -42,6 +56,11 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "smolvlm": idefics3.SMOLVLM,
     "internvl": internvl.INTERNVL,
     "paligemma": paligemma.PALIGEMMA,
+    "llama4": llama4.LLAMA4,
+    "glm4v": glm4v.GLM4V,
+    "glm4v_moe": glm4v.GLM4V_MOE,
+    "glm46v": glm4v.GLM46V,
+    "mistral3": mistral3.MISTRAL3,
     "qwen3_5": qwen3_5.QWEN3_5,
     "qwen3_5_moe": qwen3_5.QWEN3_5_MOE,
 }

@@ -1,0 +1,75 @@
+"""GLM-4.1V, GLM-4.5V and GLM-4.6V: the Qwen2-VL geometry with a budget that counts two frames.
+
+The processor (``Glm4vImageProcessor`` / ``Glm46VImageProcessor``) resizes an image to
+multiples of ``patch * merge = 28`` px, cuts 14-px patches and the vision tower fuses each
+``2 x 2`` block into one language token, row-major, exactly as Qwen2-VL: the token grid is
+``(grid_h / 2) x (grid_w / 2)`` of ``image_grid_thw``, each token a 28-px square of the
+resized image. The resize differs from Qwen's ``smart_resize`` in two ways: the pixel
+budget ``[shortest_edge, longest_edge]`` of the processor's ``size`` counts the image once
+per temporal patch frame (an image is two identical frames), so an image holds at most
+``longest_edge / temporal_patch_size`` pixels; and a side shorter than 28 px first scales
+the whole image up. The canvas is a PIL resize of the original to that size (as for
+Qwen-VL, see :mod:`.qwen_vl`).
+
+The prompt wraps each image's ``<|image|>`` tokens in ``<|begin_of_image|>`` and
+``<|end_of_image|>``; those two tokens are not image features and are not on the grid.
+All decoder layers are softmax attention (GLM-4.5V's experts replace MLPs only). ``render`` and
+``token_layout`` are Qwen-VL's: the processor outputs (``image_grid_thw``) are the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .common import size_value
+from .qwen_vl import QwenVLAdapter
+
+
+class Glm4vAdapter(QwenVLAdapter):
+    family = "glm4v"
+    model_types = ("glm4v", "glm4v_moe", "glm46v")
+
+    @property
+    def _frames(self) -> int:
+        """Frames the pixel budget counts per image (``temporal_patch_size``)."""
+        return int(self._image_processor.temporal_patch_size)
+
+    @property
+    def pixel_limits(self) -> tuple[int, int]:
+        """The ``(min, max)`` pixels of one image: the processor's ``size`` budget over its frames."""
+        size = self._image_processor.size
+        return size_value(size, "shortest_edge") // self._frames, size_value(size, "longest_edge") // self._frames
+
+    def set_max_pixels(self, max_pixels: int) -> None:
+        """Cap one image at ``max_pixels`` pixels: the processor's budget becomes that many per frame."""
+        low, _ = self.pixel_limits
+        factor = self.patch_size * self.merge_size
+        if int(max_pixels) < max(low, factor * factor):
+            raise ValueError(
+                f"resolution: {max_pixels} pixels is below this processor's minimum of {max(low, factor * factor)} "
+                "pixels; choose a larger pixel count, 'paper' (512*512) or 'checkpoint'."
+            )
+        ip = self._image_processor
+        size = dict(ip.size.items()) if hasattr(ip.size, "items") else dict(vars(ip.size))
+        size["longest_edge"] = int(max_pixels) * self._frames
+        ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
+
+    @property
+    def input_side(self) -> int:
+        """The side of a square holding one image's pixel budget (512 under ``paper``)."""
+        return math.isqrt(self.pixel_limits[1])
+
+    def canvas_hw(self, original_hw: tuple[int, int]) -> tuple[int, int]:
+        """The processor's resize of an original ``(H0, W0)`` (GLM-4.1V's ``smart_resize``, one image = its frames)."""
+        from transformers.models.glm4v.image_processing_glm4v import smart_resize
+
+        size = self._image_processor.size
+        return smart_resize(
+            num_frames=self._frames,
+            height=original_hw[0],
+            width=original_hw[1],
+            temporal_factor=self._frames,
+            factor=self.patch_size * self.merge_size,
+            min_pixels=size_value(size, "shortest_edge"),
+            max_pixels=size_value(size, "longest_edge"),
+        )
