@@ -46,3 +46,29 @@ def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:
             raise ValueError(f"decoder layer {index} of {type(model).__name__} has no 'self_attn' module.")
         modules.append(attn)
     return modules
+
+
+def key_source_layers(model: nn.Module) -> list[int]:
+    """For each text decoder layer, the layer whose keys and values it attends with.
+
+    A layer's own index, except for a KV-shared layer (Gemma 4's ``num_kv_shared_layers``),
+    which reuses the keys and values of the last earlier layer of its kind that stores them.
+    """
+    modules = decoder_attention_modules(model)
+    sources = []
+    for index, attn in enumerate(modules):
+        if not getattr(attn, "is_kv_shared_layer", False):
+            sources.append(index)
+            continue
+        owners = [
+            j
+            for j in range(index)
+            if getattr(modules[j], "store_full_length_kv", False) and modules[j].layer_type == attn.layer_type
+        ]
+        if not owners:
+            raise ValueError(
+                f"decoder layer {index} of {type(model).__name__} reuses keys of an earlier "
+                f"{attn.layer_type} layer, but no earlier layer stores them."
+            )
+        sources.append(owners[-1])
+    return sources
