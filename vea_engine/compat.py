@@ -120,12 +120,14 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
     The caches are of prompts left-padded in their own batches; padding them further on the
     left keeps every sequence right-aligned, as one left-padded batch would hold them (the
     attention mask hides the new columns). A sliding-window layer keeps the longest
-    ``cumulative_length``, which right alignment makes the one its mask needs. The first
-    cache is reused (the caches are consumed). Returns None for any other kind of cache.
+    ``cumulative_length``, which right alignment makes the one its mask needs. A layer that
+    holds nothing (``DummyLayer``: Gemma 4's KV-shared layers, which reuse an earlier layer's
+    keys) stays as it is. The first cache is reused (the caches are consumed). Returns None
+    for any other kind of cache.
     """
-    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+    from transformers.cache_utils import DummyLayer, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-    kinds = (DynamicLayer, DynamicSlidingWindowLayer)
+    kinds = (DynamicLayer, DynamicSlidingWindowLayer, DummyLayer)
     if any(type(cache) is not DynamicCache for cache in caches):
         return None
     counts = {len(cache.layers) for cache in caches}
@@ -135,10 +137,13 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
         layers = [cache.layers[i] for cache in caches]
         if len({type(layer) for layer in layers}) != 1 or type(layers[0]) not in kinds:
             return None
-        if not all(layer.is_initialized and layer.keys is not None for layer in layers):
+        empty = type(layers[0]) is DummyLayer  # holds nothing by design
+        if not empty and not all(layer.is_initialized and layer.keys is not None for layer in layers):
             return None
     merged = caches[0]
     for i, layer in enumerate(merged.layers):
+        if isinstance(layer, DummyLayer):
+            continue
         layers = [cache.layers[i] for cache in caches]
         keys = _join_rows([other.keys for other in layers], rows)
         values = _join_rows([other.values for other in layers], rows)
