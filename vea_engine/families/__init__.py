@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import FamilyAdapter
 from .gemma3 import Gemma3Adapter
+from .gemma4 import Gemma4Adapter
 from .glm4v import Glm4vAdapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
@@ -32,6 +33,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     Llama4Adapter,
     Glm4vAdapter,
     Mistral3Adapter,
+    Gemma4Adapter,
 )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import (
     gemma3,
+    gemma4,
     glm4v,
     idefics3,
     internvl,
@@ -60,6 +61,7 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "glm4v_moe": glm4v.GLM4V_MOE,
     "glm46v": glm4v.GLM46V,
     "mistral3": mistral3.MISTRAL3,
+    "gemma4": gemma4.GEMMA4,
 }
 
 #: Families a tiny checkpoint can be built for.
