@@ -9,9 +9,15 @@ padding) and its pooler averages every ``k x k`` block of patches into one soft
 token, row-major: ``(h / (k * patch)) x (w / (k * patch))`` ``<|image|>`` tokens,
 written between ``<|image>`` and ``<image|>`` (which are not image tokens). So the
 canvas is the resized image, showing the whole original, and token ``(r, c)``
-covers the ``(k * patch)``-px square ``(r, c)`` of it. As in the reference code,
-the canvas is the processor's own pixels (here un-patchified; the processor does
-not normalise them).
+covers the ``(k * patch)``-px square ``(r, c)`` of it. As in the reference code for
+fixed-size families, the canvas is the processor's own pixels (here un-patchified;
+the processor does not normalise them): fed back, it is not resized again.
+
+The target size depends on the aspect ratio alone, and the rounding to multiples of
+``k * patch`` changes it: a very elongated image (e.g. 4000 x 300) is squashed
+enough that its resized copy would be resized to another grid. Then the canvas is
+the original itself, which the processor maps to the same grid by construction,
+each token covering a ``(H0 / rows) x (W0 / cols)`` cell of it.
 
 The text decoder mixes sliding-window and full layers (5:1), and in the smaller
 models the last layers reuse the keys and values of the last earlier layer of
@@ -71,11 +77,21 @@ class Gemma4Adapter(FamilyAdapter):
             raise ValueError("gemma4: the processor returned an image without patches.")
         return int(real[:, 1].max()) + 1, int(real[:, 0].max()) + 1
 
+    def resized_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The ``(h, w)`` the image processor resizes an ``(H, W)`` image to."""
+        from transformers.models.gemma4.image_processing_gemma4 import get_aspect_ratio_preserving_size
+
+        ip = self._image_processor
+        patches = int(ip.max_soft_tokens) * self.pooling**2
+        return get_aspect_ratio_preserving_size(hw[0], hw[1], self.patch_size, patches, self.pooling)
+
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         ip = self._image_processor
         out = ip(images=[Image.fromarray(image)], return_tensors="pt")
         rows, cols = self._patch_grid(out["image_position_ids"][0])
         p = self.patch_size
+        if self.resized_hw((rows * p, cols * p)) != (rows * p, cols * p):  # squashed: resized again when fed back
+            return Canvas(np.ascontiguousarray(image), Frame.whole(image.shape[:2], image.shape[:2]))
         patches = out["pixel_values"][0, : rows * cols]  # [rows * cols, p * p * 3] row-major, each (y, x, channel)
         pixels = patches.reshape(rows, cols, p, p, 3).permute(4, 0, 2, 1, 3).reshape(3, rows * p, cols * p)
         canvas = processor_pixels_to_uint8(pixels, ip, rounding)  # [H, W, 3]
@@ -83,7 +99,7 @@ class Gemma4Adapter(FamilyAdapter):
 
     def token_layout(self, inputs: Any, index: int, frame: Frame) -> TokenLayout:
         rows, cols = self._patch_grid(inputs["image_position_ids"][index])
-        k, p = self.pooling, self.patch_size
+        k = self.pooling
         if rows % k or cols % k:
             raise ValueError(f"gemma4: a {rows} x {cols} patch grid is not pooled by {k} x {k}; check the processor.")
-        return TokenLayout.single_grid(rows // k, cols // k, (rows * p, cols * p))
+        return TokenLayout.single_grid(rows // k, cols // k, frame.canvas_hw)
