@@ -42,7 +42,7 @@ from .common import encode_chat, processor_pixels_to_uint8
 class Gemma4Adapter(FamilyAdapter):
     family = "gemma4"
     model_types = ("gemma4",)
-    fallback_template = "<bos><|turn>user\n\n\n{image}\n\n{prompt}<turn|>\n<|turn>model\n"
+    fallback_template = "<bos><|turn>user\n{image}{prompt}<turn|>\n<|turn>model\n"
     multi_image = True
 
     @property

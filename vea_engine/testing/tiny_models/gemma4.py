@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy
 __all__ = ["EXPECTED", "GEMMA4", "GEMMA4_CHAT_TEMPLATE"]
 
 #: The user / model turns of google/gemma-4-*-it's chat template (its tool, thinking and
-#: system branches left out): an image item is written ``\n\n<|image|>\n\n``, text trimmed.
+#: system branches left out): an image item is written ``<|image|>``, text trimmed.
 GEMMA4_CHAT_TEMPLATE = (
     "{{- bos_token -}}"
     "{%- for message in messages -%}"
@@ -43,7 +43,7 @@ GEMMA4_CHAT_TEMPLATE = (
     "{%- else -%}"
     "{%- for item in message['content'] -%}"
     "{%- if item['type'] == 'text' -%}{{- item['text'] | trim -}}"
-    "{%- elif item['type'] == 'image' -%}{{- '\n\n<|image|>\n\n' -}}"
+    "{%- elif item['type'] == 'image' -%}{{- '<|image|>' -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- endif -%}"
@@ -53,7 +53,7 @@ GEMMA4_CHAT_TEMPLATE = (
 )
 
 EXPECTED = FamilyExpectations(
-    chat="<bos><|turn>user\n\n\n<|image|>\n\n{question}<turn|>\n<|turn>model\n",
+    chat="<bos><|turn>user\n<|image|>{question}<turn|>\n<|turn>model\n",
     image_token="<|image|>",
     # budget 70 tokens = 630 patches of 8 px, sides multiples of 24 px: 200x150 -> 216x168 (9 x 7 tokens);
     # 448x448 -> 192x192 (8 x 8)
