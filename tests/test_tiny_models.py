@@ -321,7 +321,7 @@ def test_config_highlights(loaded, family):
         full = _text_decoder(model).layers[2].self_attn
         assert (full.head_dim, full.k_proj.out_features, full.v_proj) == (32, 32, None)  # one K=V head of 32
         assert not hasattr(_text_decoder(model).layers[3].self_attn, "k_proj")  # KV-shared
-        assert text.enable_moe_block and text.num_experts == 4 and text.hidden_size_per_layer_input == 8
+        assert text.enable_moe_block and text.num_experts == 4 and text.hidden_size_per_layer_input == 16
         assert config.audio_config is None and (vision.patch_size, vision.pooling_kernel_size) == (8, 3)
         assert processor.image_processor.max_soft_tokens == 70 and processor.video_processor is not None
         assert tokenizer.boi_token == "<|image>" and tokenizer.eoi_token == "<image|>"

@@ -128,7 +128,7 @@ def _gemma4_config(spec: TinySpec, tokenizer: Any) -> PreTrainedConfig:
         "num_global_key_value_heads": 1,
         "attention_k_eq_v": True,
         "num_kv_shared_layers": shared,
-        "hidden_size_per_layer_input": 8,
+        "hidden_size_per_layer_input": 16,
         "vocab_size_per_layer_input": len(tokenizer),
         "enable_moe_block": True,
         "num_experts": 4,
