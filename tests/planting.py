@@ -8,7 +8,8 @@ head, so rotation leaves ``q . k`` = ``strength^2`` (times the scale) for every
 chosen key alike, far above any other key: the planted keys share the attention row
 evenly and everything else gets ~0. The hooks sit on ``k_proj`` / ``q_proj``, or on
 ``k_norm`` / ``q_norm`` (``k_layernorm`` / ``q_layernorm``) where the model normalises queries
-and keys per head (Gemma 3, Qwen3, LFM2): the pin must survive that norm.
+and keys per head (Gemma 3, Qwen3, LFM2): the pin must survive that norm. A layer that reuses an
+earlier layer's keys (Gemma 4's KV sharing) is planted in the keys of that earlier layer.
 
 ``key_positions`` is a fixed list, or a callable ``input_ids [B, N] -> positions``
 evaluated once per forward pass of the whole model (so code that runs several
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from vea_engine.decoder import decoder_attention_modules
+from vea_engine.decoder import decoder_attention_modules, key_source_layers
 
 STRENGTH = 40.0
 
@@ -79,6 +80,7 @@ def planted(
         strength: the pinned component of q and k.
     """
     modules = decoder_attention_modules(vlm.model)
+    sources = key_source_layers(vlm.model)
     current: dict[str, list[int]] = {"keys": [] if callable(key_positions) else [int(p) for p in key_positions]}
     seq_len: dict[int, int] = {}  # id(attention module) -> N of its current call
     handles = []
@@ -96,13 +98,14 @@ def planted(
 
     for layer in layers:
         attn = modules[layer]
+        keys = modules[sources[layer]]  # the attention module whose keys this layer attends with
         head_dim = attn.head_dim
         dim = quiet_dim(attn)
-        norms = next((n for n in (("k_norm", "q_norm"), ("k_layernorm", "q_layernorm")) if hasattr(attn, n[0])), None)
-        k_site, q_site = (getattr(attn, n) for n in norms) if norms else (attn.k_proj, attn.q_proj)
+        q_site = next((getattr(attn, n) for n in ("q_norm", "q_layernorm") if hasattr(attn, n)), attn.q_proj)
+        k_site = next((getattr(keys, n) for n in ("k_norm", "k_layernorm") if hasattr(keys, n)), keys.k_proj)
 
-        def pin_k(module, args, output, attn=attn, dim=dim, head_dim=head_dim):
-            n = seq_len[id(attn)]
+        def pin_k(module, args, output, keys=keys, dim=dim, head_dim=head_dim):
+            n = seq_len[id(keys)]
             if n == 1:  # a decoding step: the planted keys are already in the cache
                 return output
             return _pin(output, current["keys"], n, dim, head_dim, strength)
@@ -112,6 +115,7 @@ def planted(
 
         handles += [
             attn.register_forward_pre_hook(record_len, with_kwargs=True),
+            keys.register_forward_pre_hook(record_len, with_kwargs=True),
             k_site.register_forward_hook(pin_k),
             q_site.register_forward_hook(pin_q),
         ]

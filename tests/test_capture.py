@@ -13,8 +13,13 @@ import torch
 from PIL import Image
 
 from tests.helpers import ALL_FAMILIES, ENGINE_FAMILIES
-from vea_engine.attribution import extract_attention
-from vea_engine.capture import StopForward, attention_rows, capture_attention_rows
+from vea_engine.attribution import extract_attention, layer_scores
+from vea_engine.capture import (
+    StopForward,
+    attention_rows,
+    capture_attention_rows,
+    decoder_attention_modules,
+)
 from vea_engine.inputs import encode_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -251,3 +256,44 @@ def test_extract_attention_equals_eager_scores(family, attn, vlm_of, scene_image
         assert attention.scores.shape == (1, attention.geometry.n_tokens) == (1, positions.numel())
         assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
     np.testing.assert_array_equal(attention.canvas.shape[1:3], attention.geometry.canvas_hw)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_extract_attention_reads_sliding_and_kv_shared_layers(attn, vlm_of, scene_image):
+    """Gemma 4: scores of every layer equal eager rows at the image tokens, KV-shared and sliding layers too.
+
+    The attribution pass keeps the last position's logits only (``logits_to_keep=1``), so the model hands its
+    KV-shared layers the last query alone, with the keys they reuse; their rows are read there all the same.
+    """
+    vlm, eager = vlm_of("gemma4", attn), vlm_of("gemma4", "eager")
+    text = vlm.model.config.get_text_config()
+    shared = [i for i, mode in enumerate(text.kv_sharing_modes) if mode == "reuse"]
+    sliding = [i for i, kind in enumerate(text.layer_types) if kind == "sliding_attention"]
+    assert shared and sliding and set(range(vlm.num_layers)) - set(sliding)
+    question = "What is on the sign?"
+    batch = encode_batch(eager, [scene_image], [question])
+    ids, positions = batch.inputs["input_ids"][0], batch.positions[0]  # [N], [n]
+    assert len(positions) == batch.geometry.n_tokens == int((ids == vlm.model.config.image_token_id).sum())
+    config = vlm.model.config  # the image span lies between <|image> and <image|>, which are not image tokens
+    assert ids[positions[0] - 1] == config.boi_token_id and ids[positions[-1] + 1] == config.eoi_token_id
+    rows, _ = _eager_rows(eager, batch.inputs, (-1,))  # [L, 1, 1, N]
+    expected = rows[:, 0, 0][:, positions]  # [L, n]
+    cut = positions < len(ids) - text.sliding_window  # image tokens outside the last token's window
+    assert cut.any() and expected[sliding][:, cut].max() == 0 and expected[-1, cut].min() > 0
+
+    queries = []  # query count of each call of the first KV-shared layer
+
+    def count(module, args, kwargs):
+        queries.append(kwargs["hidden_states"].shape[1])  # [B, Q, D]
+
+    hook = decoder_attention_modules(vlm.model)[shared[0]].register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        scores, geometry, _, _ = layer_scores(vlm, [scene_image], question, range(vlm.num_layers))  # [L, 1, n]
+    finally:
+        hook.remove()
+    assert queries == [1], "the KV-shared layers must have run on the last query alone"
+    assert geometry == batch.geometry
+    assert (scores[:, 0] - expected).abs().max().item() <= 1e-5
+    layers = (sliding[0], shared[0], shared[-1])
+    attention = extract_attention(vlm, [scene_image], question, layers)
+    assert (attention.scores[0] - expected[list(layers)].mean(0)).abs().max().item() <= 1e-5

@@ -58,6 +58,7 @@ EXACT_PARTS = {
     "glm46v": {0},
     "mistral3": {0},
     "lfm2_vl": set(),  # the canvas is the original: every grid is a resampled copy of it
+    "gemma4": {0},
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")

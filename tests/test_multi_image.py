@@ -65,6 +65,9 @@ def _processor_count(vlm, inputs, k: int, image) -> int:
         return (h // vlm.adapter.cell) * (w // vlm.adapter.cell)
     if family == "lfm2_vl":  # the processor's own token count for this image size
         return int(vlm.processor._get_num_multimodal_tokens([image.size[::-1]])["num_image_tokens"][0])
+    if family == "gemma4":  # the image's real patches (position -1 = padding), pooled k x k
+        real = (inputs["image_position_ids"][k] >= 0).all(dim=-1).sum()
+        return int(real) // vlm.adapter.pooling**2
     raise AssertionError(family)
 
 

@@ -71,6 +71,15 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
         "eoi_token_index": "<|image_end|>",
     },
     "mistral3": {"image_token_index": "[IMG]"},
+    "gemma4": {
+        "image_token_id": "<|image|>",
+        "boi_token_id": "<|image>",
+        "eoi_token_id": "<image|>",
+        "video_token_id": "<|video|>",
+        "audio_token_id": "<|audio|>",
+        "boa_token_id": "<|audio>",
+        "eoa_token_index": "<audio|>",
+    },
 }
 SPECIAL_TOKEN_FIELDS["qwen2_5_vl"] = SPECIAL_TOKEN_FIELDS["qwen3_vl"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
 SPECIAL_TOKEN_FIELDS["qwen3_5"] = SPECIAL_TOKEN_FIELDS["qwen3_5_moe"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
@@ -150,6 +159,17 @@ MISTRAL_SMALL_TOKENS = {
     (None, (300, 4000)): 275,
 }
 
+#: Gemma 4 (280 tokens = 2,520 patches of 16 px, pooled 3 x 3; sides multiples of 48 px): an (H, W) image goes to
+#: floor(sqrt(645,120 * H / W) / 48) x floor(sqrt(645,120 * W / H) / 48) tokens. 224x224: 16 x 16 = 256 (768 px);
+#: 1024x768 and 2000x1500 (3:4): 14 x 19 = 266 (672 x 912 px); 4000x300: 4 x 61 = 244 (192 x 2928 px).
+GEMMA4_TOKENS = {
+    (None, (224, 224)): 256,
+    (None, (1024, 768)): 266,
+    (None, (2000, 1500)): 266,
+    (None, (4000, 300)): 244,
+    (None, (300, 4000)): 244,
+}
+
 CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", QWEN_14PX_TOKENS),
     Checkpoint("Qwen/Qwen2.5-VL-32B-Instruct", "qwen2_5_vl", missing=_NOT_FOUND.format(files="config.json")),
@@ -189,6 +209,7 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("zai-org/GLM-4.5V", "glm4v_moe", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("zai-org/GLM-4.6V-Flash", "glm46v", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "mistral3", MISTRAL_SMALL_TOKENS),
+    Checkpoint("google/gemma-4-E4B-it", "gemma4", GEMMA4_TOKENS),
 )
 
 COVERED = tuple(c for c in CHECKPOINTS if c.missing is None)

@@ -11,7 +11,7 @@ import torch
 
 from tests.graded_planting import graded
 from vea_engine.attribution import evidence_map
-from vea_engine.decoder import text_decoder_layers
+from vea_engine.decoder import key_source_layers, text_decoder_layers
 from vea_engine.inputs import encode_batch
 from vea_engine.signals import SIGNALS, attribute
 from vea_engine.sinks import (
@@ -158,3 +158,20 @@ def test_record_massive_activations_rejects_bad_layers(vlm_of):
     with pytest.raises(ValueError, match=r"use indices 0\.\."):
         with record_massive_activations(vlm.model, [vlm.num_layers]):
             pass
+
+
+def test_kv_shared_layers_read_the_input_of_the_layer_whose_keys_they_reuse(vlm_of, scene_image):
+    """Gemma 4: a KV-shared layer runs the prompt's last position only (``logits_to_keep=1``); its keys are those
+    of an earlier layer, made from that layer's input, which is where its sinks are read."""
+    vlm = vlm_of("gemma4")
+    sources = key_source_layers(vlm.model)
+    assert sources == [0, 1, 2, 1, 1, 2]  # layers 3-5 reuse the last sliding (1) and full (2) layer of 0-2
+    inputs = encode_batch(vlm, [scene_image], QUESTION).inputs
+    with torch.inference_mode():
+        hidden = vlm.model(**inputs, use_cache=False, output_hidden_states=True).hidden_states  # entering each layer
+        with record_massive_activations(vlm.model, [1, 3, 5]) as recorded:
+            vlm.model(**inputs, use_cache=False, logits_to_keep=1)
+    for layer, source in ((1, 1), (3, 1), (5, 2)):
+        torch.testing.assert_close(recorded[layer], massive_activation(hidden[source]), rtol=1e-5, atol=1e-5)
+    attention = attribute(vlm, [scene_image], QUESTION, (2, 5), sinks=True)  # a shared layer among the selected
+    assert attention.scores.shape == (1, attention.geometry.n_tokens)

@@ -246,7 +246,8 @@ def test_config_highlights(loaded, family):
     tokenizer = processor.tokenizer
     config = model.config
     text = config.get_text_config()
-    sizes = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads)
+    kv_heads = text.per_layer_config[0].num_key_value_heads if family == "gemma4" else text.num_key_value_heads
+    sizes = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, kv_heads)
     assert sizes == (64, 6, 4, 2)
     assert text.vocab_size == len(tokenizer) == model.get_input_embeddings().weight.shape[0]
     kinds = layer_kinds(model)
@@ -319,6 +320,17 @@ def test_config_highlights(loaded, family):
         assert processor.image_processor.size["longest_edge"] == 2 * vision.image_size
         assert processor.image_seq_len == (vision.image_size // patch // scale) ** 2
         assert tokenizer.convert_tokens_to_ids("<row_2_col_3>") != tokenizer.unk_token_id
+    if family == "gemma4":  # every part of the released decoders at once; a 70-token image budget of 8-px patches
+        assert text.layer_types == ["sliding_attention", "sliding_attention", "full_attention"] * 2
+        assert text.kv_sharing_modes == [None, "store", "store", "reuse", "reuse", "reuse"]
+        assert text.sliding_window == 48 and text.use_bidirectional_attention == "vision"
+        full = _text_decoder(model).layers[2].self_attn
+        assert (full.head_dim, full.k_proj.out_features, full.v_proj) == (32, 32, None)  # one K=V head of 32
+        assert not hasattr(_text_decoder(model).layers[3].self_attn, "k_proj")  # KV-shared
+        assert text.enable_moe_block and text.num_experts == 4 and text.hidden_size_per_layer_input == 16
+        assert config.audio_config is None and (vision.patch_size, vision.pooling_kernel_size) == (8, 3)
+        assert processor.image_processor.max_soft_tokens == 70 and processor.video_processor is not None
+        assert tokenizer.boi_token == "<|image>" and tokenizer.eoi_token == "<image|>"
     if family == "internvl":
         assert config.downsample_ratio == 0.5 and config.image_seq_length == 16 and text.model_type == "qwen3"
         assert processor.image_processor.max_patches == 4  # crop_to_patches: off here, on in the processor call

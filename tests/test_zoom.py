@@ -52,8 +52,10 @@ def test_input_side_is_what_the_vision_tower_sees_at_once(family, vlm_of):
     canvas = adapter.render(np.zeros((300, 300, 3), dtype=np.uint8)).frame.canvas_hw
     if adapter.family in ("qwen_vl", "qwen3_vl", "glm4v", "qwen3_5"):
         assert adapter.input_side == 512  # sqrt of the paper's 512 * 512 pixel budget
-    elif adapter.family in ("llava", "gemma3", "paligemma", "mistral3"):
-        assert adapter.input_side == canvas[0] == canvas[1]  # the fixed square input (Mistral 3: the longest side)
+    elif adapter.family in ("llava", "gemma3", "paligemma", "mistral3", "gemma4"):
+        assert (
+            adapter.input_side == canvas[0] == canvas[1]
+        )  # the fixed square input (Mistral 3: the longest side; Gemma 4: of a square image)
     elif adapter.family == "lfm2_vl":  # the canvas is the original; large images are cut into tiles
         assert canvas == (300, 300) and adapter.input_side == adapter.processor.image_processor.tile_size
     else:  # tiled: the tile side (a square image is a whole number of tiles)

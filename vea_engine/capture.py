@@ -85,6 +85,8 @@ class AttentionRecorder:
     per_head: dict[int, torch.Tensor] = field(default_factory=dict)
     _modules: dict[int, int] = field(default_factory=dict, repr=False)  # id(attn module) -> layer index
     _base: str = field(default="sdpa", repr=False)
+    _first: int = field(default=-1, repr=False)  # id of the first softmax layer's attention module: a pass starts there
+    _prefill: bool = field(default=False, repr=False)  # whether the running pass is a prefill
 
     def stacked(self) -> torch.Tensor:
         """All recorded rows as one tensor ``[L, B, R, K]`` in ``self.layers`` order."""
@@ -122,8 +124,17 @@ def _capturing_attention(
     output = compat.attention_function(base, module)(module, query, key, value, attention_mask, **kwargs)
     if recorder is None:
         return output
+    if id(module) == recorder._first:
+        recorder._prefill = query.shape[2] > 1  # prefill only; decoding steps are not attributed
     layer = recorder._modules.get(id(module))
-    if layer is not None and query.shape[2] > 1:  # prefill only; decoding steps are not attributed
+    if layer is not None and recorder._prefill:
+        # A prefill may hand a layer its last query alone (Gemma 4's KV-shared layers under
+        # ``logits_to_keep=1``): that layer has the last row only.
+        if query.shape[2] == 1 and recorder.query_positions != (-1,):
+            raise RuntimeError(
+                f"layer {layer} ran only the last query of the prompt, so query rows {recorder.query_positions} "
+                "cannot be recorded; run the forward pass without logits_to_keep to record rows other than -1."
+            )
         positions = [p % query.shape[2] for p in recorder.query_positions]
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None  # eager: [B, H, Q, K]
         if weights is not None and weights.shape[2] == query.shape[2]:
@@ -284,6 +295,7 @@ def capture_attention_rows(
         head_mean_dtype=head_mean_dtype,
         _modules={id(modules[layer]): layer for layer in layers},
         _base=base,
+        _first=id(next(iter(modules.values()))),  # the first softmax layer: it sees every prefill query
     )
     name = _ensure_registered(base)
     token = _ACTIVE.set(recorder)

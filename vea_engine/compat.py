@@ -123,12 +123,20 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
     attention mask hides the new columns). A sliding-window layer keeps the longest
     ``cumulative_length``, which right alignment makes the one its mask needs. A
     linear-attention layer (Qwen3.5's Gated DeltaNet) holds fixed-size states per sequence,
-    which are joined row-wise as they are, with the longest prompt's length. The first
-    cache is reused (the caches are consumed). Returns None for any other kind of cache.
+    which are joined row-wise as they are, with the longest prompt's length. A layer that
+    holds nothing (``DummyLayer``: Gemma 4's KV-shared layers, which reuse an earlier layer's
+    keys) stays as it is. The first cache is reused (the caches are consumed). Returns None
+    for any other kind of cache.
     """
-    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer, LinearAttentionLayer
+    from transformers.cache_utils import (
+        DummyLayer,
+        DynamicCache,
+        DynamicLayer,
+        DynamicSlidingWindowLayer,
+        LinearAttentionLayer,
+    )
 
-    kinds = (DynamicLayer, DynamicSlidingWindowLayer, LinearAttentionLayer)
+    kinds = (DynamicLayer, DynamicSlidingWindowLayer, LinearAttentionLayer, DummyLayer)
     if any(type(cache) is not DynamicCache for cache in caches):
         return None
     counts = {len(cache.layers) for cache in caches}
@@ -138,10 +146,13 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
         layers = [cache.layers[i] for cache in caches]
         if len({type(layer) for layer in layers}) != 1 or type(layers[0]) not in kinds:
             return None
-        if not all(_filled(layer) for layer in layers):
+        empty = type(layers[0]) is DummyLayer  # holds nothing by design
+        if not empty and not all(_filled(layer) for layer in layers):
             return None
     merged = caches[0]
     for i, layer in enumerate(merged.layers):
+        if isinstance(layer, DummyLayer):
+            continue
         layers = [cache.layers[i] for cache in caches]
         if isinstance(layer, LinearAttentionLayer):
             _join_states(layer, layers, rows)

@@ -234,10 +234,16 @@ def layer_kinds(model: nn.Module) -> LayerKinds:
         config = getattr(model, "config", None)
     kinds = kinds_from_config(config, len(layers)) if config is not None else LayerKinds.uniform(len(layers))
     for index in kinds.attention:
-        if getattr(layers[index], "self_attn", None) is None:
+        attn = getattr(layers[index], "self_attn", None)
+        if attn is None:
             raise ValueError(
                 f"decoder layer {index} of {type(model).__name__} is declared {kinds.layers[index].kind!r} but has "
                 "no 'self_attn' module; this model type is not supported."
+            )
+        if bool(getattr(attn, "is_kv_shared_layer", False)) != (kinds.layers[index].kv_layer != index):
+            raise ValueError(
+                f"decoder layer {index} of {type(model).__name__}: its config and its module disagree on whether it "
+                "reuses an earlier layer's keys (num_kv_shared_layers); the checkpoint's config.json is inconsistent."
             )
     return kinds
 
@@ -255,3 +261,10 @@ def decoder_attention_modules(model: nn.Module) -> dict[int, nn.Module]:
     """
     layers = text_decoder_layers(model)
     return {index: layers[index].self_attn for index in layer_kinds(model).attention}
+
+
+def key_source_layers(model: nn.Module) -> list[int]:
+    """For each text decoder layer, the layer whose keys and values it attends with
+    (:attr:`LayerKind.kv_layer`): its own index, except for a KV-shared layer (Gemma 4's
+    ``num_kv_shared_layers``), which reuses those of the last earlier unshared layer of its kind."""
+    return [kind.kv_layer for kind in layer_kinds(model).layers]

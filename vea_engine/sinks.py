@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .config import MASK_DTYPE
-from .decoder import text_decoder_layers
+from .decoder import key_source_layers, text_decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ def record_massive_activations(model: nn.Module, layers: Sequence[int]) -> Itera
 
     Args:
         model: a transformers VLM (text decoder reachable as ``language_model``).
-        layers: 0-based decoder layers; the residual stream *entering* each is read.
+        layers: 0-based decoder layers; the residual stream *entering* each is read. A KV-shared
+            layer (Gemma 4) attends with the keys of an earlier layer, made from that layer's
+            input, so that input is read (the prefill runs it on the last position only).
 
     Yields:
         ``layer -> [B, N]`` float32 on the CPU, filled by every forward pass in the
@@ -89,8 +91,9 @@ def record_massive_activations(model: nn.Module, layers: Sequence[int]) -> Itera
         if hidden.shape[1] > 1:  # prefill only
             recorded[layer] = massive_activation(hidden).cpu()
 
+    sources = key_source_layers(model)  # the layer whose keys each layer attends with
     handles = [
-        decoder_layers[int(layer)].register_forward_pre_hook(
+        decoder_layers[sources[int(layer)]].register_forward_pre_hook(
             lambda m, a, k, layer=int(layer): hook(m, a, k, layer), with_kwargs=True
         )
         for layer in layers

@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import FamilyAdapter
 from .gemma3 import Gemma3Adapter
+from .gemma4 import Gemma4Adapter
 from .glm4v import Glm4vAdapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
@@ -34,6 +35,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     Glm4vAdapter,
     Mistral3Adapter,
     Qwen3_5Adapter,
+    Gemma4Adapter,
 )
 
 

@@ -2,7 +2,7 @@
 
 Each builder makes a real ``*ForConditionalGeneration`` model (Qwen2-VL, Qwen2.5-VL,
 LLaVA-1.5, Gemma 3, LLaVA-NeXT, Qwen3-VL, LLaVA-OneVision, Idefics3, SmolVLM, InternVL,
-PaliGemma, Llama 4, GLM-4.1V, GLM-4.5V, GLM-4.6V, Mistral 3) with a few-layer text decoder and vision
+PaliGemma, Llama 4, GLM-4.1V, GLM-4.5V, GLM-4.6V, Mistral 3, Gemma 4) with a few-layer text decoder and vision
 tower, a processor (offline tokenizer with the family's special tokens, the family's own
 image/video processor, its chat template) and a greedy generation config, and saves them to a folder laid out
 exactly like a downloaded checkpoint::
@@ -46,7 +46,7 @@ Layout of the package (one job per module):
   Qwen2.5-VL), :mod:`.qwen3_vl`, :mod:`.llava`, :mod:`.llava_next`,
   :mod:`.llava_onevision`, :mod:`.gemma3`, :mod:`.idefics3` (Idefics3, SmolVLM),
   :mod:`.internvl`, :mod:`.paligemma`, :mod:`.llama4`, :mod:`.glm4v` (GLM-4.1V, GLM-4.5V,
-  GLM-4.6V), :mod:`.mistral3`, :mod:`.lfm2_vl` (LFM2-VL: built once the decoder's layer kinds let
+  GLM-4.6V), :mod:`.mistral3`, :mod:`.gemma4`, :mod:`.lfm2_vl` (LFM2-VL: built once the decoder's layer kinds let
   capture skip its convolution layers; not in the registry yet) - each holds that family's tokenizer, config, processor and generation builders,
   its chat template and its expectations;
 * :mod:`.registry` - the family -> builder table and the lookups over it

@@ -84,8 +84,11 @@ def _init_weights(model: Any, std: float, seed: int) -> None:
         for name, module in model.named_modules():
             # Per-head q/k RMSNorm (Gemma 3, Qwen3, LFM2) caps |q . k| at head_dim * scale: 4 at head_dim 16, so
             # attention would be nearly uniform. Doubling their gain (w -> w + 1 for both the ``w`` and the
-            # ``1 + w`` parametrisation) lets logits span +-16, like the other families' attention.
-            if name.rsplit(".", 1)[-1] in _QK_NORMS and getattr(module, "weight", None) is not None:
+            # ``1 + w`` parametrisation) lets logits span +-16, like the other families' attention. Where the
+            # logits are not scaled down (Gemma 4: scaling 1) they already span +-head_dim: no doubling.
+            parent, _, leaf = name.rpartition(".")
+            unscaled = getattr(model.get_submodule(parent), "scaling", None) == 1.0
+            if leaf in _QK_NORMS and getattr(module, "weight", None) is not None and not unscaled:
                 module.weight.add_(1.0)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import (
     gemma3,
+    gemma4,
     glm4v,
     idefics3,
     internvl,
@@ -63,6 +64,7 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "mistral3": mistral3.MISTRAL3,
     "qwen3_5": qwen3_5.QWEN3_5,
     "qwen3_5_moe": qwen3_5.QWEN3_5_MOE,
+    "gemma4": gemma4.GEMMA4,
 }
 
 #: Families a tiny checkpoint can be built for.
