@@ -6,8 +6,10 @@ position is pinned to ``STRENGTH * e_dim`` and each listed key to
 ``logit / (STRENGTH * scaling) * e_dim`` in every head, so ``q . k * scaling`` is that
 logit (up to the lowest RoPE frequency's rotation, ~1e-3 relative over these
 lengths). Keys not listed keep their own projections (logits of a few units at most,
-so listed logits of 50 and more take the whole row). Only for decoders whose keys
-come from ``k_proj`` without a per-head norm.
+so listed logits of 50 and more take the whole row). The pins sit where ``tests/planting.py``
+puts them: on ``k_proj`` / ``q_proj``, or on the per-head norm after them (LFM2's
+``k_layernorm`` / ``q_layernorm``, Qwen3's and Gemma 3's ``k_norm`` / ``q_norm``), so the norm
+cannot rescale them.
 """
 
 from __future__ import annotations
@@ -38,15 +40,16 @@ def graded(vlm, layers: Sequence[int], row_logits: RowLogits):
     handles = [vlm.model.register_forward_pre_hook(set_rows, with_kwargs=True)]
     for layer in layers:
         attn = modules[layer]
-        assert not hasattr(attn, "k_norm"), "graded planting needs keys straight from k_proj"
         head_dim, scaling = attn.head_dim, attn.scaling
         dim = quiet_dim(attn)
+        q_site = next((getattr(attn, n) for n in ("q_norm", "q_layernorm") if hasattr(attn, n)), attn.q_proj)
+        k_site = next((getattr(attn, n) for n in ("k_norm", "k_layernorm") if hasattr(attn, n)), attn.k_proj)
 
         def pin_k(module, args, out, head_dim=head_dim, scaling=scaling, dim=dim):
             if out.shape[1] == 1:
                 return out
             out = out.clone()
-            heads = out.view(*out.shape[:2], -1, head_dim)  # [B, N, KVH, head_dim], a view of ``out``
+            heads = out.view(*out.shape[:2], -1, head_dim)  # [B, N, KVH, head_dim]: a view of ``out``, flat or per head
             for b, logits in enumerate(current["rows"]):
                 for position, logit in logits.items():
                     heads[b, position] = 0
@@ -62,7 +65,7 @@ def graded(vlm, layers: Sequence[int], row_logits: RowLogits):
             heads[:, -1, :, dim] = STRENGTH
             return out
 
-        handles += [attn.k_proj.register_forward_hook(pin_k), attn.q_proj.register_forward_hook(pin_q)]
+        handles += [k_site.register_forward_hook(pin_k), q_site.register_forward_hook(pin_q)]
     try:
         yield
     finally:

@@ -244,17 +244,21 @@ def test_attention_rows_hand_computed():
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "mistral3"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "mistral3", "lfm2_vl"])
 def test_extract_attention_equals_eager_scores(family, attn, vlm_of, scene_image):
     """Attribution scores = mean over heads, then over the layers, of eager last-row attention at the image
-    tokens (the image token id's positions: Mistral 3's row-break and end tokens are not among them)."""
+    tokens (the image token id's positions: Mistral 3's row-break and end tokens, LFM2-VL's tile and
+    thumbnail tags are not among them). On LFM2-VL's hybrid decoder, the attention layers (2, 5) only."""
     vlm, eager = vlm_of(family, attn), vlm_of(family, "eager")
     inputs = _batch(vlm, [scene_image], ["What is on the sign?"])
-    rows, _ = _eager_rows(eager, inputs, (-1,))  # [L, 1, 1, N]
+    rows, _ = _eager_rows(eager, inputs, (-1,))  # [A, 1, 1, N]: output_attentions has the attention layers
+    attention_layers = vlm.layer_kinds.attention  # every layer of a plain decoder
+    assert rows.shape[0] == len(attention_layers)
     positions = (inputs["input_ids"][0] == vlm.adapter.image_token_id).nonzero(as_tuple=True)[0]
-    for layers in ((1, 3, 4), tuple(range(vlm.num_layers))):
+    subset = tuple(attention_layers[i] for i in (1, 3, 4) if i < len(attention_layers))  # (1, 3, 4); LFM2: (5,)
+    for layers in (subset, attention_layers):
         attention = extract_attention(vlm, [scene_image], "What is on the sign?", layers)
-        expected = rows[list(layers), 0, 0].mean(0)[positions]
+        expected = rows[[attention_layers.index(layer) for layer in layers], 0, 0].mean(0)[positions]
         assert attention.scores.shape == (1, attention.geometry.n_tokens) == (1, positions.numel())
         assert (attention.scores[0] - expected).abs().max().item() <= 1e-6
     np.testing.assert_array_equal(attention.canvas.shape[1:3], attention.geometry.canvas_hw)

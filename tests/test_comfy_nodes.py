@@ -37,7 +37,7 @@ ARTIFACTS = REPO / "artifacts"
 NAMES = ("vea_basic", "vea_delegate", "vea_compare", "vea_zoom", "vea_boxes")
 LOAD_LINE = re.compile(r"loaded .*\((qwen2_5_vl|llava), \d+ decoder layers")
 #: Families beyond the shipped workflows' two, under a checkpoint name of theirs: ``vea_compare`` runs on each.
-NEWER_FAMILIES = {"glm4v": "GLM-4.1V-9B-Thinking"}
+NEWER_FAMILIES = {"glm4v": "GLM-4.1V-9B-Thinking", "lfm2_vl": "LFM2-VL-450M"}
 
 
 def _models(request) -> dict:

@@ -191,12 +191,15 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
         ("llava", "glm4v"),
         ("mistral3", "llava"),
         ("qwen2_5_vl", "mistral3"),
+        ("lfm2_vl", "llava"),
+        ("qwen2_5_vl", "lfm2_vl"),
     ],
 )
 def test_delegate_mask_lands_on_the_answering_canvas(mask_family, answer_family, vlm_of, scene_image):
     mask_model, answering = vlm_of(mask_family), vlm_of(answer_family)
-    result = run_vea(answering, [scene_image], "What is it?", layers=[1, 3], delegate=mask_model, max_new_tokens=2)
-    target = extract_attention(answering, [scene_image], "What is it?", [1]).geometry
+    layers = [1, 3] if {1, 3} <= set(mask_model.layer_kinds.attention) else list(mask_model.layer_kinds.attention)
+    result = run_vea(answering, [scene_image], "What is it?", layers=layers, delegate=mask_model, max_new_tokens=2)
+    target = extract_attention(answering, [scene_image], "What is it?", answering.layer_kinds.attention[-1:]).geometry
     assert result.attention.model_name == mask_model.name
     assert result.evidence.shape[1:] == target.canvas_hw == result.highlighted.shape[1:3]
     expected, image = align_mask(evidence_map(result.attention), result.attention.geometry, [scene_image], answering)

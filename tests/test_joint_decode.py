@@ -129,6 +129,41 @@ def test_merge_caches_right_aligns_rows_and_keeps_the_longest_sliding_length():
     assert compat.merge_caches([a, object()], [torch.tensor([0]), torch.tensor([0])]) is None
 
 
+def test_merge_caches_joins_conv_and_recurrent_states_row_wise():
+    """Linear-attention cache layers: LFM2's convolution layers (conv states only) and Gated DeltaNet layers (conv
+    and recurrent states), joined row-wise beside a key/value layer, with the longest prompt's length."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer, LinearAttentionLayer
+
+    def states(batch: int, length: int, offset: float) -> torch.Tensor:
+        return torch.arange(batch * 2 * length, dtype=torch.float32).reshape(batch, 2, length) + offset  # [B, C, n]
+
+    def cache(batch: int, length: int, offset: float, recurrent: bool = True) -> DynamicCache:
+        made = DynamicCache()
+        full, conv, delta = DynamicLayer(), LinearAttentionLayer(), LinearAttentionLayer()
+        full.update(torch.ones(batch, 1, length, 1), torch.ones(batch, 1, length, 1))
+        conv.update_conv_state(states(batch, length, offset), conv_kernel_size=3)  # keeps the last 3 columns
+        delta.update_conv_state(states(batch, length, offset + 100), conv_kernel_size=3)
+        if recurrent:
+            delta.update_recurrent_state(torch.arange(batch, dtype=torch.float32).reshape(batch, 1, 1) + offset)
+        made.layers = [full, conv, delta]
+        return made
+
+    a, b = cache(2, 4, 0.0), cache(1, 6, 1000.0)
+    expected_conv = torch.cat([states(2, 4, 0.0)[1:, :, -3:], states(1, 6, 1000.0)[:, :, -3:]])  # [2, 2, 3]
+    merged = compat.merge_caches([a, b], [torch.tensor([1]), torch.tensor([0])])
+    conv, delta = merged.layers[1], merged.layers[2]
+    assert torch.equal(conv.conv_states[0], expected_conv) and conv.recurrent_states[0] is None
+    assert torch.equal(delta.conv_states[0], expected_conv + 100)
+    assert delta.recurrent_states[0].flatten().tolist() == [1.0, 1000.0]
+    assert int(conv.cumulative_length_linear) == int(delta.cumulative_length_linear) == 6
+    assert merged.layers[0].keys.shape == (2, 1, 6, 1)
+    # a Gated DeltaNet layer without its recurrent state, or a layer that has seen no prefill, is not joined
+    assert compat.merge_caches([cache(1, 4, 0.0), cache(1, 4, 0.0, recurrent=False)], [torch.tensor([0])] * 2) is None
+    empty = cache(1, 4, 0.0)
+    empty.layers[1] = LinearAttentionLayer()
+    assert compat.merge_caches([cache(1, 4, 0.0), empty], [torch.tensor([0])] * 2) is None
+
+
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "gemma3"])
 def test_compare_decodes_base_and_vea_as_one_batch_with_their_plain_answers(vlm_of, family):
     vlm = vlm_of(family)

@@ -210,6 +210,14 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("zai-org/GLM-4.6V-Flash", "glm46v", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "mistral3", MISTRAL_SMALL_TOKENS),
     Checkpoint("google/gemma-4-E4B-it", "gemma4", GEMMA4_TOKENS),
+    # LFM2-VL: the 450M files found are the remote-code revision (model_type "lfm2-vl"), which AutoProcessor cannot
+    # load offline; tests/test_lfm2_vl.py reads them into transformers' own processor and config instead.
+    Checkpoint(
+        "LiquidAI/LFM2-VL-450M",
+        "lfm2_vl",
+        missing="only its remote-code revision was found (model_type 'lfm2-vl'); tests/test_lfm2_vl.py reads it",
+    ),
+    Checkpoint("LiquidAI/LFM2-VL-1.6B", "lfm2_vl", missing=_NOT_FOUND.format(files="files")),
 )
 
 COVERED = tuple(c for c in CHECKPOINTS if c.missing is None)

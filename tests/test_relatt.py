@@ -23,23 +23,24 @@ QUESTION = "What is written on the red sign?"
 LAYERS = (1, 3, 4)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3", "lfm2_vl"])
 def test_one_padded_pass_equals_two_separate_passes(family, vlm_of, scene_image):
     vlm = vlm_of(family)
+    layers = LAYERS if set(LAYERS) <= set(vlm.layer_kinds.attention) else vlm.layer_kinds.attention  # LFM2-VL: 2, 5
     lengths = {
         q: int(encode_batch(vlm, [scene_image], q).inputs["attention_mask"].sum()) for q in (QUESTION, GENERIC_QUESTION)
     }
     assert lengths[QUESTION] != lengths[GENERIC_QUESTION], "the prompts must differ in length (padding exercised)"
-    question_map, generic_map = paired_attention(vlm, [scene_image], QUESTION, LAYERS)
-    alone_q = extract_attention(vlm, [scene_image], QUESTION, LAYERS)
-    alone_g = extract_attention(vlm, [scene_image], GENERIC_QUESTION, LAYERS)
+    question_map, generic_map = paired_attention(vlm, [scene_image], QUESTION, layers)
+    alone_q = extract_attention(vlm, [scene_image], QUESTION, layers)
+    alone_g = extract_attention(vlm, [scene_image], GENERIC_QUESTION, layers)
     assert (question_map.scores - alone_q.scores).abs().max().item() <= 1e-6
     assert (generic_map.scores - alone_g.scores).abs().max().item() <= 1e-6
     assert question_map.geometry == alone_q.geometry and torch.equal(question_map.canvas, alone_q.canvas)
     assert question_map.questions == (QUESTION,) and generic_map.questions == (GENERIC_QUESTION,)
-    ratio = relative_attention(vlm, [scene_image], QUESTION, LAYERS)
+    ratio = relative_attention(vlm, [scene_image], QUESTION, layers)
     torch.testing.assert_close(ratio.scores, alone_q.scores / alone_g.scores, rtol=1e-4, atol=0)
-    assert ratio.layers == LAYERS and ratio.questions == (QUESTION,)
+    assert ratio.layers == layers and ratio.questions == (QUESTION,)
 
 
 def test_batch_of_two_images_keeps_each_image_with_its_question(vlm_of, scene_image):

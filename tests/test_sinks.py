@@ -102,27 +102,28 @@ def _attention_rows(vlm, sink, region):
     return rows
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3", "lfm2_vl"])
 def test_planted_sink_is_excluded_and_the_region_remains(family, vlm_of, scene_image):
     vlm = vlm_of(family)
+    layers = LAYERS if set(LAYERS) <= set(vlm.layer_kinds.attention) else vlm.layer_kinds.attention  # LFM2-VL: 2, 5
     geometry = encode_batch(vlm, [scene_image], QUESTION).geometry
     part = geometry.parts[0]
     region = [(part.rows - 2 + dr) * part.cols + part.cols - 3 + dc for dr in (0, 1) for dc in (0, 1)]
     sink = part.cols + 1  # top-left area, far from the region
     hidden = vlm.model.config.get_text_config().hidden_size
     threshold = 0.9 * math.sqrt(hidden)  # the planted sink reaches sqrt(D); the tiny model's D is small
-    with graded(vlm, LAYERS, _attention_rows(vlm, sink, region)), massive(vlm, LAYERS, sink):
-        with record_massive_activations(vlm.model, LAYERS) as recorded:
-            plain = attribute(vlm, [scene_image], QUESTION, LAYERS)
-        cleaned = attribute(vlm, [scene_image], QUESTION, LAYERS, sinks=True, sink_threshold=threshold)
+    with graded(vlm, layers, _attention_rows(vlm, sink, region)), massive(vlm, layers, sink):
+        with record_massive_activations(vlm.model, layers) as recorded:
+            plain = attribute(vlm, [scene_image], QUESTION, layers)
+        cleaned = attribute(vlm, [scene_image], QUESTION, layers, sinks=True, sink_threshold=threshold)
         others = {
-            signal: attribute(vlm, [scene_image], QUESTION, LAYERS, signal=signal, sinks=True, sink_threshold=threshold)
+            signal: attribute(vlm, [scene_image], QUESTION, layers, signal=signal, sinks=True, sink_threshold=threshold)
             for signal in SIGNALS[1:]
         }
-        raw = {signal: attribute(vlm, [scene_image], QUESTION, LAYERS, signal=signal) for signal in SIGNALS[1:]}
+        raw = {signal: attribute(vlm, [scene_image], QUESTION, layers, signal=signal) for signal in SIGNALS[1:]}
     # the planted sink is the only token over the threshold: the region's attention alone does not flag it
     n_over = sum(int((phi >= threshold).sum()) for phi in recorded.values())
-    assert n_over == len(LAYERS)
+    assert n_over == len(layers)
     assert int(plain.scores[0].argmax()) == sink
     assert set(cleaned.scores[0].topk(4).indices.tolist()) == set(region)
     rest = [t for t in range(geometry.n_tokens) if t != sink]

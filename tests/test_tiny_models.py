@@ -40,6 +40,9 @@ QUESTION = "What is the code in the yellow box?"
 SIZES = [(200, 150), (448, 448)]
 #: Families whose decoder mixes linear attention (Gated DeltaNet) with softmax layers.
 HYBRID = ("qwen3_5", "qwen3_5_moe")
+#: Families with softmax attention at layers 2 and 5 only: the Gated DeltaNet hybrids, and LFM2-VL (short
+#: convolutions elsewhere; its tokenizer is not byte-level and its q_proj has no gate).
+ATTENTION_AT_2_5 = (*HYBRID, "lfm2_vl")
 
 
 @dataclass
@@ -254,7 +257,7 @@ def test_config_highlights(loaded, family):
     attention = decoder_attention_modules(model)[kinds.attention[0]]
     gate = 2 if family in HYBRID else 1  # Qwen3.5's q_proj also yields the attention output gate
     assert attention.k_proj.out_features == 2 * 16 and attention.q_proj.out_features == gate * 4 * 16  # GQA, head 16
-    assert kinds.attention == ((2, 5) if family in HYBRID else tuple(range(6)))  # hybrid: linear attention elsewhere
+    assert kinds.attention == ((2, 5) if family in ATTENTION_AT_2_5 else tuple(range(6)))  # hybrids: softmax at 2, 5
     assert model.dtype == torch.float32
     image_id = tokenizer.convert_tokens_to_ids(expectations(family).image_token)
     # Gemma3Processor.image_token_id is its <start_of_image> (a transformers quirk); the tokenizer knows the real one.

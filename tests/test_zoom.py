@@ -159,8 +159,8 @@ def test_delegate_mask_zooms_on_the_planted_block(vlm_of, scene_image):
 
 def test_multi_image_families_are_the_documented_ones():
     assert multi_image_model_types() == sorted(
-        ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision", "gemma3", "idefics3", "smolvlm"]
-        + ["internvl", "llama4", "glm4v", "glm4v_moe", "glm46v", "mistral3"]
+        ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "llava_onevision", "gemma3"]
+        + ["gemma4", "idefics3", "smolvlm", "internvl", "llama4", "glm4v", "glm4v_moe", "glm46v", "mistral3", "lfm2_vl"]
     )
     assert zoom_prompt("What is the total?") == ZOOM_PREFIX + build_prompt("What is the total?", "qa")
     assert zoom_prompt("Why?", "vea").startswith(ZOOM_PREFIX) and zoom_prompt("Why?", "vea").endswith("Question: Why?")

@@ -17,8 +17,9 @@ three private details are used; each is reached only through this module, and
 Decoding several answers as one batch after their own prefills (:mod:`vea_engine.answering`)
 uses two more: the layers of a ``DynamicCache`` (``cache.layers[i].keys`` / ``.values``
 ``[B, KVH, N, D]``, a sliding layer's ``cumulative_length``; a linear-attention layer's
-fixed-size ``conv_states`` / ``recurrent_states`` ``{index: [B, ...]}`` and its
-``cumulative_length_linear``), joined row-wise by :func:`merge_caches`; and what a model keeps between a prefill and its decoding steps
+fixed-size ``conv_states`` / ``recurrent_states`` ``{index: [B, ...]}`` -- conv states only on
+LFM2's convolution layers -- and its ``cumulative_length_linear``), joined row-wise by
+:func:`merge_caches`; and what a model keeps between a prefill and its decoding steps
 (:data:`DECODE_STATE`: the M-RoPE offsets of Qwen2/2.5/3-VL), read by :func:`decode_state`
 and put back by :func:`set_decode_state`.
 """
@@ -122,11 +123,12 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
     left keeps every sequence right-aligned, as one left-padded batch would hold them (the
     attention mask hides the new columns). A sliding-window layer keeps the longest
     ``cumulative_length``, which right alignment makes the one its mask needs. A
-    linear-attention layer (Qwen3.5's Gated DeltaNet) holds fixed-size states per sequence,
-    which are joined row-wise as they are, with the longest prompt's length. A layer that
-    holds nothing (``DummyLayer``: Gemma 4's KV-shared layers, which reuse an earlier layer's
-    keys) stays as it is. The first cache is reused (the caches are consumed). Returns None
-    for any other kind of cache.
+    linear-attention layer holds fixed-size states per sequence -- conv and recurrent states
+    (Qwen3.5's Gated DeltaNet), or conv states only (LFM2's short convolutions) -- which are
+    joined row-wise as they are, with the longest prompt's length. A layer that holds nothing
+    (``DummyLayer``: Gemma 4's KV-shared layers, which reuse an earlier layer's keys) stays as
+    it is. The first cache is reused (the caches are consumed). Returns None for any other
+    kind of cache, or layers that do not hold the same states.
     """
     from transformers.cache_utils import (
         DummyLayer,
@@ -149,6 +151,8 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
         empty = type(layers[0]) is DummyLayer  # holds nothing by design
         if not empty and not all(_filled(layer) for layer in layers):
             return None
+        if len({_held(layer) for layer in layers}) != 1:
+            return None
     merged = caches[0]
     for i, layer in enumerate(merged.layers):
         if isinstance(layer, DummyLayer):
@@ -165,22 +169,34 @@ def merge_caches(caches: list[Any], rows: list[torch.Tensor]) -> Any | None:
     return merged
 
 
+#: The per-sequence states of a linear-attention cache layer, ``{index: [B, ...] or None}`` each.
+_STATES = ("conv_states", "recurrent_states")
+
+
 def _filled(layer: Any) -> bool:
-    """Whether a cache layer holds a prefill: keys and values, or every linear-attention state."""
+    """Whether a cache layer holds a prefill: keys and values, or every linear-attention conv state (a
+    recurrent state is optional: LFM2's convolution layers keep none)."""
     if hasattr(layer, "recurrent_states"):
         states = range(layer.number_of_states)
-        return not layer.record_past and all(
-            layer.is_conv_states_initialized[i] and layer.is_recurrent_states_initialized[i] for i in states
-        )
+        return not layer.record_past and all(layer.is_conv_states_initialized[i] for i in states)
     return layer.is_initialized and layer.keys is not None
 
 
+def _held(layer: Any) -> tuple[tuple[int, ...], ...]:
+    """Which states a linear-attention cache layer holds (the indices of its conv and recurrent states);
+    ``()`` for a key/value layer."""
+    if not hasattr(layer, "recurrent_states"):
+        return ()
+    return tuple(tuple(i for i, value in getattr(layer, store).items() if value is not None) for store in _STATES)
+
+
 def _join_states(layer: Any, layers: list[Any], rows: list[torch.Tensor]) -> None:
-    """Rows ``rows[i]`` of each linear-attention layer's states ``[B_i, ...]`` into ``layer``, one batch; its
-    length is the longest prompt's (every sequence right-aligned, as :func:`_join_rows` aligns the keys)."""
-    for store in ("conv_states", "recurrent_states"):
+    """Rows ``rows[i]`` of each linear-attention layer's states ``[B_i, ...]`` into ``layer``, one batch (the
+    states every layer holds: :func:`_held`); its length is the longest prompt's (every sequence
+    right-aligned, as :func:`_join_rows` aligns the keys)."""
+    for store, indices in zip(_STATES, _held(layer), strict=True):
         states = getattr(layer, store)
-        for index in list(states):
+        for index in indices:
             parts = [getattr(other, store)[index] for other in layers]
             states[index] = torch.cat(
                 [part[kept.to(part.device)].to(parts[0].device) for part, kept in zip(parts, rows, strict=True)]

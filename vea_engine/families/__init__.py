@@ -10,6 +10,7 @@ from .gemma4 import Gemma4Adapter
 from .glm4v import Glm4vAdapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
+from .lfm2_vl import Lfm2VlAdapter
 from .llama4 import Llama4Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -36,6 +37,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     Mistral3Adapter,
     Qwen3_5Adapter,
     Gemma4Adapter,
+    Lfm2VlAdapter,
 )
 
 

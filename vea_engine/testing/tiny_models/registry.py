@@ -21,6 +21,7 @@ from . import (
     glm4v,
     idefics3,
     internvl,
+    lfm2_vl,
     llama4,
     llava,
     llava_next,
@@ -65,6 +66,7 @@ _BUILDERS: dict[str, FamilyBuilder] = {
     "qwen3_5": qwen3_5.QWEN3_5,
     "qwen3_5_moe": qwen3_5.QWEN3_5_MOE,
     "gemma4": gemma4.GEMMA4,
+    "lfm2_vl": lfm2_vl.LFM2_VL,
 }
 
 #: Families a tiny checkpoint can be built for.
