@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random-weight checkpoints of real VLM architectures, built and loaded once.
+"""Shared fixtures: tiny random-weight checkpoints of real VLM architectures, built and loaded once, and one
+real ComfyUI server per installed ComfyUI version, shared by every server test.
 
 Plain helpers and constants live in ``tests/helpers.py``; import them from there.
 """
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.comfy_harness import comfy_versions_param, shared_server, version_id
 from tests.helpers import ENGINE_FAMILIES, REPO
 
 
@@ -78,6 +80,41 @@ def tiny_vlms(vlm_of) -> Mapping:
 def eager_vlms(vlm_of) -> Mapping:
     """The same checkpoints on eager attention (the oracle for captured rows)."""
     return _LoadedOnUse(vlm_of, "eager")
+
+
+@pytest.fixture(scope="session")
+def comfy_servers(tiny_model_dirs, tmp_path_factory) -> Iterator[Callable[[str], object]]:
+    """``comfy_servers(version)``: the session's shared ComfyUI server of ``version``, started on first use.
+
+    Laid out by :func:`tests.comfy_harness.shared_server` (every tiny checkpoint linked); stopped at the
+    end of the session. A server that failed to start is not tried again: each later use re-raises.
+    """
+    started: dict[str, object] = {}
+
+    def get(version: str):
+        if version not in started:
+            try:
+                started[version] = shared_server(version, tiny_model_dirs, tmp_path_factory.mktemp("comfy")).start()
+            except Exception as error:  # noqa: BLE001 - remembered, raised again for every test
+                started[version] = error
+        if isinstance(started[version], Exception):
+            raise started[version]
+        return started[version]
+
+    yield get
+    for srv in started.values():
+        if not isinstance(srv, Exception):
+            srv.stop()
+
+
+@pytest.fixture(scope="session", params=comfy_versions_param(), ids=version_id)
+def server(request, comfy_servers):
+    """The shared ComfyUI server (``ComfyServer``) of each installed version: a test using it runs once per version.
+
+    Tests share it: use its model names as they are, and put any file a test adds (inputs, outputs) under
+    a name of its own. Queue with the harness (a fresh client id per call) and wait for your own prompt id.
+    """
+    return comfy_servers(request.param)
 
 
 @pytest.fixture(scope="module")
