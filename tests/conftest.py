@@ -1,5 +1,17 @@
 """Shared fixtures: tiny random-weight checkpoints of real VLM architectures, built and loaded once, and one
-real ComfyUI server per installed ComfyUI version, shared by every server test.
+real ComfyUI server per installed ComfyUI version, shared by every server test; and the test tiers.
+
+Tiers (pytest markers; every test has exactly one, ``pytest -m <tier>`` runs one, plain ``pytest`` all):
+
+* ``fast``: everyday work, under 3 minutes on 2 cores. Every test not in another tier. A test
+  parametrised over families (a ``family`` parameter, or a parameter with a ``family`` attribute such
+  as a released checkpoint) is fast on the engine families (``tests.helpers.ENGINE_FAMILIES``) and
+  ``slow`` on every other family, so the fast tier does not grow with the families.
+* ``slow``: the per-family matrices on the other families, and tests marked ``slow``.
+* ``comfy``: the real ComfyUI server (the ``server`` fixture, on every installed version), ComfyUI's
+  own modules, and the real front end (also marked ``frontend``).
+* ``scripts``: acceptance tests of scripts run as a user runs them (Manager install, GPU check dry run,
+  bench smoke).
 
 Plain helpers and constants live in ``tests/helpers.py``; import them from there.
 """
@@ -17,10 +29,47 @@ from PIL import Image
 from tests.comfy_harness import comfy_versions_param, shared_server, version_id
 from tests.helpers import ENGINE_FAMILIES, REPO
 
+TIERS = ("fast", "slow", "comfy", "scripts")
+#: Fixtures that start a real ComfyUI server: a test using one is in the ``comfy`` tier.
+SERVER_FIXTURES = {"server", "comfy_servers"}
+
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "frontend: runs the real ComfyUI front end in headless Chromium")
-    config.addinivalue_line("markers", "comfy: runs a real ComfyUI server")
+    config.addinivalue_line("markers", "fast: tier: everyday tests (every test not in another tier)")
+    config.addinivalue_line("markers", "slow: tier: per-family matrices beyond the engine families, long tests")
+    config.addinivalue_line("markers", "comfy: tier: runs a real ComfyUI server or ComfyUI's own modules")
+    config.addinivalue_line("markers", "frontend: runs the real ComfyUI front end in headless Chromium (comfy tier)")
+    config.addinivalue_line("markers", "scripts: tier: acceptance tests of scripts (Manager install, GPU check, bench)")
+
+
+def pytest_collection_modifyitems(items):
+    """Give every test its one tier marker (see the module docstring)."""
+    for item in items:
+        marked = {mark.name for mark in item.iter_markers()}
+        if "scripts" in marked:
+            tier = "scripts"
+        elif marked & {"comfy", "frontend"} or SERVER_FIXTURES & set(item.fixturenames):
+            tier = "comfy"
+        elif "slow" in marked:
+            tier = "slow"
+        else:
+            tier = "slow" if set(_families(item)) - set(ENGINE_FAMILIES) else "fast"
+        if (marked - {tier}) & set(TIERS):
+            raise pytest.UsageError(f"{item.nodeid} is marked for more than one tier: {sorted(marked & set(TIERS))}")
+        if tier not in marked:
+            item.add_marker(tier)
+
+
+def _families(item) -> list[str]:
+    """The families a test item is parametrised over: a ``family`` parameter, or a parameter value with a
+    ``family`` attribute (e.g. a released checkpoint of that family)."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    found = []
+    for name, value in params.items():
+        family = value if name == "family" else getattr(value, "family", None)
+        if isinstance(family, str):
+            found.append(family)
+    return found
 
 
 @pytest.fixture(scope="session")
