@@ -99,7 +99,7 @@ def test_every_tiny_checkpoint_runs_the_compare_workflow(server, tiny_model_dirs
                     checkpoint=f"{family}-tiny", dtype="float32", attention="sdpa", resolution="checkpoint"
                 )
             if node["class_type"] == "VEAAllInOne":
-                node["inputs"].update(max_new_tokens=2, layers="custom", custom_layers="1,2")
+                node["inputs"].update(max_new_tokens=2, layers="deepest_half")  # attention layers on any decoder
             if node["class_type"] == "PreviewAny":
                 answers.setdefault(family, []).append(renamed(i, key))
             if node["class_type"] == "PreviewImage":
