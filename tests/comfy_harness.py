@@ -327,7 +327,7 @@ def shared_server(
     * ``custom_nodes``: this pack, and :data:`BROKEN_PACK` beside it;
     * ``input/vea_example.png``: the shipped workflows' image.
 
-    It runs with API nodes off and hub access off (``HF_HUB_OFFLINE=1``); its log is kept as
+    It runs with API nodes off, hub access off (``HF_HUB_OFFLINE=1``) and torch on one thread; its log is kept as
     ``artifacts/comfy_server-<version>.log``.
     """
     root = Path(root)
@@ -354,7 +354,7 @@ def shared_server(
         models=models,
         base_dir=base,
         extra_args=("--disable-api-nodes", "--extra-model-paths-config", str(extra / "extra_model_paths.yaml")),
-        env={"HF_HUB_OFFLINE": "1"},
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},  # tiny models: 2 threads thrash on 2 busy cores
         startup_timeout=300,  # one start per session: wait longer than a single module would on a busy machine
         log_path=REPO / "artifacts" / f"comfy_server-{version}.log",
     )
