@@ -3,10 +3,11 @@ real ComfyUI server per installed ComfyUI version, shared by every server test; 
 
 Tiers (pytest markers; every test has exactly one, ``pytest -m <tier>`` runs one, plain ``pytest`` all):
 
-* ``fast``: everyday work, under 3 minutes on 2 cores. Every test not in another tier. A test
-  parametrised over families (a ``family`` parameter, or a parameter with a ``family`` attribute such
-  as a released checkpoint) is fast on the engine families (``tests.helpers.ENGINE_FAMILIES``) and
-  ``slow`` on every other family, so the fast tier does not grow with the families.
+* ``fast``: everyday work, under 3 minutes on 2 cores. Every test not in another tier. A test about a
+  family (in a family's own module ``test_<family>*.py``, or parametrised over families: a ``family``
+  parameter, or a parameter with a ``family`` attribute such as a released checkpoint) is fast on the
+  engine families (``tests.helpers.ENGINE_FAMILIES``) and ``slow`` on every other family, so the fast
+  tier does not grow with the families.
 * ``slow``: the per-family matrices on the other families, and tests marked ``slow``.
 * ``comfy``: the real ComfyUI server (the ``server`` fixture, on every installed version), ComfyUI's
   own modules, and the real front end (also marked ``frontend``).
@@ -61,12 +62,18 @@ def pytest_collection_modifyitems(items):
 
 
 def _families(item) -> list[str]:
-    """The families a test item is parametrised over: a ``family`` parameter, or a parameter value with a
-    ``family`` attribute (e.g. a released checkpoint of that family)."""
+    """The families a test item is about: its module's, when the module is one family's own
+    (``test_<family>*.py``, the longest family name that fits), and each it is parametrised over: a
+    ``family`` or ``<role>_family`` parameter, or a parameter value with a ``family`` attribute (e.g. a
+    released checkpoint)."""
+    from vea_engine.testing.tiny_models import FAMILIES
+
+    stem = item.path.stem.removeprefix("test_")
+    own = max((f for f in FAMILIES if stem.startswith(f)), key=len, default=None)
+    found = [own] if own is not None else []
     params = item.callspec.params if hasattr(item, "callspec") else {}
-    found = []
     for name, value in params.items():
-        family = value if name == "family" else getattr(value, "family", None)
+        family = value if name == "family" or name.endswith("_family") else getattr(value, "family", None)
         if isinstance(family, str):
             found.append(family)
     return found
