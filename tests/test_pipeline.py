@@ -188,6 +188,7 @@ def test_cli_refuses_a_missing_image_with_exit_code_2(tiny_model_dirs, tmp_path,
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+@pytest.mark.slow  # a fresh Python and torch import: seconds before the first line runs
 def test_cli_entry_point_in_a_fresh_process(tiny_model_dirs, tmp_path, scene_image):
     """``python -m vea_engine run``: exit code 0, the JSON alone on stdout, logging on stderr (the one subprocess)."""
     image_path = tmp_path / "scene.png"
