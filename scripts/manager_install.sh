@@ -40,7 +40,8 @@
 #                             defaults of the next four (0.33.0: its venv .cache/comfyui/venv-0.33.0, its tree
 #                             .cache/comfyui/0.33.0/ComfyUI, the Manager of its manager_requirements.txt,
 #                             work folder .cache/manager-install-0.33.0)
-#   VENV                      venv with ComfyUI's requirements (default .venv)
+#   VENV                      venv with ComfyUI's requirements (default .venv; a link to a venv is followed:
+#                             the folder it names is copied)
 #   MANAGER_INSTALL_SOURCE    git repository whose committed HEAD is installed (default: this one)
 #   COMFYUI_DIR               ComfyUI source (default: the one scripts/install_comfyui.sh unpacked)
 #   MANAGER_VERSION           comfyui-manager version (default 4.3; on 0.33.0 the one it pins)
@@ -144,8 +145,13 @@ case "$WORK" in /*) ;; *) WORK="$REPO/$WORK" ;; esac
 if [ -e "$WORK" ] && [ ! -f "$WORK/.manager-install" ] && [ -n "$(ls -A "$WORK" 2>/dev/null)" ]; then
   fail "$WORK exists and was not made by this script; choose another MANAGER_INSTALL_DIR"
 fi
+[ -x "$VENV/bin/python" ] || fail "no Python at $VENV/bin/python: run bash scripts/setup.sh --dev (or set VENV)"
+# A venv reached through a symbolic link (e.g. a worktree's .venv naming a shared one) is copied from the
+# folder the link names: `cp -al` of the link would copy the link itself, and Manager's pip would then
+# install into the linked venv.
+VENV_GIVEN=$VENV
+VENV=$(cd "$VENV" && pwd -P) || fail "cannot resolve the venv folder $VENV_GIVEN"
 PY_PROJECT="$VENV/bin/python"
-[ -x "$PY_PROJECT" ] || fail "no Python at $VENV/bin/python: run bash scripts/setup.sh --dev (or set VENV)"
 [ -f "$COMFY_SRC/main.py" ] && [ -f "$COMFY_SRC/folder_paths.py" ] ||
   fail "no ComfyUI at $COMFY_SRC: run bash scripts/install_comfyui.sh (or set COMFYUI_DIR)"
 command -v git >/dev/null || fail "git is not installed"
@@ -168,6 +174,7 @@ URL="file://localhost$BARE"
 PACK_DIR="$BASE/custom_nodes/$PACK"
 
 log "ComfyUI $COMFY_VERSION at $COMFY_SRC, venv $VENV, comfyui-manager $MANAGER_VERSION"
+[ "$VENV" = "$VENV_GIVEN" ] || log "note: VENV=$VENV_GIVEN is reached through a link; copying $VENV"
 log "repository $SOURCE at $HEAD_SHA; work folder $WORK"
 if [ -n "$(git -C "$SOURCE" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   log "note: uncommitted changes are not part of the test (Manager clones the committed HEAD)"
@@ -178,7 +185,10 @@ step venv "hard-linked copy of $VENV + comfyui-manager==$MANAGER_VERSION"
 cp -al "$VENV" "$WORK/venv" 2>"$WORK/logs/cp.log" ||
   fail "cp -al $VENV $WORK/venv failed ($(head -c 300 "$WORK/logs/cp.log")): MANAGER_INSTALL_DIR must be on the same filesystem as $VENV"
 touch "$WORK/venv.stamp" # files still shared with $VENV must not be written after this
-[ "$("$VPY" -c 'import sys; print(sys.prefix)')" = "$WORK/venv" ] || fail "the venv copy does not run as its own prefix"
+# The copy is a folder of its own, and its Python's prefix is that folder once every link is resolved.
+[ -d "$WORK/venv" ] && [ ! -L "$WORK/venv" ] || fail "the venv copy $WORK/venv is not a folder of its own"
+[ "$("$VPY" -c 'import os, sys; print(os.path.realpath(sys.prefix))')" = "$(cd "$WORK/venv" && pwd -P)" ] ||
+  fail "the venv copy does not run as its own prefix"
 pip_copy() { "$VPY" -m pip --disable-pip-version-check "$@"; }
 # A user's ComfyUI has no editable install of this project: the pack must work from its own folder.
 pip_copy uninstall -y -q comfyui-vea >"$WORK/logs/venv.log" 2>&1 || true

@@ -16,11 +16,13 @@ Typical use::
 
     with ComfyServer(version="0.33.0") as server: ...   # the same on ComfyUI 0.33.0
 
-A test module gets one server per installed version (tests run once per version, ids
-``comfy0.3.75`` / ``comfy0.33.0``) with::
+Server tests share one server per installed version for the whole session: the ``server``
+fixture of ``tests/conftest.py`` (tests run once per version, ids ``comfy0.3.75`` /
+``comfy0.33.0``), laid out by :func:`shared_server` with every tiny checkpoint linked. A test
+that needs a server configured otherwise gets its own per version with::
 
     from tests.comfy_harness import comfy_server_fixture
-    server = comfy_server_fixture(tiny_models={"VLM/Qwen2.5-VL-7B-Instruct": "qwen2_5_vl"})
+    server = comfy_server_fixture(extra_args=("--some-flag",))
 
 Every address is 127.0.0.1; every wait has a deadline.
 """
@@ -271,6 +273,93 @@ def comparable_prompt(info: Mapping, prompt: Mapping, shipped: Mapping) -> dict[
     return out
 
 
+#: Checkpoint folder names the shipped workflows use -> the tiny family linked under that name.
+SHIPPED_CHECKPOINTS = {"Qwen2.5-VL-7B-Instruct": "qwen2_5_vl", "llava-1.5-7b-hf": "llava"}
+#: A V3 pack whose schema ComfyUI refuses (two inputs with one id) on every version: it sits beside this
+#: pack on the shared server, so that ``pack_load_errors`` is seen to report a pack that failed to load.
+BROKEN_PACK_NAME = "VEABrokenPack"
+BROKEN_PACK = '''\
+"""A pack ComfyUI refuses to load: two inputs share the id 'value' (written by tests/comfy_harness.py)."""
+from comfy_api.latest import ComfyExtension, io
+
+
+class VEABrokenProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VEABrokenProbe",
+            display_name="VEA Broken Probe",
+            category="VEA/testing",
+            description="Never loads.",
+            inputs=[io.Int.Input("value", default=1), io.Float.Input("value", default=0.0)],
+            outputs=[io.String.Output(display_name="text")],
+        )
+
+    @classmethod
+    def execute(cls, value):
+        return io.NodeOutput(str(value))
+
+
+class BrokenExtension(ComfyExtension):
+    async def get_node_list(self):
+        return [VEABrokenProbe]
+
+
+async def comfy_entrypoint():
+    return BrokenExtension()
+'''
+
+
+def shared_server(
+    version: str, tiny_model_dirs: Mapping[str, str | os.PathLike], root: str | os.PathLike
+) -> ComfyServer:
+    """The server every server test of a session shares, for ComfyUI ``version`` (not started yet).
+
+    Laid out in ``root`` like a user's ComfyUI, plus what the tests need to see refused:
+
+    * ``models/VLM/<family>-tiny``: every checkpoint of ``tiny_model_dirs`` (each family built);
+    * ``models/VLM/<name>``: the checkpoints the shipped workflows name (:data:`SHIPPED_CHECKPOINTS`),
+      so they run unmodified; ``models/VLM/nested/qwen2_vl-tiny``: a checkpoint in a sub-folder;
+    * ``models/VLM/qwen-editable``: a private copy of the Qwen2.5-VL checkpoint that tests may edit
+      (``server.models["VLM/qwen-editable"]`` is its folder); ``models/VLM/qwen-damaged``: another
+      copy with truncated weights;
+    * ``extra-llava`` in a second VLM folder, declared by an ``extra_model_paths.yaml``;
+    * ``custom_nodes``: this pack, and :data:`BROKEN_PACK` beside it;
+    * ``input/vea_example.png``: the shipped workflows' image.
+
+    It runs with API nodes off, hub access off (``HF_HUB_OFFLINE=1``) and torch on one thread; its log is kept as
+    ``artifacts/comfy_server-<version>.log``.
+    """
+    root = Path(root)
+    dirs = {family: Path(folder) for family, folder in tiny_model_dirs.items()}
+    models: dict[str, Path] = {f"VLM/{family}-tiny": folder for family, folder in dirs.items()}
+    models |= {f"VLM/{name}": dirs[family] for name, family in SHIPPED_CHECKPOINTS.items()}
+    models["VLM/nested/qwen2_vl-tiny"] = dirs["qwen2_vl"]
+    for name in ("qwen-editable", "qwen-damaged"):
+        models[f"VLM/{name}"] = root / "private" / name
+        shutil.copytree(dirs["qwen2_5_vl"], models[f"VLM/{name}"])
+    weights = models["VLM/qwen-damaged"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated download
+    extra = root / "extra"
+    (extra / "vlms").mkdir(parents=True)
+    (extra / "vlms" / "extra-llava").symlink_to(dirs["llava"], target_is_directory=True)
+    (extra / "extra_model_paths.yaml").write_text(f"vea_test:\n  base_path: {extra}\n  VLM: vlms\n")
+    base = root / "base"
+    (base / "custom_nodes" / BROKEN_PACK_NAME).mkdir(parents=True)
+    (base / "custom_nodes" / BROKEN_PACK_NAME / "__init__.py").write_text(BROKEN_PACK)
+    (base / "input").mkdir()
+    shutil.copyfile(REPO / "workflows" / "vea_example.png", base / "input" / "vea_example.png")
+    return ComfyServer(
+        version=version,
+        models=models,
+        base_dir=base,
+        extra_args=("--disable-api-nodes", "--extra-model-paths-config", str(extra / "extra_model_paths.yaml")),
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},  # tiny models: 2 threads thrash on 2 busy cores
+        startup_timeout=300,  # one start per session: wait longer than a single module would on a busy machine
+        log_path=REPO / "artifacts" / f"comfy_server-{version}.log",
+    )
+
+
 def comfy_server_fixture(
     *,
     tiny_models: Mapping[str, str] | None = None,
@@ -281,7 +370,8 @@ def comfy_server_fixture(
     scope: str = "module",
     **server_kwargs: Any,
 ):
-    """A pytest fixture that yields one ``ComfyServer`` per installed ComfyUI version.
+    """A pytest fixture that yields one ``ComfyServer`` per installed ComfyUI version, for a test module
+    that needs a server configured otherwise than the shared one (``tests/conftest.py``'s ``server``).
 
     Assign it to a module-level name (``server = comfy_server_fixture(...)``): every test that
     uses it runs once per version in ``COMFY_VERSIONS`` (ids ``comfy0.3.75``, ``comfy0.33.0``),

@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
+
+pytestmark = pytest.mark.scripts
 
 
 def test_bench_pipeline_prints_its_breakdown_and_the_ratio_line():

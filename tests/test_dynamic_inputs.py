@@ -8,10 +8,9 @@ every ComfyUI version hands the node the same values.
   ones after all others (so a workflow saved in a mode that does not use them loads on both
   layouts: the front end restores widget values by position).
 * Both: prompts for every mode run through the server, and the node's output shows it received
-  the values (layers listed, errors echoing the value); every shipped UI workflow loads and
-  converts to the shipped API prompt once 0.33.0's nested keys are written flat (the harness's
-  ``flat_inputs``). The shipped API prompts run on both versions in ``test_comfy_nodes.py`` and
-  ``test_evidence_nodes.py``.
+  the values (layers listed, errors echoing the value). Every shipped UI workflow converts to the
+  shipped API prompt once 0.33.0's nested keys are written flat (``test_workflow_layout.py``); the
+  shipped API prompts run on both versions in ``test_comfy_nodes.py`` and ``test_evidence_nodes.py``.
 """
 
 from __future__ import annotations
@@ -21,12 +20,10 @@ import re
 
 import pytest
 
-from tests import comfy_harness
-from tests.comfy_harness import REPO, ComfyServer, execution_error, flat_inputs
+from tests.comfy_harness import REPO, execution_error
 
 pytestmark = pytest.mark.comfy
 
-VERSIONS = ("0.3.75", "0.33.0")
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 WORKFLOWS = REPO / "workflows"
 QWEN = "Qwen2.5-VL-7B-Instruct"
@@ -65,26 +62,19 @@ WIDGETS = {  # every widget but the dependent ones, in order
         "sinks",
     ],
 }
-FRONTEND_ONLY = {"PreviewAny": ("preview", "previewMode")}  # display widgets the server does not read
 
 
-@pytest.fixture(scope="module", params=VERSIONS, ids=[f"comfy{v}" for v in VERSIONS])
-def served(request, tiny_model_dirs):
-    """``(version, server)``: the tiny Qwen2.5-VL / LLaVA under the shipped workflows' names, the
-    example image in input/, a layer profile in output/vea/, hub access off."""
-    version = request.param
-    if version not in getattr(comfy_harness, "COMFY_VERSIONS", ("0.3.75",)):
-        pytest.skip(f"ComfyUI {version} is not installed (bash scripts/install_comfyui.sh installs it)")
+@pytest.fixture(scope="module")
+def served(server):
+    """``(version, server)``: the shared server (the tiny Qwen2.5-VL / LLaVA under the shipped workflows'
+    names, the example image in input/, hub access off), with a layer profile in output/vea/."""
     from vea_engine.profiling import LayerProfile
 
-    models = {f"VLM/{QWEN}": tiny_model_dirs["qwen2_5_vl"], "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"]}
-    with ComfyServer(version=version, models=models, env={"HF_HUB_OFFLINE": "1"}) as server:
-        (server.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
-        (server.output_dir / "vea").mkdir(exist_ok=True)
-        LayerProfile(QWEN, 6, (1, 4), (0.5,) * 6, (0.5,) * 6, (0.5,) * 6, 3, 0).to_json(
-            server.output_dir / "vea" / "profile.json"
-        )
-        yield version, server
+    (server.output_dir / "vea").mkdir(exist_ok=True)
+    LayerProfile(QWEN, 6, (1, 4), (0.5,) * 6, (0.5,) * 6, (0.5,) * 6, 3, 0).to_json(
+        server.output_dir / "vea" / "profile.json"
+    )
+    return server.version, server
 
 
 @pytest.fixture(scope="module")
@@ -177,34 +167,6 @@ def test_values_typed_in_a_dependent_widget_reach_the_node(served, page):
     prompt = _workflow_prompt(page, {"VEAAnswer": {prompt_key: "no placeholder"}})
     entry, status = server.run(prompt, timeout=180)
     assert status == "error" and "no '{question}' placeholder" in execution_error(entry)["exception_message"]
-
-
-@pytest.mark.frontend
-def test_shipped_workflows_load_and_convert_to_the_shipped_api_prompt(served, page):
-    """One UI file and one API file per workflow serve both layouts: the files are written in the
-    flat layout (dependent inputs last), which the 0.33.0 front end loads by position."""
-    from tests.comfy_frontend import graph_to_prompt, load_workflow
-
-    _version, server = served
-    info = server.object_info()
-
-    def flat(prompt: dict) -> dict:
-        out = {}
-        for key, node in prompt.items():
-            inputs = flat_inputs(info[node["class_type"]], node["inputs"])
-            for name in FRONTEND_ONLY.get(node["class_type"], ()):
-                inputs.pop(name, None)
-            out[key] = (node["class_type"], inputs)
-        return out
-
-    names = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
-    assert len(names) >= 3
-    for name in names:
-        assert load_workflow(page, json.loads((WORKFLOWS / f"{name}.json").read_text())) == [], name
-        shipped = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
-        assert flat(graph_to_prompt(page)) == flat(shipped), (
-            f"{name}: the UI workflow and the shipped API prompt differ"
-        )
 
 
 # ---- every mode through the server API -----------------------------------------------------------

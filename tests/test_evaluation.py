@@ -235,6 +235,7 @@ def _count_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds
 def test_cli_eval_killed_and_resumed(tiny_model_dirs, data50, full_run, tmp_path):
     manifest = data50.parent / "with_bad_row.jsonl"
     manifest.write_text(data50.read_text() + '{"id": "broken", "image": "images/00000.png", "answers": ["1"]}\n')
@@ -260,6 +261,7 @@ def test_cli_eval_killed_and_resumed(tiny_model_dirs, data50, full_run, tmp_path
     assert read_rows(out) == reference
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds
 def test_accelerate_two_processes_equal_one(tiny_vlms, tiny_model_dirs, samples50, data50, tmp_path):
     methods = ("base", "vea")
     single = tmp_path / "single.jsonl"

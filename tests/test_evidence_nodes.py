@@ -1,7 +1,6 @@
 """VEA Evidence Boxes and VEA Zoom on a real ComfyUI server: the shipped ``vea_boxes`` and ``vea_zoom``
-workflows run unmodified (tiny offline checkpoints under the names they use), with checked outputs.
-
-On every installed ComfyUI version when the harness lists them (``COMFY_VERSIONS``).
+workflows run unmodified on the shared server (``tests/conftest.py``: tiny offline checkpoints under the
+names they use), with checked outputs, on every installed ComfyUI version.
 """
 
 from __future__ import annotations
@@ -14,28 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import comfy_harness
-from tests.comfy_harness import REPO, ComfyServer, execution_error, prompt_error
+from tests.comfy_harness import REPO, execution_error, prompt_error
 
 pytestmark = pytest.mark.comfy
 
 WORKFLOWS = REPO / "workflows"
-ARTIFACTS = REPO / "artifacts"
-VERSIONS = getattr(comfy_harness, "COMFY_VERSIONS", None) or (None,)
-
-
-@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"comfy{v}" if v else "comfy")
-def server(request, tiny_model_dirs):
-    models = {
-        "VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"],
-        "VLM/llava-1.5-7b-hf": tiny_model_dirs["llava"],
-    }
-    extra = {"version": request.param} if request.param else {}
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / f"evidence_nodes_server{'-' + request.param if request.param else ''}.log"
-    with ComfyServer(models=models, log_path=log, extra_args=("--disable-api-nodes",), **extra) as srv:
-        (srv.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
-        yield srv
 
 
 def api(name: str) -> dict:
@@ -156,40 +138,3 @@ def test_boxes_of_a_mask_in_original_pixels_and_a_clear_error_for_a_foreign_mask
     message = prompt_error(server, prompt)
     assert re.search(r"VEA Evidence Boxes: the mask is 40x30, neither the image \(\d+x\d+\)", message), message
     assert "VEA Align Mask without answer_model" in message
-
-
-@pytest.mark.frontend
-def test_ui_workflows_load_convert_to_the_shipped_prompts_and_run(server):
-    from tests.comfy_frontend import graph_to_prompt, load_workflow, open_frontend
-    from tests.comfy_harness import flat_inputs, input_options, node_inputs
-
-    info = server.object_info()
-    display = {  # display-only widgets of PreviewAny on this server, at their defaults
-        widget: spec[1].get("default", input_options(spec)[0] if spec[0] == "COMBO" else None)
-        for widget, spec in node_inputs(info["PreviewAny"]).items()
-        if widget != "source"
-    }
-
-    def flat(p: dict) -> dict:  # a DynamicCombo (newer servers) leaves out unchosen options' inputs
-        return {k: (v["class_type"], flat_inputs(info[v["class_type"]], v["inputs"])) for k, v in p.items()}
-
-    templates = server.get_json("/api/workflow_templates")
-    with open_frontend(server) as page:
-        for name in ("vea_zoom", "vea_boxes"):
-            assert name in templates.get("ComfyUI-VEA", [])
-            workflow = server.get_json(f"/api/workflow_templates/ComfyUI-VEA/{name}.json")
-            assert workflow == json.loads((WORKFLOWS / f"{name}.json").read_text())
-            assert load_workflow(page, workflow) == [], name  # no missing nodes
-            prompt = graph_to_prompt(page)
-            shipped = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())  # made on ComfyUI 0.3.75
-            for key, node in prompt.items():
-                if node["class_type"] == "PreviewAny":
-                    node["inputs"].pop("preview", None)
-                    for widget, value in display.items():
-                        if widget not in shipped[key]["inputs"] and node["inputs"].get(widget) == value:
-                            del node["inputs"][widget]
-            assert flat(prompt) == flat(shipped), f"{name}: the UI workflow and the shipped API prompt differ"
-            for node in prompt.values():
-                if node["class_type"] == "VEAZoom":
-                    node["inputs"]["max_new_tokens"] = 4
-            run_ok(server, prompt)

@@ -2,37 +2,29 @@
 
 The loader's ``fingerprint_inputs`` is the size and modification time of every file of the
 checkpoint folder, so the test edits a private copy of a tiny checkpoint between runs of the
-same prompt on the real server (each installed ComfyUI version) and counts the loads in the
-server log.
+same prompt on the real server (the shared one of each installed ComfyUI version, whose
+``qwen-editable`` is that copy) and counts the loads in the server log.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
+from pathlib import Path
 
 import pytest
 
-from tests import comfy_harness
-from tests.comfy_harness import ComfyServer, load_vlm_node, status_messages
+from tests.comfy_harness import load_vlm_node, status_messages
 
 pytestmark = pytest.mark.comfy
 
 LOAD_LINE = re.compile(r"loaded .*\(qwen2_5_vl, \d+ decoder layers")
-VERSIONS = ("0.3.75", "0.33.0")
 
 
-@pytest.fixture(scope="module", params=VERSIONS, ids=[f"comfy{v}" for v in VERSIONS])
-def served(request, tiny_model_dirs, tmp_path_factory):
-    """A server per ComfyUI version with a private, editable copy of the tiny Qwen2.5-VL."""
-    version = request.param
-    if version not in getattr(comfy_harness, "COMFY_VERSIONS", ("0.3.75",)):
-        pytest.skip(f"ComfyUI {version} is not installed (bash scripts/install_comfyui.sh installs it)")
-    folder = tmp_path_factory.mktemp(f"fingerprint-{version}") / "qwen-editable"
-    shutil.copytree(tiny_model_dirs["qwen2_5_vl"], folder)
-    with ComfyServer(models={"VLM/qwen-editable": folder}, version=version) as server:
-        yield server, folder
+@pytest.fixture
+def served(server):
+    """The shared server and its private, editable copy of the tiny Qwen2.5-VL (``VLM/qwen-editable``)."""
+    return server, Path(server.models["VLM/qwen-editable"])
 
 
 def _prompt() -> dict:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import torch
 
 from tests.helpers import REPO
+
+pytestmark = pytest.mark.scripts
 
 
 def _run(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:

@@ -23,6 +23,8 @@ import pytest
 
 from tests.comfy_harness import COMFY_VERSIONS, REPO, comfyui_dir, comfyui_python, find_comfyui_main
 
+pytestmark = pytest.mark.scripts
+
 SCRIPT = REPO / "scripts" / "manager_install.sh"
 WORK = REPO / ".cache" / "manager-install"  # the script's default: same filesystem as the venv
 STEPS = ["venv", "layout", "install", "server", "fix", "reinstall", "isolation"]
@@ -49,7 +51,35 @@ def test_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     assert (work / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.comfy
+#: Stands in for a venv's Python: ``-c`` prints its prefix (the folder above bin/, every link resolved), as
+#: ``os.path.realpath(sys.prefix)`` does; ``pip list`` lists one package; anything else (``pip install``) fails.
+FAKE_PYTHON = """#!/bin/sh
+case "$*" in
+  -c*) cd "$(dirname "$0")/.." && pwd -P ;;
+  *" list "*) echo "pip==24.0" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def test_a_venv_reached_through_a_link_is_copied_from_the_folder_it_names(tmp_path):
+    real = tmp_path / "shared-venv"
+    (real / "bin").mkdir(parents=True)
+    (real / "bin" / "python").write_text(FAKE_PYTHON)
+    (real / "bin" / "python").chmod(0o755)
+    link = tmp_path / "worktree-venv"
+    link.symlink_to(real, target_is_directory=True)
+    work = tmp_path / "work"
+    done = run_script(timeout=60, VENV=str(link), MANAGER_INSTALL_DIR=str(work), MANAGER_INSTALL_KEEP="1")
+    # The copy is made and checked; the stand-in Python then stops the run at the pip install into it.
+    assert done.returncode == 1 and "FAILED at step 'venv': pip install comfyui-manager" in done.stderr, done.stderr
+    assert f"VENV={link} is reached through a link; copying {real}" in done.stdout
+    copy = work / "venv"
+    assert copy.is_dir() and not copy.is_symlink()
+    assert (copy / "bin" / "python").samefile(real / "bin" / "python")  # hard-linked from the linked folder
+    assert sorted(p.name for p in real.rglob("*")) == ["bin", "python"]  # nothing written into it
+
+
 def test_manager_installs_fixes_and_reinstalls_the_pack():
     find_comfyui_main()  # a clear error if ComfyUI is not installed
     done = run_script(
@@ -83,7 +113,6 @@ def test_manager_installs_fixes_and_reinstalls_the_pack():
     assert not (WORK / "venv").exists(), "the venv copy should be removed after the run"
 
 
-@pytest.mark.comfy
 @pytest.mark.skipif(
     "0.33.0" not in COMFY_VERSIONS, reason="ComfyUI 0.33.0 is not installed (scripts/install_comfyui.sh)"
 )

@@ -3,7 +3,8 @@
 Every node input with a range or a choice list is walked from the real server's
 ``/object_info``: an out-of-range value, NaN, infinity and an unknown choice are each
 refused by that node's check with a message naming the node, the input and the value.
-Then a few prompts go through the real server end to end.
+Then a few prompts go through the real server end to end (the shared server of ``tests/conftest.py``,
+whose ``qwen-damaged`` checkpoint has truncated weights).
 """
 
 from __future__ import annotations
@@ -11,21 +12,7 @@ from __future__ import annotations
 import json
 import math
 
-from tests.comfy_harness import comfy_server_fixture, comfyui_dir, comfyui_python, load_vlm_node, prompt_error
-
-
-def _models(request) -> dict:
-    import shutil
-
-    tiny_model_dirs = request.getfixturevalue("tiny_model_dirs")
-    damaged = request.getfixturevalue("tmp_path_factory").mktemp("damaged") / "qwen-damaged"
-    shutil.copytree(tiny_model_dirs["qwen2_5_vl"], damaged)
-    weights = damaged / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])  # a truncated download
-    return {"models": {"VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"], "VLM/qwen-damaged": damaged}}
-
-
-server = comfy_server_fixture(configure=_models, extra_args=("--disable-api-nodes",))
+from tests.comfy_harness import comfyui_dir, comfyui_python, load_vlm_node, prompt_error
 
 
 def refused_choice(error: str, node: str, name: str, value: str, options: str) -> bool:

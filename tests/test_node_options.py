@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.comfy_harness import comfy_server_fixture, input_options, node_inputs
+from tests.comfy_harness import input_options, node_inputs
 from vea_engine.config import DEFAULTS, PAPER_MAX_PIXELS, PROMPT_STYLES, RESOLUTION_MODES, ROUNDING_MODES
 from vea_engine.labels import LABEL_RULES
 from vea_engine.layers import LAYER_MODES
@@ -16,9 +16,6 @@ SHARED = {
     "alpha": DEFAULTS.alpha,
     "max_new_tokens": DEFAULTS.max_new_tokens,
 }
-
-
-server = comfy_server_fixture(extra_args=("--disable-api-nodes",))
 
 
 @pytest.fixture(scope="module")

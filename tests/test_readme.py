@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.comfy_harness import ComfyServer
+from tests.comfy_harness import DEFAULT_VERSION
 from tests.helpers import REPO, cli
 
 README = (REPO / "README.md").read_text()
@@ -112,14 +112,8 @@ def test_engine_example_runs(tiny_model_dirs, one_thread):
     assert set(scope["result"].answers) == {"base", "vea"} and printed.getvalue().startswith("[")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dirs):
-    with ComfyServer(models={"VLM/Qwen2.5-VL-7B-Instruct": tiny_model_dirs["qwen2_5_vl"]}) as srv:
-        (srv.input_dir / "vea_example.png").write_bytes((REPO / "workflows" / "vea_example.png").read_bytes())
-        yield srv
-
-
-def test_http_examples_run(server):
+def test_http_examples_run(comfy_servers):
+    server = comfy_servers(DEFAULT_VERSION)  # the shared server; the examples are plain HTTP, one version is enough
     http = next(code for code in blocks("python") if "urllib" in code)
     code = http.replace("http://127.0.0.1:8188", server.url)
     code = code.replace('"workflows/api/vea_compare.json"', repr(str(REPO / "workflows/api/vea_compare.json")))

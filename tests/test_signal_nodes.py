@@ -2,7 +2,8 @@
 
 Each signal's map, painted and min-max normalised by the pack's own mask nodes and saved as an 8-bit
 image, equals the engine's :func:`vea_engine.signals.attribute` on the same tiny checkpoint and image
-(within one level). A prompt without the new inputs (an older workflow) runs as before.
+(within one level). A prompt without the new inputs (an older workflow) runs as before. On the shared
+server (``tests/conftest.py``), which has the example image and the tiny Qwen2.5-VL under its shipped name.
 """
 
 from __future__ import annotations
@@ -13,22 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.comfy_harness import REPO, comfy_server_fixture, execution_error, load_vlm_node, prompt_error
+from tests.comfy_harness import REPO, execution_error, load_vlm_node, prompt_error
 
 pytestmark = pytest.mark.comfy
 
 IMAGE = REPO / "workflows" / "vea_example.png"
 QUESTION = "What is the serial number?"
 LAYERS = (1, 3, 4)
-
-
-def _example_image(server) -> None:
-    (server.input_dir / "vea_example.png").write_bytes(IMAGE.read_bytes())
-
-
-server = comfy_server_fixture(
-    tiny_models={"VLM/Qwen2.5-VL-7B-Instruct": "qwen2_5_vl"}, setup=_example_image, log_name="signal_nodes_server"
-)
 
 
 #: Extract Attention options of each branch of the prompt; {} is an older workflow without the new inputs.

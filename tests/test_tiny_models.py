@@ -1,6 +1,6 @@
 """Tiny random-weight VLM checkpoints: saved like user checkpoints, loaded through transformers' Auto classes.
 
-Every family (:data:`FAMILIES`) is built once per session into a temporary folder, then loaded back with
+Every family (:data:`FAMILIES`) is the session's checkpoint (``tiny_model_dirs``, built once), loaded back with
 ``AutoModelForImageTextToText`` / ``AutoProcessor`` (``local_files_only=True``) and
 checked against exact expectations: token geometry, chat text, sizes, determinism,
 left padding and SDPA == eager.
@@ -90,11 +90,6 @@ def _text_decoder(model: Any) -> Any:
     return text_decoder(model)
 
 
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
-
-
 @pytest.fixture(scope="session", params=FAMILIES)
 def family(request) -> str:
     missing = missing_requirements(request.param)
@@ -104,10 +99,10 @@ def family(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def loaded(tiny_dirs, family) -> Loaded:
+def loaded(tiny_model_dirs, family) -> Loaded:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    folder = tiny_dirs[family]
+    folder = tiny_model_dirs[family]
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
     return Loaded(folder, processor, model)
@@ -228,8 +223,8 @@ def test_default_build_skips_families_whose_processor_needs_a_missing_package(mo
         build_tiny_models(tmp_path, families=("smolvlm",))
 
 
-def test_folder_is_a_plain_checkpoint(tiny_dirs, family):
-    folder = tiny_dirs[family]
+def test_folder_is_a_plain_checkpoint(tiny_model_dirs, family):
+    folder = tiny_model_dirs[family]
     names = {p.name for p in folder.iterdir()}
     expected = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
     expected |= {"processor_config.json", MARKER_NAME} | (
@@ -443,17 +438,27 @@ def test_left_padded_batch_matches_single_runs(loaded, family):
     assert generated.shape[0] == 2
 
 
-def test_same_seed_same_weights(tiny_dirs, family, tmp_path):
+def test_same_seed_same_weights(tiny_model_dirs, family, tmp_path):
+    """A fresh build equals the session's checkpoint (maybe built by an earlier session) byte for byte."""
     from safetensors.torch import load_file
 
-    reference = load_file(tiny_dirs[family] / "model.safetensors")
+    reference = load_file(tiny_model_dirs[family] / "model.safetensors")
     again = load_file(build_tiny_model(family, tmp_path / "again", seed=0) / "model.safetensors")
-    other = load_file(build_tiny_model(family, tmp_path / "other", seed=1) / "model.safetensors")
-    assert reference.keys() == again.keys() == other.keys()
+    assert reference.keys() == again.keys()
     assert all(torch.equal(reference[k], again[k]) for k in reference)
+    tokenizer = (tmp_path / "again" / "tokenizer.json").read_bytes()
+    assert tokenizer == (tiny_model_dirs[family] / "tokenizer.json").read_bytes()
+
+
+def test_another_seed_other_weights(tiny_model_dirs, tmp_path):
+    """The seed reaches the weights (one family: every family's weights are drawn by the same ``_init_weights``)."""
+    from safetensors.torch import load_file
+
+    reference = load_file(tiny_model_dirs["llava"] / "model.safetensors")
+    other = load_file(build_tiny_model("llava", tmp_path / "other", seed=1) / "model.safetensors")
+    assert reference.keys() == other.keys()
     embed = next(k for k in reference if k.endswith("embed_tokens.weight"))
     assert not torch.equal(reference[embed], other[embed])
-    assert (tmp_path / "again" / "tokenizer.json").read_bytes() == (tiny_dirs[family] / "tokenizer.json").read_bytes()
 
 
 def test_sdpa_matches_eager_and_attention_is_not_uniform(loaded):

@@ -24,7 +24,7 @@ from tests.comfy_frontend import (
     settle,
     show_outputs,
 )
-from tests.comfy_harness import REPO, comfy_server_fixture, comparable_prompt
+from tests.comfy_harness import REPO, comparable_prompt
 
 pytestmark = [pytest.mark.comfy, pytest.mark.frontend]
 
@@ -137,9 +137,6 @@ GEOMETRY_JS = """() => {
 }"""
 
 
-server = comfy_server_fixture(log_name="workflow_layout_server", extra_args=("--disable-api-nodes",))
-
-
 @pytest.fixture(scope="module")
 def measured(server):
     """Per workflow: the shipped UI and API JSON, the geometry as loaded and with images shown, the fit."""
@@ -147,7 +144,6 @@ def measured(server):
     found = {}
     version = server.version
     info = server.object_info()
-    (server.input_dir / "vea_example.png").write_bytes((WORKFLOWS / "vea_example.png").read_bytes())
     with open_frontend(server, viewport=VIEWPORT) as page:
         for name in NAMES:
             ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
