@@ -116,3 +116,16 @@ def continuations(vlm):
         yield sizes
     finally:
         del vlm.model.generate
+
+
+def plain_tokens(vlm, inputs, tokens: int):
+    """The oracle of every decoding test: one greedy ``generate`` call of the encoded batch ``inputs`` alone,
+    ``[B, T]`` new token ids."""
+    import torch
+
+    tokenizer = vlm.processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    greedy = {"do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None}
+    with torch.inference_mode():
+        out = vlm.model.generate(**inputs, max_new_tokens=tokens, pad_token_id=pad, **greedy)
+    return out[:, inputs["input_ids"].shape[1] :]

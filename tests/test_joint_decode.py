@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ALL_FAMILIES, continuations
+from tests.helpers import ALL_FAMILIES, continuations, plain_tokens
 from vea_engine import compat
 from vea_engine.answering import answer, answer_inputs, decode_answers, decode_tokens, prefill_answers
 from vea_engine.methods import METHODS, MethodRunner
@@ -25,16 +25,6 @@ def _inputs(vlm, images, questions, style, tokens):
     (bucket, inputs), *rest = answer_inputs(vlm, images, questions, style, max_new_tokens=tokens)
     assert not rest and bucket == list(range(len(images)))
     return inputs
-
-
-def plain_tokens(vlm, inputs, tokens: int) -> torch.Tensor:
-    """The oracle: one greedy ``generate`` call of the batch alone, ``[B, T]`` new token ids."""
-    tokenizer = vlm.processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.inference_mode():
-        out = vlm.model.generate(**inputs, max_new_tokens=tokens, do_sample=False, num_beams=1, temperature=None,
-                                 top_p=None, top_k=None, pad_token_id=pad)  # fmt: skip
-    return out[:, inputs["input_ids"].shape[1] :]
 
 
 def going_on(vlm, *tokens: torch.Tensor) -> int:

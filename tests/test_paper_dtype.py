@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ALL_FAMILIES, continuations
+from tests.helpers import ALL_FAMILIES, continuations, plain_tokens
 from vea_engine import answering
 from vea_engine.answering import answer_inputs
 from vea_engine.attribution import attention_maps, extract_attention
@@ -34,12 +34,7 @@ def _image(seed: int = 21, size=(150, 200)) -> np.ndarray:
 def _plain_ids(vlm, images, style: str) -> torch.Tensor:
     """The oracle: ``[B, T]`` new token ids of one greedy ``generate`` call on the plain inputs of ``style``."""
     ((_, inputs),) = answer_inputs(vlm, images, QUESTION, style, max_new_tokens=TOKENS)
-    tokenizer = vlm.processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.inference_mode():
-        out = vlm.model.generate(**inputs, max_new_tokens=TOKENS, do_sample=False, num_beams=1, temperature=None,
-                                 top_p=None, top_k=None, pad_token_id=pad)  # fmt: skip
-    return out[:, inputs["input_ids"].shape[1] :]
+    return plain_tokens(vlm, inputs, TOKENS)
 
 
 @pytest.mark.parametrize(("dtype", "attn"), HALF, ids=[d for d, _ in HALF])

@@ -121,13 +121,15 @@ def check_weight_files(path: Path) -> None:
 
 def _expected_processors(model_type: str) -> set[str]:
     """Processor class names a checkpoint of ``model_type`` may use: those of its adapter's
-    model types and of adapters derived from or by it (SmolVLM / Idefics3...)."""
+    model types and of the adapters it derives from (a SmolVLM checkpoint may ship Idefics3's
+    processor, a Qwen3.5 one Qwen3-VL's); never those of families built on it later (a
+    Qwen2-VL checkpoint does not use GLM-4.1V's)."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     from .families import ADAPTERS, adapter_class
 
     own = adapter_class(model_type)
-    related = [a for a in ADAPTERS if issubclass(a, own) or issubclass(own, a)]
+    related = [a for a in ADAPTERS if issubclass(own, a)]
     return {PROCESSOR_MAPPING_NAMES[t] for a in related for t in a.model_types if PROCESSOR_MAPPING_NAMES.get(t)}
 
 

@@ -19,8 +19,6 @@ All decoder layers are softmax attention (GLM-4.5V's experts replace MLPs only).
 
 from __future__ import annotations
 
-import math
-
 from .common import size_value
 from .qwen_vl import QwenVLAdapter
 
@@ -33,31 +31,6 @@ class Glm4vAdapter(QwenVLAdapter):
     def _frames(self) -> int:
         """Frames the pixel budget counts per image (``temporal_patch_size``)."""
         return int(self._image_processor.temporal_patch_size)
-
-    @property
-    def pixel_limits(self) -> tuple[int, int]:
-        """The ``(min, max)`` pixels of one image: the processor's ``size`` budget over its frames."""
-        size = self._image_processor.size
-        return size_value(size, "shortest_edge") // self._frames, size_value(size, "longest_edge") // self._frames
-
-    def set_max_pixels(self, max_pixels: int) -> None:
-        """Cap one image at ``max_pixels`` pixels: the processor's budget becomes that many per frame."""
-        low, _ = self.pixel_limits
-        factor = self.patch_size * self.merge_size
-        if int(max_pixels) < max(low, factor * factor):
-            raise ValueError(
-                f"resolution: {max_pixels} pixels is below this processor's minimum of {max(low, factor * factor)} "
-                "pixels; choose a larger pixel count, 'paper' (512*512) or 'checkpoint'."
-            )
-        ip = self._image_processor
-        size = dict(ip.size.items()) if hasattr(ip.size, "items") else dict(vars(ip.size))
-        size["longest_edge"] = int(max_pixels) * self._frames
-        ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
-
-    @property
-    def input_side(self) -> int:
-        """The side of a square holding one image's pixel budget (512 under ``paper``)."""
-        return math.isqrt(self.pixel_limits[1])
 
     def canvas_hw(self, original_hw: tuple[int, int]) -> tuple[int, int]:
         """The processor's resize of an original ``(H0, W0)`` (GLM-4.1V's ``smart_resize``, one image = its frames)."""

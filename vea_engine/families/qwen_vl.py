@@ -45,13 +45,19 @@ class QwenVLAdapter(FamilyAdapter):
         return int(self._image_processor.merge_size)
 
     @property
+    def _frames(self) -> int:
+        """How many times the processor's pixel budget counts one image (1; GLM-V: its two temporal frames)."""
+        return 1
+
+    @property
     def pixel_limits(self) -> tuple[int, int]:
-        """The processor's ``(min_pixels, max_pixels)``."""
+        """The ``(min, max)`` pixels of one image: the processor's budget (``size``, else ``min_pixels`` /
+        ``max_pixels``) over the frames it counts per image."""
         ip = self._image_processor
         size = getattr(ip, "size", None)
         low = size_value(size, "shortest_edge") or getattr(ip, "min_pixels", None)
         high = size_value(size, "longest_edge") or getattr(ip, "max_pixels", None)
-        return int(low), int(high)
+        return int(low) // self._frames, int(high) // self._frames
 
     def set_max_pixels(self, max_pixels: int) -> None:
         low, _ = self.pixel_limits
@@ -63,10 +69,10 @@ class QwenVLAdapter(FamilyAdapter):
             )
         ip = self._image_processor
         size = dict(ip.size.items()) if hasattr(ip.size, "items") else dict(vars(ip.size))
-        size["longest_edge"] = int(max_pixels)
+        size["longest_edge"] = int(max_pixels) * self._frames
         ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
         if hasattr(ip, "max_pixels"):
-            ip.max_pixels = int(max_pixels)
+            ip.max_pixels = int(max_pixels) * self._frames
 
     @property
     def input_side(self) -> int:

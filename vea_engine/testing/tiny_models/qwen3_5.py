@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .qwen3_vl import qwen3_vl_processor
 from .qwen_vl import QWEN_CONTENT_LOOP, QWEN_SPECIALS, qwen_generation, qwen_special_ids, qwen_text
 from .spec import FamilyBuilder, FamilyExpectations, TinySpec
 from .tokenizer import _WORDS
@@ -207,17 +208,7 @@ def _qwen3_5_moe_config(spec: TinySpec, tokenizer: Any) -> PreTrainedConfig:
 
 
 def _processor(spec: TinySpec, tokenizer: Any) -> ProcessorMixin:
-    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
-
-    geometry = {"patch_size": _PATCH, "temporal_patch_size": 2, "merge_size": 2}
-    size = {"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}
-    half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    return Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size, **geometry, **half),
-        tokenizer=tokenizer,
-        video_processor=Qwen3VLVideoProcessor(size=dict(size), **geometry, **half),
-        chat_template=QWEN3_5_CHAT_TEMPLATE,
-    )
+    return qwen3_vl_processor(spec, tokenizer, QWEN3_5_CHAT_TEMPLATE)
 
 
 QWEN3_5 = FamilyBuilder(

@@ -74,7 +74,9 @@ def _qwen3_vl_config(spec: TinySpec, tokenizer: Any) -> PreTrainedConfig:
     )
 
 
-def _qwen3_vl_processor(spec: TinySpec, tokenizer: Any) -> ProcessorMixin:
+def qwen3_vl_processor(spec: TinySpec, tokenizer: Any, chat_template: str = QWEN3_VL_CHAT_TEMPLATE) -> ProcessorMixin:
+    """Qwen3-VL's processor (16-px patches, 2x2 merge, the spec's pixel budget) with ``chat_template``
+    (Qwen3.5 uses it with its own template)."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     geometry = {"patch_size": _QWEN3_PATCH, "temporal_patch_size": 2, "merge_size": 2}
@@ -84,14 +86,14 @@ def _qwen3_vl_processor(spec: TinySpec, tokenizer: Any) -> ProcessorMixin:
         image_processor=Qwen2VLImageProcessor(size=size, **geometry, **half),
         tokenizer=tokenizer,
         video_processor=Qwen3VLVideoProcessor(size=dict(size), **geometry, **half),
-        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 
 QWEN3_VL = FamilyBuilder(
     tokenizer=qwen_tokenizer,
     config=_qwen3_vl_config,
-    processor=_qwen3_vl_processor,
+    processor=qwen3_vl_processor,
     generation=qwen_generation,
     model_class="Qwen3VLForConditionalGeneration",
     expected=EXPECTED,
