@@ -46,6 +46,11 @@ class FamilyAdapter:
         self.processor = processor
         self.config = config
 
+    @property
+    def _image_processor(self) -> Any:
+        """The processor's image processor (sizes, patch geometry, normalisation)."""
+        return self.processor.image_processor
+
     # -- tokens -------------------------------------------------------------
     @property
     def image_token_id(self) -> int:

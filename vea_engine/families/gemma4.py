@@ -46,10 +46,6 @@ class Gemma4Adapter(FamilyAdapter):
     multi_image = True
 
     @property
-    def _image_processor(self) -> Any:
-        return self.processor.image_processor
-
-    @property
     def patch_size(self) -> int:
         return int(self._image_processor.patch_size)
 

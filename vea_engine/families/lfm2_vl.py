@@ -60,10 +60,6 @@ class Lfm2VlAdapter(FamilyAdapter):
     multi_image = True
 
     @property
-    def _image_processor(self) -> Any:
-        return self.processor.image_processor
-
-    @property
     def input_side(self) -> int:
         """A tile's side ``T`` (``tile_size``)."""
         return int(self._image_processor.tile_size)

@@ -54,10 +54,6 @@ class LlavaAdapter(FixedGridAdapter):
     fallback_template = "USER: {image}\n{prompt} ASSISTANT:"
 
     @property
-    def _image_processor(self) -> Any:
-        return self.processor.image_processor
-
-    @property
     def patch_size(self) -> int:
         size = getattr(self.processor, "patch_size", None) or self.config.vision_config.patch_size
         return int(size)

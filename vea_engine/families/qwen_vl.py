@@ -33,10 +33,6 @@ class QwenVLAdapter(FamilyAdapter):
     multi_image = True
 
     @property
-    def _image_processor(self) -> Any:
-        return self.processor.image_processor
-
-    @property
     def patch_size(self) -> int:
         return int(self._image_processor.patch_size)
 
