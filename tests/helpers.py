@@ -129,3 +129,20 @@ def plain_tokens(vlm, inputs, tokens: int):
     with torch.inference_mode():
         out = vlm.model.generate(**inputs, max_new_tokens=tokens, pad_token_id=pad, **greedy)
     return out[:, inputs["input_ids"].shape[1] :]
+
+
+def whole_prompt_layers(vlm, preferred: tuple[int, ...]) -> tuple[int, ...]:
+    """``preferred`` where all are attention layers that see the whole prompt with their own keys; else the
+    model's layers that do (LFM2-VL, Qwen3.5: attention at 2 and 5; Llama 4: its NoPE layers), or on a decoder
+    with KV-shared layers the first of them (Gemma 4: 2; its other layers are sliding windows that cut the image
+    off, or reuse an earlier layer's keys)."""
+    kinds = vlm.layer_kinds
+
+    def whole(i: int) -> bool:
+        return kinds.layers[i].softmax and kinds.layers[i].window is None and kinds.layers[i].kv_layer == i
+
+    if all(i < kinds.num_layers and whole(i) for i in preferred):
+        return tuple(preferred)
+    own = tuple(i for i in kinds.attention if whole(i))
+    shared = any(kind.kv_layer != i for i, kind in enumerate(kinds.layers))
+    return own[:1] if shared else own

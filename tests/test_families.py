@@ -193,6 +193,12 @@ def test_canvas_is_tiled_like_the_original(family, vlm_of, scene_image):
         ("qwen2_5_vl", "mistral3"),
         ("lfm2_vl", "llava"),
         ("qwen2_5_vl", "lfm2_vl"),
+        ("qwen3_5", "llava"),
+        ("llava", "qwen3_5"),
+        ("gemma4", "qwen2_5_vl"),
+        ("llava", "gemma4"),
+        ("llama4", "llava"),
+        ("qwen2_5_vl", "llama4"),
     ],
 )
 def test_delegate_mask_lands_on_the_answering_canvas(mask_family, answer_family, vlm_of, scene_image):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.graded_planting import graded
+from tests.helpers import whole_prompt_layers
 from vea_engine.attribution import extract_attention
 from vea_engine.inputs import encode_batch
 from vea_engine.relatt import (
@@ -23,10 +24,12 @@ QUESTION = "What is written on the red sign?"
 LAYERS = (1, 3, 4)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3", "lfm2_vl"])
+@pytest.mark.parametrize(
+    "family", ["qwen2_5_vl", "llava", "glm4v", "mistral3", "lfm2_vl", "qwen3_5", "gemma4", "llama4"]
+)
 def test_one_padded_pass_equals_two_separate_passes(family, vlm_of, scene_image):
     vlm = vlm_of(family)
-    layers = LAYERS if set(LAYERS) <= set(vlm.layer_kinds.attention) else vlm.layer_kinds.attention  # LFM2-VL: 2, 5
+    layers = whole_prompt_layers(vlm, LAYERS)
     lengths = {
         q: int(encode_batch(vlm, [scene_image], q).inputs["attention_mask"].sum()) for q in (QUESTION, GENERIC_QUESTION)
     }

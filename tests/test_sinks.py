@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.graded_planting import graded
+from tests.helpers import whole_prompt_layers
 from vea_engine.attribution import evidence_map
 from vea_engine.decoder import key_source_layers, text_decoder_layers
 from vea_engine.inputs import encode_batch
@@ -102,10 +103,12 @@ def _attention_rows(vlm, sink, region):
     return rows
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "glm4v", "mistral3", "lfm2_vl"])
+@pytest.mark.parametrize(
+    "family", ["qwen2_5_vl", "llava", "glm4v", "mistral3", "lfm2_vl", "qwen3_5", "gemma4", "llama4"]
+)
 def test_planted_sink_is_excluded_and_the_region_remains(family, vlm_of, scene_image):
     vlm = vlm_of(family)
-    layers = LAYERS if set(LAYERS) <= set(vlm.layer_kinds.attention) else vlm.layer_kinds.attention  # LFM2-VL: 2, 5
+    layers = whole_prompt_layers(vlm, LAYERS)
     geometry = encode_batch(vlm, [scene_image], QUESTION).geometry
     part = geometry.parts[0]
     region = [(part.rows - 2 + dr) * part.cols + part.cols - 3 + dc for dr in (0, 1) for dc in (0, 1)]
