@@ -64,8 +64,9 @@ def test_grid_lies_between_begin_and_end_of_image_and_excludes_them(family, vlm_
 
 #: Image sizes (W, H) of the full-scale check (those of tests/test_real_configs.py).
 FULL_SCALE_SIZES = ((224, 224), (1024, 768), (2000, 1500), (4000, 300), (300, 4000))
-#: The released GLM-V processors' budget, ``size`` of their image processor config (the whole file was not found:
-#: tests/fixtures/real_configs/SOURCES.md; these two numbers are in several public copies and tests).
+#: The released GLM-V processors' budget, ``size`` of their image processor config (GLM-4.1V-9B-Thinking's whole file
+#: is tests/fixtures/real_configs/zai-org__GLM-4.1V-9B-Thinking/preprocessor_config.json, checked at real scale in
+#: tests/test_real_configs.py; GLM-4.5V's and GLM-4.6V's were not found, the same numbers are in public copies).
 RELEASED_SIZE = {"shortest_edge": 12544, "longest_edge": 9633792}
 #: Image tokens by hand (28-px cells; the budget counts two frames). The released budget allows 9633792 / 2
 #: = 4,816,896 image pixels: 1024x768 keeps its size, rounded to 1036x756 = 37 x 27 cells. ``paper`` allows

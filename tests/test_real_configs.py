@@ -18,8 +18,8 @@ processor configs and the chat template; where each came from is in
 * for images of 224x224, 1024x768, 2000x1500, 4000x300 and 300x4000 (W x H), the
   processor's image-token count must be the adapter's token layout, and the
   adapter's canvas fed back through the processor must give the same layout (same
-  ``input_ids``). Qwen-VL families run at both resolution modes (``paper``: at most
-  512*512 pixels, ``checkpoint``: the checkpoint's own limits).
+  ``input_ids``). Pixel-budget families (Qwen-VL, Qwen3.5, GLM-V) run at both resolution modes
+  (``paper``: at most 512*512 pixels, ``checkpoint``: the checkpoint's own limits).
 
 Checkpoints whose files could not be found are listed with the reason (skipped).
 Offline, CPU only; processors and meta models are built once per module.
@@ -71,6 +71,14 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
         "eoi_token_index": "<|image_end|>",
     },
     "mistral3": {"image_token_index": "[IMG]"},
+    "glm4v": {
+        "image_token_id": "<|image|>",
+        "video_token_id": "<|video|>",
+        "image_start_token_id": "<|begin_of_image|>",
+        "image_end_token_id": "<|end_of_image|>",
+        "video_start_token_id": "<|begin_of_video|>",
+        "video_end_token_id": "<|end_of_video|>",
+    },
     "gemma4": {
         "image_token_id": "<|image|>",
         "boi_token_id": "<|image>",
@@ -83,11 +91,16 @@ SPECIAL_TOKEN_FIELDS: dict[str, dict[str, str]] = {
 }
 SPECIAL_TOKEN_FIELDS["qwen2_5_vl"] = SPECIAL_TOKEN_FIELDS["qwen3_vl"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
 SPECIAL_TOKEN_FIELDS["qwen3_5"] = SPECIAL_TOKEN_FIELDS["qwen3_5_moe"] = SPECIAL_TOKEN_FIELDS["qwen2_vl"]
+SPECIAL_TOKEN_FIELDS["glm4v_moe"] = SPECIAL_TOKEN_FIELDS["glm46v"] = SPECIAL_TOKEN_FIELDS["glm4v"]
 
 #: Families whose image placeholders include one newline token per row of the tiled grid.
 NEWLINE_FAMILIES = ("llava_next", "llava_onevision")
 #: Families whose processor takes a pixel budget (resolution modes apply).
-PIXEL_BUDGET_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+PIXEL_BUDGET_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe", "glm4v", "glm4v_moe", "glm46v")
+#: Of those, the families whose budget counts an image once per temporal patch frame (GLM-V: two frames).
+FRAME_BUDGET_FAMILIES = ("glm4v", "glm4v_moe", "glm46v")
+#: Decoder layer types without a softmax attention module (Qwen3.5's Gated DeltaNet, LFM2's convolutions).
+NON_ATTENTION_LAYER_TYPES = ("linear_attention", "conv")
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,16 @@ QWEN3_VL_TOKENS = {
     (None, (224, 224)): 64,
 }
 
+#: GLM-4.1V (14-px patches merged 2 x 2: 28-px cells; the budget 12,544 to 9,633,792 pixels counts the image's two
+#: temporal frames, so one image holds 6,272 to 4,816,896 pixels). 224x224: 8 x 8 = 64 tokens in both modes.
+#: 1024x768: checkpoint 1036 x 756 px (rounded to 28-px cells, inside the budget) = 37 x 27 = 999 tokens; paper
+#: (<= 512*512 px per image) scales by sqrt(3) and floors: 588 x 420 px = 21 x 15 = 315 tokens.
+GLM4V_TOKENS = {
+    ("paper", (1024, 768)): 21 * 15,
+    ("checkpoint", (1024, 768)): 37 * 27,
+    (None, (224, 224)): 64,
+}
+
 #: Mistral Small 3.1 (longest side scaled down to at most 1540 px, both sides rounded up to 28-px cells: 14-px
 #: patches merged 2 x 2; [IMG_BREAK] / [IMG_END] are other tokens). 224x224: 8 x 8 = 64. 1024x768: kept, 37 x 28 cells
 #: (1024 / 28 = 36.6, 768 / 28 = 27.4) = 1036. 2000x1500: scaled by 1540 / 2000 to 1540 x 1155, 55 x 42 cells = 2310.
@@ -177,8 +200,10 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", QWEN_14PX_TOKENS),
     Checkpoint("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", QWEN3_VL_TOKENS),
     Checkpoint("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", QWEN3_VL_TOKENS),
-    # Qwen3.5 (hybrid decoders): the released depths and attention layers are checked on the meta device from
-    # transformers' default configs (tests/test_qwen3_5.py); the checkpoints' own files were not found.
+    # Qwen3.5 (hybrid decoders, softmax attention every fourth layer; the Qwen3-VL image processor files). The 9B and
+    # 35B-A3B depths are checked on the meta device from transformers' default configs (tests/test_qwen3_5.py); their
+    # own files were not found.
+    Checkpoint("Qwen/Qwen3.5-0.8B", "qwen3_5", QWEN3_VL_TOKENS),
     Checkpoint("Qwen/Qwen3.5-9B", "qwen3_5", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("Qwen/Qwen3.5-35B-A3B", "qwen3_5_moe", missing=_NOT_FOUND.format(files="files")),
     # LLaVA-1.5: shortest edge -> 336, centre crop 336 x 336, 14-px patches: 24 x 24 = 576 tokens.
@@ -203,12 +228,13 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("google/paligemma-3b-mix-448", "paligemma", _every(1024)),
     # Llama 4 Scout at real scale without these files: tests/test_llama4.py (transformers' processor defaults).
     Checkpoint("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama4", missing=_NOT_FOUND.format(files="files")),
-    # GLM-V: the processor and the meta-device decoder are checked at transformers' full-scale defaults in
-    # tests/test_glm4v.py until these files are found.
-    Checkpoint("zai-org/GLM-4.1V-9B-Thinking", "glm4v", missing=_NOT_FOUND.format(files="files")),
+    # GLM-4.1V: the first-release files (flat config.json, see _config). GLM-4.5V / 4.6V: the processor and the
+    # meta-device decoder are checked at transformers' full-scale defaults in tests/test_glm4v.py until found.
+    Checkpoint("zai-org/GLM-4.1V-9B-Thinking", "glm4v", GLM4V_TOKENS),
     Checkpoint("zai-org/GLM-4.5V", "glm4v_moe", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("zai-org/GLM-4.6V-Flash", "glm46v", missing=_NOT_FOUND.format(files="files")),
     Checkpoint("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "mistral3", MISTRAL_SMALL_TOKENS),
+    Checkpoint("google/gemma-4-E2B-it", "gemma4", GEMMA4_TOKENS),
     Checkpoint("google/gemma-4-E4B-it", "gemma4", GEMMA4_TOKENS),
     # LFM2-VL: the 450M files found are the remote-code revision (model_type "lfm2-vl"), which AutoProcessor cannot
     # load offline; tests/test_lfm2_vl.py reads them into transformers' own processor and config instead.
@@ -238,9 +264,34 @@ def _id(value: Any) -> str:
 
 
 def _config(checkpoint: Checkpoint) -> Any:
-    from transformers import AutoConfig
+    """The checkpoint's config.json as transformers reads it.
 
+    GLM-4.1V's config.json of the first release is flat: the decoder's fields at the top level,
+    no ``text_config``, as the transformers 4.53 of its release wrote and read it (the text config
+    built from the top-level fields). transformers 5 still reads flat Qwen2-VL configs that way,
+    but its ``Glm4vConfig`` ignores a flat file's decoder fields and takes its defaults. Here those
+    fields (every one the text config takes, with the RoPE fields, ``attention_bias`` and
+    ``eos_token_id``) become ``text_config``, so the checkpoint's own decoder is built.
+    """
+    import inspect
+
+    from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
+
+    data = _config_json(checkpoint)
+    if "text_config" not in data and checkpoint.family in FRAME_BUDGET_FAMILIES:
+        config_class = CONFIG_MAPPING[data["model_type"]]
+        text_class = config_class.sub_configs["text_config"]
+        taken = set(inspect.signature(text_class.__init__).parameters) - set(
+            inspect.signature(PreTrainedConfig.__init__).parameters
+        )
+        taken |= {"rope_scaling", "rope_theta", "partial_rotary_factor", "attention_bias", "eos_token_id"}
+        data["text_config"] = {key: data.pop(key) for key in list(data) if key in taken}
+        return config_class(**data)
     return AutoConfig.from_pretrained(checkpoint.folder, local_files_only=True)
+
+
+def _config_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return json.loads((checkpoint.folder / "config.json").read_text(encoding="utf-8"))
 
 
 def _write_stand_in_tokenizer(checkpoint: Checkpoint, config: Any, folder: Path) -> None:
@@ -406,14 +457,16 @@ def _qwen_tokens(size: tuple[int, int], patch: int, low: int, high: int, merge: 
 
 
 def _qwen_limits(checkpoint: Checkpoint, mode: str) -> tuple[int, int, int]:
-    """``(patch, min_pixels, max_pixels)`` a Qwen-VL processor must use: the checkpoint's preprocessor_config.json,
-    with ``paper`` capping the maximum at 512*512 pixels."""
+    """``(patch, min_pixels, max_pixels)`` of one image a Qwen-VL (GLM-V) processor must use: the checkpoint's
+    preprocessor_config.json (GLM-V: its budget over the temporal frames), with ``paper`` capping the maximum at
+    512*512 pixels."""
     from vea_engine.config import PAPER_MAX_PIXELS
 
     data = json.loads((checkpoint.folder / "preprocessor_config.json").read_text(encoding="utf-8"))
     size = data.get("size") or {}
-    low = int(data.get("min_pixels") or size["shortest_edge"])
-    high = int(data.get("max_pixels") or size["longest_edge"])
+    frames = int(data["temporal_patch_size"]) if checkpoint.family in FRAME_BUDGET_FAMILIES else 1
+    low = int(data.get("min_pixels") or size["shortest_edge"]) // frames
+    high = int(data.get("max_pixels") or size["longest_edge"]) // frames
     return int(data["patch_size"]), low, (min(high, PAPER_MAX_PIXELS) if mode == "paper" else high)
 
 
@@ -464,19 +517,26 @@ def test_every_covered_checkpoint_has_its_files():
 
 @pytest.mark.parametrize("checkpoint", [_param(c) for c in CHECKPOINTS])
 def test_real_config_on_meta_device(checkpoint, real):
-    """The released config builds the model on the meta device; its decoder depth is the preset's
-    depth, capture finds every decoder attention module, and the config has what the adapter reads."""
+    """The released config builds the model on the meta device; its decoder depth is the file's (and the
+    preset's) depth, capture finds exactly the softmax-attention layers the config's layer types name (every
+    layer, except the linear-attention layers of a hybrid), and the config has what the adapter reads."""
     from vea_engine.capture import decoder_attention_modules
     from vea_engine.config import PRESET_NUM_LAYERS
     from vea_engine.families import adapter_class
 
     config = real.config(checkpoint)
-    depth = int(config.get_text_config().num_hidden_layers)
+    text = config.get_text_config()
+    depth = int(text.num_hidden_layers)
+    data = _config_json(checkpoint)
+    written = data.get("text_config", data).get("num_hidden_layers")
+    assert written is None or depth == written  # the file's own depth, where it writes one
     if checkpoint.hub_id in PRESET_NUM_LAYERS:
         assert depth == PRESET_NUM_LAYERS[checkpoint.hub_id]
     model = real.model(checkpoint)
     modules = decoder_attention_modules(model)
-    assert len(modules) == depth
+    types = getattr(text, "layer_types", None) or ["full_attention"] * depth
+    assert len(types) == depth
+    assert list(modules) == [i for i, kind in enumerate(types) if kind not in NON_ATTENTION_LAYER_TYPES]
     assert all(next(m.parameters()).is_meta for m in modules.values())
     adapter_class(config.model_type)  # the family is supported
     assert type(model).__name__ == config.architectures[0]
