@@ -7,6 +7,8 @@ wrapping tokens, the first and last image token), independently of the capture c
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -148,3 +150,34 @@ def test_tiny_chat_template_is_the_released_one():
 
     digest = hashlib.sha256(json.dumps(GLM4V_CHAT_TEMPLATE).encode()).hexdigest()
     assert digest == "5232dbe7ee947df4d2009f2b262b70a22d4f2d2f0590e2af4ef2a78096171e90"
+
+
+def test_a_flat_first_release_config_loads_its_own_decoder(tiny_model_dirs, vlm_of, scene_image, tmp_path):
+    """GLM-4.1V's first release wrote config.json flat (decoder fields at the top level). transformers 5 would
+    build its default decoder from it; ``load_vlm`` reads it as the release did: the same decoder, bit-equal logits
+    as the nested file of the same weights."""
+    from transformers import AutoConfig
+
+    from vea_engine.loading import load_vlm
+
+    source = tiny_model_dirs["glm4v"]
+    flat_dir = tmp_path / "glm4v-flat"
+    flat_dir.mkdir()
+    for item in source.iterdir():
+        if item.name != "config.json":
+            (flat_dir / item.name).symlink_to(item)
+    data = json.loads((source / "config.json").read_text())
+    text = data.pop("text_config")
+    text.pop("model_type", None)
+    flat = {**text, **data}  # the decoder's fields at the top level, as the first release wrote them
+    (flat_dir / "config.json").write_text(json.dumps(flat))
+    naive = AutoConfig.from_pretrained(flat_dir).get_text_config()
+    nested = vlm_of("glm4v").model.config.get_text_config()
+    assert naive.num_hidden_layers != nested.num_hidden_layers or naive.hidden_size != nested.hidden_size
+    vlm = load_vlm(flat_dir, dtype="float32", attn_implementation="sdpa")
+    got = vlm.model.config.get_text_config()
+    for field in ("num_hidden_layers", "hidden_size", "num_attention_heads", "rope_parameters"):
+        assert getattr(got, field) == getattr(nested, field), field
+    inputs = encode_batch(vlm, [scene_image], "What is written?").inputs
+    with torch.inference_mode():
+        assert torch.equal(vlm.model(**inputs).logits, vlm_of("glm4v").model(**inputs).logits)

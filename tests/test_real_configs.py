@@ -264,29 +264,17 @@ def _id(value: Any) -> str:
 
 
 def _config(checkpoint: Checkpoint) -> Any:
-    """The checkpoint's config.json as transformers reads it.
+    """The checkpoint's config.json as VEA reads it: as its family reads the file
+    (:meth:`~vea_engine.families.base.FamilyAdapter.config_json`; GLM-4.1V's first release is flat,
+    see :mod:`vea_engine.families.glm4v`), else as ``AutoConfig`` does."""
+    from transformers import CONFIG_MAPPING, AutoConfig
 
-    GLM-4.1V's config.json of the first release is flat: the decoder's fields at the top level,
-    no ``text_config``, as the transformers 4.53 of its release wrote and read it (the text config
-    built from the top-level fields). transformers 5 still reads flat Qwen2-VL configs that way,
-    but its ``Glm4vConfig`` ignores a flat file's decoder fields and takes its defaults. Here those
-    fields (every one the text config takes, with the RoPE fields, ``attention_bias`` and
-    ``eos_token_id``) become ``text_config``, so the checkpoint's own decoder is built.
-    """
-    import inspect
-
-    from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
+    from vea_engine.families import adapter_class
 
     data = _config_json(checkpoint)
-    if "text_config" not in data and checkpoint.family in FRAME_BUDGET_FAMILIES:
-        config_class = CONFIG_MAPPING[data["model_type"]]
-        text_class = config_class.sub_configs["text_config"]
-        taken = set(inspect.signature(text_class.__init__).parameters) - set(
-            inspect.signature(PreTrainedConfig.__init__).parameters
-        )
-        taken |= {"rope_scaling", "rope_theta", "partial_rotary_factor", "attention_bias", "eos_token_id"}
-        data["text_config"] = {key: data.pop(key) for key in list(data) if key in taken}
-        return config_class(**data)
+    fixed = adapter_class(data["model_type"]).config_json(data)
+    if fixed is not data:
+        return CONFIG_MAPPING[fixed["model_type"]](**fixed)
     return AutoConfig.from_pretrained(checkpoint.folder, local_files_only=True)
 
 

@@ -9,6 +9,7 @@ instead of the library's error from deep inside the load.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -387,6 +388,8 @@ def load_vlm(
             f"VEA supports: {', '.join(supported_model_types())}."
         )
     adapter_type = adapter_class(model_type)
+    read_as = _family_config(Path(source), adapter_type) if is_local else None  # an older config.json layout
+    config = read_as or config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     if attn_implementation == "sdpa" and getattr(text_config, "attn_logit_softcapping", None) is not None:
         # Gemma 2 decoders (PaliGemma 2) soft-cap attention logits, which SDPA cannot do: transformers refuses
@@ -408,6 +411,7 @@ def load_vlm(
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             source,
+            **({"config": read_as} if read_as is not None else {}),
             dtype=DTYPES[dtype],
             attn_implementation=attn_implementation,
             device_map=device_map,
@@ -487,6 +491,19 @@ def _device_map(device: str | torch.device | None, budget: dict | None, quantiza
             )
         return {"": torch.device(name) if name else torch.device("cuda", torch.cuda.current_device())}
     return None
+
+
+def _family_config(folder: Path, adapter_type: type[FamilyAdapter]) -> Any | None:
+    """The config of a local checkpoint built from its ``config.json`` as its family reads the file
+    (:meth:`~vea_engine.families.base.FamilyAdapter.config_json`); None where the file is read as it is."""
+    from transformers import CONFIG_MAPPING
+
+    data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    fixed = adapter_type.config_json(data)
+    if fixed is data:
+        return None
+    log.info("%s: config.json is in an older layout; read as its family's release read it.", folder)
+    return CONFIG_MAPPING[fixed["model_type"]](**fixed)
 
 
 def _placement_options(

@@ -46,6 +46,16 @@ class FamilyAdapter:
         self.processor = processor
         self.config = config
 
+    @classmethod
+    def config_json(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's ``config.json`` as this family's transformers config class reads it.
+
+        The default is the file as it is. A family overrides this where a released file is
+        written in a form the installed transformers no longer reads (and would silently replace
+        by defaults).
+        """
+        return data
+
     @property
     def _image_processor(self) -> Any:
         """The processor's image processor (sizes, patch geometry, normalisation)."""

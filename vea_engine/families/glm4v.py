@@ -19,6 +19,8 @@ All decoder layers are softmax attention (GLM-4.5V's experts replace MLPs only).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .common import size_value
 from .qwen_vl import QwenVLAdapter
 
@@ -26,6 +28,27 @@ from .qwen_vl import QwenVLAdapter
 class Glm4vAdapter(QwenVLAdapter):
     family = "glm4v"
     model_types = ("glm4v", "glm4v_moe", "glm46v")
+
+    @classmethod
+    def config_json(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """GLM-4.1V's first release wrote a flat ``config.json``: the decoder's fields at the top level,
+        no ``text_config`` (as the transformers of its release read it). transformers 5 ignores such
+        fields and builds its default decoder (other M-RoPE sections, positions, rotary fraction); here
+        they become ``text_config``, so the checkpoint's own decoder is built."""
+        if "text_config" in data:
+            return data
+        import inspect
+
+        from transformers import CONFIG_MAPPING, PreTrainedConfig
+
+        text_class = CONFIG_MAPPING[data["model_type"]].sub_configs["text_config"]
+        taken = set(inspect.signature(text_class.__init__).parameters) - set(
+            inspect.signature(PreTrainedConfig.__init__).parameters
+        )
+        taken |= {"rope_scaling", "rope_theta", "partial_rotary_factor", "attention_bias", "eos_token_id"}
+        flat = dict(data)
+        flat["text_config"] = {key: flat.pop(key) for key in list(flat) if key in taken}
+        return flat
 
     @property
     def _frames(self) -> int:
