@@ -197,7 +197,7 @@ class VEAZoom(io.ComfyNode):
             image, mask_batch(mask) if mask is not None else None, attention, lam, "VEA Zoom"
         )
         result = zoom_answer(
-            model.ready(),
+            model.ready_for("VEA Zoom", image),
             image,
             split_questions(question, question_per_line),
             evidence,

@@ -136,5 +136,9 @@ def test_boxes_of_a_mask_in_original_pixels_and_a_clear_error_for_a_foreign_mask
     assert boxes == [[{"box": [100, 60, 140, 90], "score": 1.0}]]
     prompt[boxes_node]["inputs"]["mask"] = ["91", 0]  # 40x30: neither the image's size nor the model input's
     message = prompt_error(server, prompt)
-    assert re.search(r"VEA Evidence Boxes: the mask is 40x30, neither the image \(\d+x\d+\)", message), message
+    assert re.search(
+        r"VEA Evidence Boxes: the mask is 40x30, neither the image \(448x448\) nor the attention's model input "
+        r"\(\d+x\d+\) \(W x H\); connect",
+        message,
+    ), message
     assert "VEA Align Mask without answer_model" in message
