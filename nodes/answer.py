@@ -68,7 +68,7 @@ class VEAAnswer(io.ComfyNode):
                 "write e.g. 'Answer briefly. Question: {question}'."
             )
         answers = answer(
-            model.ready(),
+            model.ready_for("VEA Answer", image),
             image,
             split_questions(question, question_per_line),
             prompt_style,
@@ -171,8 +171,8 @@ class VEAAllInOne(io.ComfyNode):
         from ..vea_engine.layers import describe_layers, select_layers
         from ..vea_engine.pipeline import run_vea
 
-        vlm = model.ready()
-        mask_vlm = delegate.ready() if delegate is not None else None
+        vlm = model.ready_for("VEA (all-in-one)", image)
+        mask_vlm = delegate.ready_for("VEA (all-in-one) (delegate)", image) if delegate is not None else None
         reader = mask_vlm or vlm
         selection = select_layers(layers, reader.layer_kinds, reader.name, custom=custom_layers)
         result = run_vea(

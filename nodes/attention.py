@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..vea_engine.signals import SIGNALS
 from .bridge import (
     ATTENTION_TYPE,
     LAYERS_TYPE,
@@ -14,7 +13,7 @@ from .bridge import (
     progress_callback,
     split_questions,
 )
-from .checks import checked
+from .checks import checked, validator
 from .widgets import (
     alpha_input,
     lam_input,
@@ -67,9 +66,8 @@ class VEAExtractAttention(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, question: str | None = None, signal: str | None = None) -> bool | str:
-        if signal is not None and signal not in SIGNALS:
-            return f"VEA Extract Attention: signal = {signal!r} is not one of {', '.join(SIGNALS)}; choose one."
+    @validator
+    def validate_inputs(cls, question=None) -> bool | str:  # one input: ComfyUI repeats a message per input
         return check_question("VEA Extract Attention", question)
 
     @classmethod
@@ -81,7 +79,7 @@ class VEAExtractAttention(io.ComfyNode):
         from ..vea_engine.layers import for_model
         from ..vea_engine.signals import attribute
 
-        vlm = model.ready()
+        vlm = model.ready_for("VEA Extract Attention", image)
         attention = attribute(
             vlm,
             image,
@@ -215,9 +213,12 @@ class VEAAlignMask(io.ComfyNode):
     @classmethod
     @checked
     def execute(cls, mask, attention, image, fill, answer_model=None) -> io.NodeOutput:
+        from ..vea_engine.inputs import check_image_sizes
         from ..vea_engine.pipeline import align_mask
 
         target = answer_model.vlm if answer_model is not None else None
+        if target is not None:
+            check_image_sizes(target.adapter, [image], "VEA Align Mask: image")
         return io.NodeOutput(*align_mask(mask_batch(mask), attention.geometry.frame, image, target, fill))
 
 

@@ -92,6 +92,14 @@ class VLMHandle:
         mm.load_models_gpu([self.patcher], force_full_load=True)
         return self.vlm
 
+    def ready_for(self, node: str, images: Any) -> Any:
+        """:meth:`ready`, once the images this node received are within the model's processor limits (its
+        aspect and size limits, checked before anything runs; the message names ``node``)."""
+        from ..vea_engine.inputs import check_image_sizes
+
+        check_image_sizes(self.vlm.adapter, [images], f"{node}: image")
+        return self.ready()
+
 
 def register_model_folder() -> None:
     """Declare ``models/VLM`` (and any ``VLM:`` entry of extra_model_paths.yaml) to ComfyUI."""

@@ -110,8 +110,9 @@ class VEAZoom(io.ComfyNode):
             display_name="VEA Zoom",
             category="VEA/evidence",
             description="Attention-guided zoom (ViCrop-style): the window of the original holding the evidence "
-            "(1x to 2x the model's input side), cropped at full resolution and answered together with the whole "
-            "image (Qwen-VL, OneVision, Gemma 3, Idefics3/SmolVLM, InternVL) or alone (other families).",
+            "(1x to 2x the model's input side, never more than 60% of the image's side: on a small image 30% to "
+            "60% of it), cropped at full resolution, upscaled to the model's input side when smaller and answered "
+            "together with the whole image (multi-image families) or alone (LLaVA-1.5, LLaVA-NeXT, PaliGemma).",
             is_output_node=True,
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model that answers; its input side sizes the window."),
@@ -126,7 +127,8 @@ class VEAZoom(io.ComfyNode):
                     min=0.1,
                     max=8.0,
                     step=0.05,
-                    tooltip="Smallest window side, in model input sides (1 = seen at the model's native resolution).",
+                    tooltip="Smallest window side, in model input sides (1 = seen at the model's native resolution); "
+                    "on an image under about 3.3 input sides the unit shrinks so max_scale is 60% of the image.",
                 ),
                 io.Float.Input(
                     "max_scale",
@@ -134,8 +136,8 @@ class VEAZoom(io.ComfyNode):
                     min=0.1,
                     max=8.0,
                     step=0.05,
-                    tooltip="Largest window side, in model input sides; the smallest size that holds the evidence "
-                    "is taken.",
+                    tooltip="Largest window side, in model input sides, at most 60% of the image's side; the "
+                    "smallest size that holds the evidence is taken.",
                 ),
                 io.Float.Input(
                     "aspect",
@@ -197,7 +199,7 @@ class VEAZoom(io.ComfyNode):
             image, mask_batch(mask) if mask is not None else None, attention, lam, "VEA Zoom"
         )
         result = zoom_answer(
-            model.ready(),
+            model.ready_for("VEA Zoom", image),
             image,
             split_questions(question, question_per_line),
             evidence,

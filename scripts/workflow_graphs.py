@@ -229,7 +229,8 @@ def zoom(question: str) -> Graph:
     ]
     note = (
         "Attention-guided zoom (ViCrop-style): the model's attention over the image (2) points at the window of "
-        "the original that holds the evidence, 1x to 2x the model's input side; it is cropped at full resolution "
+        "the original that holds the evidence, 1x to 2x the model's input side and at most 60% of the image's "
+        "side; it is cropped at full resolution "
         "and the model answers from the whole image and the crop together (3), shown with the crop (4).\n"
         + _models_and_image(QWEN)
     )

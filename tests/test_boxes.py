@@ -180,3 +180,14 @@ def test_delegate_mask_on_another_models_canvas_gives_the_planted_box(mask_famil
     # and the same mask in original pixels (Align Mask without an answering model) boxes alike
     original, _ = align_mask(token_map(attention), attention.geometry.frame, [scene_image])
     assert box_iou(evidence_boxes(original)[0][0].box, planted_box) >= 0.9
+
+
+def test_a_mask_of_another_size_without_an_attention_is_one_sentence():
+    from vea_engine.boxes import evidence_source
+
+    with pytest.raises(ValueError) as error:
+        evidence_source(torch.zeros(1, 448, 448, 3), torch.zeros(1, 30, 40), None, 10.0, "VEA Zoom")
+    assert str(error.value) == (
+        "VEA Zoom: the mask is 40x30, not the image's 448x448 (W x H); connect the attention the mask was made "
+        "from, or align the mask to the original (VEA Align Mask without answer_model)."
+    )

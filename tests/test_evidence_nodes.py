@@ -92,9 +92,33 @@ def test_zoom_workflow_answers_with_the_crop_of_its_window(server):
     (window,) = windows
     x0, y0, x1, y1 = window["box"]
     assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H and 0 <= window["score"] <= 1
+    # a real zoom: a window side is at most 60% of the 448x448 image's side (sizes 134..268, tests/test_zoom.py)
+    assert (
+        x1 - x0 <= 0.6 * W and y1 - y0 <= 0.6 * H and (x1 - x0, y1 - y0) in [(s, s) for s in (134, 168, 202, 235, 268)]
+    )
     (crop,) = [fetch(server, image) for image in outputs[node_id(prompt, "PreviewImage")]["images"]]
     assert crop.shape[:2] == (y1 - y0, x1 - x0)
     assert np.array_equal(crop, original[y0:y1, x0:x1])  # full resolution, from the original
+
+
+def test_the_zoomed_answer_is_the_answer_on_the_crop(server):
+    """The example's zoom answered by a one-image family (LLaVA-1.5 answers on the crop alone) equals VEA Answer
+    given the zoom's crop output: the answer is computed on the crop."""
+    prompt = api("vea_zoom")
+    zoom = node_id(prompt, "VEAZoom")
+    prompt["91"] = {"class_type": "VEALoadVLM", "inputs": dict(prompt[node_id(prompt, "VEALoadVLM")]["inputs"])}
+    prompt["91"]["inputs"]["checkpoint"] = "llava-1.5-7b-hf"
+    prompt[zoom]["inputs"]["model"] = ["91", 0]
+    prompt["92"] = {"class_type": "VEAAnswer", "inputs": {"model": ["91", 0], "image": [zoom, 1],
+                    "question": prompt[zoom]["inputs"]["question"], "question_per_line": False, "prompt_style": "qa",
+                    "custom_prompt": "{question}", "max_new_tokens": 4}}  # fmt: skip
+    prompt["93"] = {"class_type": "PreviewAny", "inputs": {"source": ["92", 0]}}
+    outputs = run_ok(server, prompt)["outputs"]
+    (window,) = json.loads(outputs[node_id(prompt, "PreviewAny", 1)]["text"][0])
+    x0, y0, x1, y1 = window["box"]
+    assert x1 - x0 <= 0.6 * 448 and y1 - y0 <= 0.6 * 448
+    zoomed = outputs[node_id(prompt, "PreviewAny", 0)]["text"]
+    assert len(zoomed) == 1 and outputs["93"]["text"] == zoomed, (zoomed, outputs["93"]["text"])
 
 
 def test_zoom_gives_one_answer_and_one_crop_per_image_and_answers_on_the_crop_alone(server):
@@ -136,5 +160,9 @@ def test_boxes_of_a_mask_in_original_pixels_and_a_clear_error_for_a_foreign_mask
     assert boxes == [[{"box": [100, 60, 140, 90], "score": 1.0}]]
     prompt[boxes_node]["inputs"]["mask"] = ["91", 0]  # 40x30: neither the image's size nor the model input's
     message = prompt_error(server, prompt)
-    assert re.search(r"VEA Evidence Boxes: the mask is 40x30, neither the image \(\d+x\d+\)", message), message
+    assert re.search(
+        r"VEA Evidence Boxes: the mask is 40x30, neither the image \(448x448\) nor the attention's model input "
+        r"\(\d+x\d+\) \(W x H\); connect",
+        message,
+    ), message
     assert "VEA Align Mask without answer_model" in message

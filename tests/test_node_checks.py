@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 
-from tests.comfy_harness import comfyui_dir, comfyui_python, load_vlm_node, prompt_error
+from tests.comfy_harness import comfyui_dir, comfyui_python, execution_error, load_vlm_node, prompt_error
 
 
 def refused_choice(error: str, node: str, name: str, value: str, options: str) -> bool:
@@ -161,3 +161,45 @@ def test_the_layers_used_and_their_source_are_shown(server):
     assert status == "success"
     assert entry["outputs"]["2"]["text"] == ["layers [0, 1, 2, 3, 4, 5]: no pre-profiled layers for this checkpoint, "
                                              "so all layers (as the reference code does)"]  # fmt: skip
+
+
+def _attention_prompt(width: int, height: int, **attention_inputs) -> dict:
+    """Load VLM -> an empty image -> VEA Extract Attention -> VEA Zoom (on the attention) -> preview."""
+    image = {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": 1, "color": 0}}
+    layers = {"class_type": "VEALayers", "inputs": {"model": ["1", 0], "mode": "preset", "custom_layers": ""}}
+    attention = {"class_type": "VEAExtractAttention", "inputs": {"model": ["1", 0], "image": ["2", 0],
+                 "question": "What?", "layers": ["3", 0], "question_per_line": False, "prompt_style": "qa",
+                 "signal": "attention", "sinks": False, **attention_inputs}}  # fmt: skip
+    zoom = {"class_type": "VEAZoom", "inputs": {"model": ["1", 0], "image": ["2", 0], "question": "What?",
+            "question_per_line": False, "min_scale": 1.0, "max_scale": 2.0, "aspect": 1.0, "lam": 10.0,
+            "max_new_tokens": 2, "attention": ["4", 0]}}  # fmt: skip
+    preview = {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}}
+    return {"1": load_vlm_node(), "2": image, "3": layers, "4": attention, "5": zoom, "6": preview}
+
+
+def test_processor_limits_and_an_unknown_signal_get_one_clear_message(server):
+    limit = "qwen_vl's processor takes aspect ratios up to 200:1"
+    cases = [  # (prompt, the node that refuses, the message): 8000 / 200 = 40, 8 * 200 = 1600, ceil(4096 / 200) = 21
+        (_attention_prompt(8000, 8), "VEAExtractAttention", "VEA Extract Attention: image: the image is 8000x8 "
+         f"(W x H), an aspect ratio of 1000:1, but {limit}; pad it to 8000x40 or crop it to 1600x8 (W x H)."),
+        (_attention_prompt(16, 4096, signal="grad"), "VEAExtractAttention", "VEA Extract Attention: image: the "
+         f"image is 16x4096 (W x H), an aspect ratio of 256:1, but {limit}; pad it to 21x4096 or crop it to 16x3200 "
+         "(W x H)."),
+    ]  # fmt: skip
+    with_mask = _attention_prompt(8, 8000)  # VEA Zoom on a mask of the image's size: refused at the zoom
+    with_mask["7"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 8, "height": 8000}}
+    del with_mask["5"]["inputs"]["attention"], with_mask["4"], with_mask["3"]
+    with_mask["5"]["inputs"]["mask"] = ["7", 0]
+    cases.append((with_mask, "VEAZoom", "VEA Zoom: image: the image is 8x8000 (W x H), an aspect ratio of 1000:1, "
+                  f"but {limit}; pad it to 40x8000 or crop it to 8x1600 (W x H)."))  # fmt: skip
+    for prompt, node, message in cases:
+        error = prompt_error(server, prompt)
+        assert error.rstrip("\n") == f"{node}: {message}" and len(message) <= 300, error  # ComfyUI adds a newline
+    queued = server.queue(_attention_prompt(64, 48, signal="saliency"))
+    if queued.get("node_errors"):  # a server that checks combo values itself: once, under signal
+        assert list(queued["node_errors"]) == ["4"], queued["node_errors"]
+        (report,) = queued["node_errors"]["4"]["errors"]
+        assert report["extra_info"]["input_name"] == "signal" and "'saliency'" in report["details"], report
+    else:  # else the node's own check, once, when it runs
+        error = execution_error(server.wait(queued["prompt_id"], timeout=120))
+        assert error["exception_message"].startswith("VEA Extract Attention: signal = 'saliency' is not one of")

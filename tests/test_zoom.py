@@ -27,6 +27,7 @@ from vea_engine.zoom import (
     crop_windows,
     evidence_on_original,
     multi_image_model_types,
+    upscale_crop,
     window_sizes,
     zoom_answer,
     zoom_prompt,
@@ -35,15 +36,46 @@ from vea_engine.zoom import (
 
 
 def test_window_sizes_by_hand():
-    # sides 84 * (1, 1.25, 1.5, 1.75, 2) = 84, 105, 126, 147, 168; heights clamped to the 150-px image
-    assert window_sizes((150, 200), 84) == [(84, 84), (105, 105), (126, 126), (147, 147), (150, 168)]
-    # aspect 2: w = s * sqrt(2), h = s / sqrt(2); w clamped to 200
-    assert window_sizes((150, 200), 100, 1.0, 2.0, 2, 2.0) == [(71, 141), (141, 200)]
-    assert window_sizes((40, 60), 512) == [(40, 60)]  # every size clamps to the whole image
+    # a 2000x3000 image holds 2 input sides within 60% of its sides: sides 512 * (1, 1.25, 1.5, 1.75, 2), as in ViCrop
+    assert window_sizes((2000, 3000), 512) == [(512, 512), (640, 640), (768, 768), (896, 896), (1024, 1024)]
+    # the 448x448 example, 512-px input: base 0.6 * 448 / 2 = 134.4; sides 134.4, 168, 201.6, 235.2, 268.8,
+    # the last clamped to floor(0.6 * 448) = 268
+    assert window_sizes((448, 448), 512) == [(134, 134), (168, 168), (202, 202), (235, 235), (268, 268)]
+    # 150x200, 84-px input: base min(84, 0.6 * 150 / 2) = 45; sides 45, 56.25, 67.5, 78.75, 90
+    assert window_sizes((150, 200), 84) == [(45, 45), (56, 56), (68, 68), (79, 79), (90, 90)]
+    # aspect 2: base 0.6 * min(200 / sqrt 2, 150 * sqrt 2) / 2 = 42.43; w = s * sqrt(2), h = s / sqrt(2)
+    assert window_sizes((150, 200), 100, 1.0, 2.0, 2, 2.0) == [(30, 60), (60, 120)]
+    assert window_sizes((40, 60), 512) == [(12, 12), (15, 15), (18, 18), (21, 21), (24, 24)]  # 30% to 60%
+    # max_share 1: base min(84, 150 / 2) = 75; sides 75, 93.75, 112.5, 131.25, 150
+    assert window_sizes((150, 200), 84, max_share=1.0) == [(75, 75), (94, 94), (112, 112), (131, 131), (150, 150)]
+    assert window_sizes((1, 5), 512) == [(1, 1)]  # a 1-px side cannot hold a smaller window
     with pytest.raises(ValueError, match=r"0 < min_scale <= max_scale, got 2.0..1.0"):
         window_sizes((150, 200), 84, 2.0, 1.0)
     with pytest.raises(ValueError, match=r"aspect \(width / height\) must be in \[0.1, 10\]"):
         window_sizes((150, 200), 84, aspect=0.0)
+    with pytest.raises(ValueError, match=r"max_share must be in \(0, 1\], got 1.5; 0.6 is the default"):
+        window_sizes((150, 200), 84, max_share=1.5)
+
+
+def test_local_evidence_on_an_image_under_two_input_sides_is_zoomed_on():
+    m = torch.zeros(1, 448, 448)  # the example's size; a 512-px input side (Qwen at the paper's budget)
+    m[0, 100:140, 300:340] = 1.0  # 40 px of evidence at x 300..340, y 100..140
+    # sizes 134..268 (test_window_sizes_by_hand): the smallest, 134, holds it; 134-px windows holding it start
+    # at x 206..300, y 6..100: the middle is (253, 53)
+    assert zoom_windows(m, 512)[0] == Window((253, 53, 387, 187), 1.0)
+    spread = torch.zeros(1, 448, 448)
+    spread[0, 20:420, 20:420] = 1.0  # evidence over most of the image: the largest window, still inside
+    (window,) = zoom_windows(spread, 512)
+    x0, y0, x1, y1 = window.box
+    assert (x1 - x0, y1 - y0) == (268, 268) and 0 < x0 and x1 < 448
+
+
+def test_small_crops_are_upscaled_to_the_input_side():
+    crop = np.random.default_rng(3).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    up = upscale_crop(crop, 512)  # longer side 90 -> 512; 60 * 512 / 90 = 341.3 -> 341
+    assert up.shape == (341, 512, 3)
+    assert np.array_equal(up, np.asarray(Image.fromarray(crop).resize((512, 341), Image.Resampling.BICUBIC)))
+    assert upscale_crop(crop, 90) is crop and upscale_crop(crop, 64) is crop  # as large as the input side already
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
@@ -127,17 +159,29 @@ def _contains(window: tuple, box: tuple) -> bool:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_planted_block_lies_in_the_zoom_window_on_every_family(family, vlm_of, scene_image):
+    """The window holds the planted 2x2 token block, or as much of it as a window can: along each axis it
+    covers the block where the block fits (coarse grids make blocks of up to 133 px, windows here are 45 to
+    90 px: 60% of 150), and lies inside it where it does not; on the paper's smoothed map (a blob over most of
+    the image) the window holds the block's centre."""
     vlm = vlm_of(family)
     n_parts = len(encode_batch(vlm, [scene_image], "What is it?").geometry.parts)
     side = vlm.adapter.input_side
     for part_index, centre in sorted({(0, True), (n_parts - 1, False)}):
         attention, planted_box = _planted_box(vlm, scene_image, "What does the sign say?", part_index, centre)
         frame = attention.geometry.frame
-        for evidence in (token_map(attention), evidence_map(attention)):  # the sharp map and the paper's
-            window = zoom_windows(evidence_on_original(evidence, frame), side)[0]
-            assert _contains(window.box, planted_box), (family, part_index, window, planted_box)
-            h, w = window.box[3] - window.box[1], window.box[2] - window.box[0]
-            assert min(side, 150) <= h <= 2 * side and min(side, 200) <= w <= 2 * side
+        sharp = zoom_windows(evidence_on_original(token_map(attention), frame), side)[0].box
+        smooth = zoom_windows(evidence_on_original(evidence_map(attention), frame), side)[0].box
+        for window in (sharp, smooth):
+            h, w = window[3] - window[1], window[2] - window[0]
+            assert min(side, 45) <= h <= min(2 * side, 90) and min(side, 45) <= w <= min(2 * side, 120)
+        for axis in (0, 1):  # x, then y
+            lo, hi, block_lo, block_hi = sharp[axis], sharp[axis + 2], planted_box[axis], planted_box[axis + 2]
+            if block_hi - block_lo <= hi - lo:
+                assert lo <= block_lo + 1 and hi >= block_hi - 1, (family, part_index, sharp, planted_box)
+            else:
+                assert block_lo - 1 <= lo and hi <= block_hi + 1, (family, part_index, sharp, planted_box)
+        cx, cy = (planted_box[0] + planted_box[2]) / 2, (planted_box[1] + planted_box[3]) / 2
+        assert smooth[0] <= cx <= smooth[2] and smooth[1] <= cy <= smooth[3], (family, part_index, smooth, planted_box)
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -182,9 +226,10 @@ def test_zoomed_answers_equal_the_processor_called_by_hand(family, vlm_of, scene
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
         extra = {"add_special_tokens": False} if chat.startswith(vlm.processor.tokenizer.bos_token or "\0") else {}
-        inputs = vlm.processor(
-            text=[chat], images=[[Image.fromarray(original), Image.fromarray(crop)]], return_tensors="pt", **extra
-        )
+        shown, (h, w), side = Image.fromarray(crop), crop.shape[:2], vlm.adapter.input_side
+        if max(h, w) < side:  # the crop reaches the model with its longer side at the input side (bicubic)
+            shown = shown.resize((round(w * side / max(h, w)), round(h * side / max(h, w))), Image.Resampling.BICUBIC)
+        inputs = vlm.processor(text=[chat], images=[[Image.fromarray(original), shown]], return_tensors="pt", **extra)
         ids = vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False)[:, inputs["input_ids"].shape[1] :]
         assert text == vlm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
@@ -194,9 +239,13 @@ def test_single_image_families_answer_on_the_crop_alone(vlm_of, scene_image):
     vlm = vlm_of("llava")
     assert not vlm.adapter.multi_image
     original = np.asarray(scene_image)
-    crops = [original[40:120, 100:180]]
+    crops = [original[40:120, 100:180]]  # 80 px: upscaled to the input side, as the crop alone is answered
+    side = vlm.adapter.input_side
+    shown = (
+        np.asarray(Image.fromarray(crops[0]).resize((side, side), Image.Resampling.BICUBIC)) if side > 80 else crops[0]
+    )
     assert answer_zoomed(vlm, [original], crops, "What is red?", max_new_tokens=3) == answer(
-        vlm, crops, "What is red?", "qa", max_new_tokens=3
+        vlm, [shown], "What is red?", "qa", max_new_tokens=3
     )
 
 
@@ -208,14 +257,14 @@ def test_zoom_answer_end_to_end_with_a_mask_in_original_pixels(vlm_of, scene_ima
     mask[0, 40:80, 120:170] = 1.0  # the red sign
     mask[1, 5:30, 10:40] = 1.0
     result = zoom_answer(vlm, images, "What is red?", mask, max_new_tokens=2)
-    side = vlm.adapter.input_side  # 112: windows of 112 px hold either region
-    # 112-px windows holding x 120..170, y 40..80 start at x 58..88, y 0..38: the middle is (73, 19);
-    # holding x 10..40, y 5..30: x 0..10, y 0..5 -> (5, 2) (numpy rounds the median 2.5 to even)
-    assert [w.box for w in result.windows] == [(73, 19, 185, 131), (5, 2, 117, 114)]
+    # input side 112, but 0.6 * 150 / 2 = 45 < 112: sides 45, 56.25, 67.5, 78.75, 90 -> 45, 56, 68, 79, 90
+    # x 120..170, y 40..80 (50 x 40) fits whole in 56: windows start at x 114..120, y 24..40: the middle (117, 32);
+    # x 10..40, y 5..30 fits in 45: x 0..10, y 0..5 -> (5, 2) (numpy rounds the median 2.5 to even)
+    assert [w.box for w in result.windows] == [(117, 32, 173, 88), (5, 2, 50, 47)]
+    assert [crop.shape for crop in result.crops] == [(56, 56, 3), (45, 45, 3)]
     for window, crop in zip(result.windows, result.crops, strict=True):
         x0, y0, x1, y1 = window.box
-        assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 150 and (y1 - y0, x1 - x0) == (side, side)
-        assert crop.shape == (side, side, 3)
+        assert np.array_equal(crop, (images[0, y0:y1, x0:x1] * 255).round().to(torch.uint8).numpy())
     assert len(result.answers) == 2 and all(isinstance(a, str) for a in result.answers)
     assert [entry["box"] for entry in json.loads(result.windows_json())] == [list(w.box) for w in result.windows]
     with pytest.raises(ValueError, match=r"the evidence is 100x50 in original pixels but the images are 200x150"):

@@ -347,11 +347,14 @@ def evidence_source(
         elif hw == (H0, W0):
             evidence, frame = mask, None
         else:
-            model = f" nor the attention's model input ({frame.canvas_hw[1]}x{frame.canvas_hw[0]})" if frame else ""
+            if frame is not None:
+                sizes = f"neither the image ({W0}x{H0}) nor the attention's model input "
+                sizes += f"({frame.canvas_hw[1]}x{frame.canvas_hw[0]})"
+            else:
+                sizes = f"not the image's {W0}x{H0}"
             raise ValueError(
-                f"{who}: the mask is {hw[1]}x{hw[0]}, neither the image ({W0}x{H0}){model} (W x H); connect the "
-                "attention the mask was made from, or align the mask to the original (VEA Align Mask without "
-                "answer_model)."
+                f"{who}: the mask is {hw[1]}x{hw[0]}, {sizes} (W x H); connect the attention the mask was made "
+                "from, or align the mask to the original (VEA Align Mask without answer_model)."
             )
     evidence = evidence.to(MASK_DTYPE)
     if evidence.shape[0] == 1 and B > 1:

@@ -60,9 +60,61 @@ def shape_buckets(images: Sequence[np.ndarray]) -> list[list[int]]:
     return list(buckets.values())
 
 
+def _first_fit(adapter: Any, hw: tuple[int, int], axis: int, sides: range) -> int | None:
+    """The first side in ``sides`` along ``axis`` (0: H, 1: W) at which the adapter takes the image (bisected:
+    the sides run from the image's own towards a square, where every limit is met); None when none does."""
+    low, high = 0, len(sides)
+    while low < high:
+        middle = (low + high) // 2
+        size = list(hw)
+        size[axis] = sides[middle]
+        if adapter.image_size_problem(tuple(size)) is None:
+            high = middle
+        else:
+            low = middle + 1
+    return sides[low] if low < len(sides) else None
+
+
+def check_image_sizes(adapter: Any, images: Sequence[Any], name: str = "image") -> None:
+    """Raise a ValueError for an image the model's processor cannot take (its aspect or size limits,
+    :meth:`~vea_engine.families.base.FamilyAdapter.image_size_problem`), before the processor raises its
+    own text: the message names the image's size, the limit and the fix (a padded and a cropped size).
+
+    Args:
+        adapter: the model's family adapter (``vlm.adapter``).
+        images: ``[H, W, 3]`` arrays or ``[B, H, W, C]`` tensors (anything with ``.shape``), or ``(H, W)`` sizes.
+        name: what to call the input in the message (a node adds its own name: ``"VEA Zoom: image"``).
+    """
+    sizes = []
+    for image in images:
+        shape = tuple(image) if isinstance(image, tuple) else tuple(image.shape)
+        sizes += [shape[1:3]] * shape[0] if len(shape) == 4 else [shape[:2]]
+    for h, w in dict.fromkeys((int(h), int(w)) for h, w in sizes):
+        problem = adapter.image_size_problem((h, w))
+        if problem is None:
+            continue
+        short = 0 if h < w else 1  # the axis of the short side
+        long_side, short_side = max(h, w), min(h, w)
+        padded = _first_fit(adapter, (h, w), short, range(short_side, long_side + 1))
+        cropped = _first_fit(adapter, (h, w), 1 - short, range(long_side, short_side - 1, -1))
+        fixes = []
+        for side, axis in ((padded, short), (cropped, 1 - short)):
+            if side is not None:
+                size = [h, w]
+                size[axis] = side
+                fixes.append(f"{'pad' if side > (h, w)[axis] else 'crop'} it to {size[1]}x{size[0]}")
+        fix = " or ".join(fixes) if fixes else "resize it"
+        raise ValueError(
+            f"{name}: the image is {w}x{h} (W x H), an aspect ratio of {long_side / short_side:.4g}:1, but "
+            f"{problem}; {fix} (W x H)."
+        )
+
+
 def render_canvases(vlm: VLM, images: Any, rounding: str = "truncate") -> list[Canvas]:
     """Model-input renderings of a batch, one :class:`~vea_engine.geometry.Canvas` per image."""
-    return [vlm.adapter.render(image, rounding) for image in images_to_uint8(images)]
+    originals = images_to_uint8(images)
+    check_image_sizes(vlm.adapter, originals)
+    return [vlm.adapter.render(image, rounding) for image in originals]
 
 
 #: ``tokenizer.model_max_length`` at or above this is transformers' "no limit" placeholder.
@@ -114,6 +166,7 @@ def model_inputs(vlm: VLM, images: list[np.ndarray], prompts: list[str], new_tok
     ``new_tokens`` (answers: ``max_new_tokens``) counts towards the context check: a
     ValueError when the longest prompt plus that many tokens exceeds the model's context.
     """
+    check_image_sizes(vlm.adapter, images)
     pil = [Image.fromarray(image) for image in images]
     inputs = vlm.adapter.encode(pil, prompts)
     check_context(vlm, int(inputs["input_ids"].shape[-1]), new_tokens)  # [B, N]: N = the longest prompt
@@ -176,6 +229,7 @@ def encode_batch(
         raise ValueError("images in one batch must share a size (their token layouts differ); split the batch.")
     questions = broadcast_questions(questions, len(originals))
     prompts = [build_prompt(q, prompt_style, template) for q in questions]
+    check_image_sizes(vlm.adapter, originals[:1])  # one size
     canvases = [vlm.adapter.render(o, rounding) for o in originals]
     inputs = model_inputs(vlm, originals, prompts)
     layouts = [vlm.adapter.token_layout(inputs, i, c.frame) for i, c in enumerate(canvases)]

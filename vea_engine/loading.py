@@ -204,6 +204,9 @@ def parse_max_memory(spec: str | Mapping | None) -> dict[int | str, int] | None:
             return None
         if len(text) > 1000:
             raise ValueError(f"max_memory: {text[:40]!r}... is too long; {_MAX_MEMORY_HELP}.")
+        # spaces around '=' and between a number and its unit are allowed: ' CPU = 4 GiB ' reads as cpu=4GiB
+        text = re.sub(r"\s*=\s*", "=", text)
+        text = re.sub(r"(\d)\s+([KMGT]?i?B)\b", r"\1\2", text, flags=re.IGNORECASE)
         entries = []
         for item in re.split(r"[,\s]+", text):
             name, sep, size = item.partition("=")
@@ -449,16 +452,17 @@ def check_quantization(quantization: str) -> None:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {str(quantization)[:40]!r}.")
     if quantization == "none":
         return
-    missing = []
+    missing, fixes = [], []
     if importlib.util.find_spec("bitsandbytes") is None:
-        missing.append("the bitsandbytes package, which is not installed")
+        missing.append("bitsandbytes (not installed)")
+        fixes.append("run `pip install bitsandbytes` in this Python")
     if not torch.cuda.is_available():
-        missing.append("a CUDA GPU, which torch does not see here")
+        missing.append("a CUDA GPU (torch sees none)")
+        fixes.append("run on a CUDA GPU")
     if missing:
         raise ValueError(
-            f"quantization={quantization!r} loads {quantization} weights through bitsandbytes and needs "
-            f"{' and '.join(missing)}. Install it into this Python with `pip install bitsandbytes` and run on a "
-            "CUDA GPU, or choose quantization='none' (max_memory offloads a large model instead)."
+            f"quantization={quantization!r} needs {' and '.join(missing)}; {' and '.join(fixes)}, or choose "
+            "'none' (max_memory offloads a large model)."
         )
 
 

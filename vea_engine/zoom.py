@@ -9,13 +9,21 @@ answered together with the whole image.
    largest window). The window is the *smallest* size whose best position holds at
    least 99.9% of the most evidence any window holds, so the evidence fits whole in
    it when it can, with as much zoom as that allows; of the positions that hold it,
-   the middle one is taken, which centres the evidence. Sizes: the model's input side
+   the middle one is taken, which centres the evidence. Sizes (:func:`window_sizes`):
+   ``n_scales`` sides from ``min_scale`` to ``max_scale`` (1x to 2x) times a base side, of
+   width / height ``aspect`` (default 1: square, the shape of almost every model's input,
+   so the crop is not squashed or padded). The base side is the model's input side
    (:attr:`~vea_engine.families.base.FamilyAdapter.input_side`: a tile, or the fixed
-   input) times ``n_scales`` factors from ``min_scale`` to ``max_scale`` (1x to 2x),
-   of width / height ``aspect`` (default 1: square, the shape of almost every
-   model's input, so the crop is not squashed or padded), each side clamped to
-   the image.
-2. **Crop** (:func:`crop_windows`) from the *original* at full resolution.
+   input), as in ViCrop; but no window side exceeds ``max_share`` (0.6) of the image's
+   side, so for an image smaller than ``max_scale / max_share`` input sides (about 1700 px
+   for a 512-px input) the base shrinks to ``max_share * image side / max_scale``: the
+   windows then run from 30% to 60% of the image. A window is therefore always strictly
+   inside an image of 2 px or more, and a local piece of evidence is zoomed on whatever
+   the image's size (a 448-px image: windows of 134 to 268 px).
+2. **Crop** (:func:`crop_windows`) from the *original* at full resolution; a crop smaller
+   than the model's input side is answered upscaled (bicubic, aspect kept) until its longer side
+   is the input side (:func:`upscale_crop`), as ViCrop's crops reach the model resized to its
+   input resolution: the model sees the region larger than in the whole image.
 3. **Answer** (:func:`answer_zoomed`). Families whose processor and model take
    several images in one prompt (``adapter.multi_image``, :func:`multi_image_model_types`) get
    ``[original, crop]`` and the prompt :data:`ZOOM_PREFIX` + the paper's prompt
@@ -28,6 +36,7 @@ Windows are ``(x0, y0, x1, y1)`` integer original pixels, ``x1`` / ``y1`` exclus
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +48,7 @@ from PIL import Image
 from .config import DEFAULTS, MASK_DTYPE, build_prompt
 from .geometry import Frame, mask_to_original
 from .images import images_to_uint8, to_rgb_uint8
-from .inputs import Progress, broadcast_questions, check_context, on_model
+from .inputs import Progress, broadcast_questions, check_context, check_image_sizes, on_model
 from .loading import VLM
 
 #: The line before the paper's prompt when the model sees ``[original, crop]``.
@@ -65,6 +74,7 @@ class ZoomDefaults:
     n_scales: int = 5  # sizes tried from min_scale to max_scale
     aspect: float = 1.0  # window width / height
     floor: float = 0.5  # evidence below floor * max counts as none
+    max_share: float = 0.6  # largest window side, as a share of the image side
 
 
 ZOOM_DEFAULTS = ZoomDefaults()
@@ -99,10 +109,16 @@ def window_sizes(
     max_scale: float = ZOOM_DEFAULTS.max_scale,
     n_scales: int = ZOOM_DEFAULTS.n_scales,
     aspect: float = ZOOM_DEFAULTS.aspect,
+    max_share: float = ZOOM_DEFAULTS.max_share,
 ) -> list[tuple[int, int]]:
-    """Candidate ``(h, w)`` window sizes, ascending, unique: side ``s = input_side * f`` for ``n_scales``
-    factors ``f`` from ``min_scale`` to ``max_scale``; ``w = round(s * sqrt(aspect))``,
-    ``h = round(s / sqrt(aspect))``, each clamped to ``[1, image side]``."""
+    """Candidate ``(h, w)`` window sizes, ascending, unique.
+
+    Side ``s = base * f`` for ``n_scales`` factors ``f`` from ``min_scale`` to ``max_scale``;
+    ``w = round(s * sqrt(aspect))``, ``h = round(s / sqrt(aspect))``, each clamped to
+    ``[1, max(1, floor(max_share * image side))]``. ``base = min(input_side, max_share * m / max_scale)``
+    with ``m = min(W0 / sqrt(aspect), H0 * sqrt(aspect))``: the model's input side, or less when the
+    image cannot hold ``max_scale`` input sides within ``max_share`` of its sides.
+    """
     if not (isinstance(input_side, int) and input_side >= 1):
         raise ValueError(f"zoom: input_side must be a positive integer (pixels), got {input_side!r}.")
     if not (0 < min_scale <= max_scale):
@@ -114,13 +130,20 @@ def window_sizes(
         raise ValueError(f"zoom: n_scales must be a positive integer, got {n_scales!r}.")
     if not (0.1 <= aspect <= 10):
         raise ValueError(f"zoom: aspect (width / height) must be in [0.1, 10], got {aspect!r}; 1 is square.")
+    if not (0 < max_share <= 1):
+        raise ValueError(
+            f"zoom: max_share must be in (0, 1], got {max_share!r}; {ZOOM_DEFAULTS.max_share} is the default."
+        )
     H0, W0 = (int(v) for v in original_hw)
+    root = aspect**0.5
+    base = min(float(input_side), max_share * min(W0 / root, H0 * root) / max_scale)
+    max_h, max_w = max(1, math.floor(max_share * H0)), max(1, math.floor(max_share * W0))
     factors = np.linspace(min_scale, max_scale, n_scales) if n_scales > 1 else np.array([min_scale])
     sizes = set()
     for f in factors:
-        side = input_side * float(f)
-        h = min(max(round(side / aspect**0.5), 1), H0)
-        w = min(max(round(side * aspect**0.5), 1), W0)
+        side = base * float(f)
+        h = min(max(round(side / root), 1), max_h)
+        w = min(max(round(side * root), 1), max_w)
         sizes.add((h, w))
     return sorted(sizes, key=lambda hw: (hw[0] * hw[1], hw))
 
@@ -167,13 +190,14 @@ def zoom_windows(
     n_scales: int = ZOOM_DEFAULTS.n_scales,
     aspect: float = ZOOM_DEFAULTS.aspect,
     floor: float = ZOOM_DEFAULTS.floor,
+    max_share: float = ZOOM_DEFAULTS.max_share,
 ) -> list[Window]:
     """The zoom window of each image.
 
     Args:
         evidence: ``[B, H0, W0]`` evidence in original-image pixels (see :func:`evidence_on_original`).
         input_side: the answering model's input side in pixels (``vlm.adapter.input_side``).
-        min_scale, max_scale, n_scales, aspect: window sizes (:func:`window_sizes`).
+        min_scale, max_scale, n_scales, aspect, max_share: window sizes (:func:`window_sizes`).
         floor: evidence below ``floor * max`` counts as none, in ``[0, 1)``.
 
     Returns:
@@ -186,7 +210,7 @@ def zoom_windows(
         raise ValueError("zoom_windows: the evidence map contains NaN or inf; give a finite map.")
     if not 0.0 <= floor < 1.0:
         raise ValueError(f"zoom_windows: floor must be in [0, 1), got {floor!r}; {ZOOM_DEFAULTS.floor} is the default.")
-    sizes = window_sizes(values.shape[1:], input_side, min_scale, max_scale, n_scales, aspect)
+    sizes = window_sizes(values.shape[1:], input_side, min_scale, max_scale, n_scales, aspect, max_share)
     return [best_window(m, sizes, floor) for m in values]
 
 
@@ -218,6 +242,18 @@ def crop_windows(images: Any, windows: Sequence[Window]) -> list[np.ndarray]:
     return crops
 
 
+def upscale_crop(crop: np.ndarray, input_side: int) -> np.ndarray:
+    """The crop as the model is given it: one whose longer side is under ``input_side`` is resized (bicubic,
+    aspect kept) until that side is ``input_side``, the other ``round(side * input_side / longer)``
+    (at least 1); a larger crop is returned as it is. ``[h, w, 3]`` uint8 -> ``[h', w', 3]`` uint8."""
+    h, w = crop.shape[:2]
+    longer = max(h, w)
+    if longer >= input_side:
+        return crop
+    size = (max(1, round(w * input_side / longer)), max(1, round(h * input_side / longer)))  # PIL: (W, H)
+    return np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC))
+
+
 def zoom_prompt(question: str, prompt_style: str = "qa") -> str:
     """The prompt of an ``[image, crop]`` answer: :data:`ZOOM_PREFIX` + the paper's ``qa`` / ``vea`` prompt."""
     if prompt_style not in ZOOM_PROMPT_STYLES:
@@ -237,6 +273,7 @@ def answer_zoomed(
 ) -> list[str]:
     """Greedy answers from each image with its zoomed-in crop.
 
+    Each crop is first brought up to the model's input side (:func:`upscale_crop`).
     Multi-image families (``vlm.adapter.multi_image``) see ``[original, crop]`` in one
     prompt, :func:`zoom_prompt`; the others see the crop alone with the paper's prompt
     (``build_prompt(question, prompt_style)``). Pairs whose original and crop sizes match
@@ -262,6 +299,9 @@ def answer_zoomed(
     crops = [to_rgb_uint8(c[0] if getattr(c, "ndim", 0) == 4 else c, f"crops[{i}]") for i, c in enumerate(crops)]
     if len(crops) != len(firsts):
         raise ValueError(f"answer_zoomed: {len(crops)} crops for {len(firsts)} images; give one crop per image.")
+    crops = [upscale_crop(crop, vlm.adapter.input_side) for crop in crops]
+    check_image_sizes(vlm.adapter, firsts, "image")
+    check_image_sizes(vlm.adapter, crops, "crop")
     questions = broadcast_questions(questions, len(firsts))
     if not vlm.adapter.multi_image:
         return answer(vlm, crops, questions, prompt_style, max_new_tokens=max_new_tokens, progress=progress)
@@ -314,6 +354,7 @@ def zoom_answer(
     n_scales: int = ZOOM_DEFAULTS.n_scales,
     max_new_tokens: int = DEFAULTS.max_new_tokens,
     progress: Progress | None = None,
+    max_share: float = ZOOM_DEFAULTS.max_share,
 ) -> ZoomResult:
     """Window, crop and answer (the whole method; see module docstring).
 
@@ -325,8 +366,8 @@ def zoom_answer(
             pixels (``frame`` None). For an :class:`~vea_engine.attribution.AttentionMap`, pass
             :func:`~vea_engine.boxes.token_map` and its ``geometry.frame``.
         frame: where the canvas of ``evidence`` lies in the original; None: original pixels.
-        min_scale, max_scale, aspect, n_scales: window sizes (:func:`window_sizes`).
-        max_new_tokens, progress: as :func:`answer_zoomed` (``qa`` prompt).
+        min_scale, max_scale, aspect, n_scales, max_share: window sizes (:func:`window_sizes`).
+        max_new_tokens, progress: as :func:`answer_zoomed` (``qa`` prompt; crops upscaled as there).
     """
     originals = images_to_uint8(images)
     on_original = evidence_on_original(evidence, frame)  # [B, H0, W0]
@@ -338,7 +379,9 @@ def zoom_answer(
         )
     if on_original.shape[0] != len(originals):
         raise ValueError(f"zoom: {on_original.shape[0]} evidence maps for {len(originals)} images; give one each.")
-    windows = zoom_windows(on_original, vlm.adapter.input_side, min_scale, max_scale, n_scales, aspect)
+    windows = zoom_windows(
+        on_original, vlm.adapter.input_side, min_scale, max_scale, n_scales, aspect, max_share=max_share
+    )
     crops = crop_windows(originals, windows)
     answers = answer_zoomed(vlm, originals, crops, questions, "qa", max_new_tokens, progress)
     return ZoomResult(answers, windows, crops)

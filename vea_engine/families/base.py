@@ -166,6 +166,16 @@ class FamilyAdapter:
         """
         return PlainTextPrompts(self.processor, prompts, self.reserved, self._sentinel)
 
+    # -- image size limits ----------------------------------------------------
+    def image_size_problem(self, hw: tuple[int, int]) -> str | None:
+        """What the processor cannot take about an image of ``(H, W)`` pixels, in words that name its
+        limit (e.g. ``"Qwen-VL's processor takes aspect ratios up to 200:1"``); None when it takes it.
+
+        The processors enforce these limits deep inside with their own text; callers check
+        first (:func:`~vea_engine.inputs.check_image_sizes`) and add the image's size and the fix.
+        """
+        return None
+
     # -- canvas and token layout ----------------------------------------------
     #: Whether the processor takes a pixel budget (``max_pixels``); see :meth:`set_max_pixels`.
     pixel_budget: ClassVar[bool] = False

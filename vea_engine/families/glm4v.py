@@ -55,6 +55,16 @@ class Glm4vAdapter(QwenVLAdapter):
         """Frames the pixel budget counts per image (``temporal_patch_size``)."""
         return int(self._image_processor.temporal_patch_size)
 
+    def _aspect_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """GLM-4.1V's ``smart_resize`` first scales a side under one token cell up to the cell (truncating),
+        then checks the aspect ratio."""
+        h, w = hw
+        cell = self.patch_size * self.merge_size
+        if h < cell or w < cell:
+            scale = max(cell / h, cell / w)
+            h, w = int(h * scale), int(w * scale)
+        return h, w
+
     def canvas_hw(self, original_hw: tuple[int, int]) -> tuple[int, int]:
         """The processor's resize of an original ``(H0, W0)`` (GLM-4.1V's ``smart_resize``, one image = its frames)."""
         from transformers.models.glm4v.image_processing_glm4v import smart_resize

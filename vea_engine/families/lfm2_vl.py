@@ -64,6 +64,17 @@ class Lfm2VlAdapter(FamilyAdapter):
         """A tile's side ``T`` (``tile_size``)."""
         return int(self._image_processor.tile_size)
 
+    def image_size_problem(self, hw: tuple[int, int]) -> str | None:
+        # a very elongated image keeps a short side of one token cell: its thumbnail then holds more patches
+        # than the processor pads its tiles to, and tiles and thumbnail cannot be stacked
+        settings = self._layout_settings()
+        split, _, _, height, width = self._image_processor._get_split_layout(*hw, **settings)
+        patch = int(settings["encoder_patch_size"])
+        patches, limit = (height // patch) * (width // patch), int(self._image_processor.max_num_patches)
+        if split and getattr(self._image_processor, "use_thumbnail", True) and patches > limit:
+            return f"{self.family}'s processor would cut {patches} patches from its thumbnail, more than its {limit}"
+        return None
+
     def _layout_settings(self) -> dict[str, Any]:
         """The processor's layout settings, checked against the model (patch size and unshuffle factor)."""
         ip = self._image_processor

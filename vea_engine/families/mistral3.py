@@ -23,6 +23,7 @@ same grid on the same pixels.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,15 @@ class Mistral3Adapter(FamilyAdapter):
     def input_side(self) -> int:
         """The longest side ``L`` an image is seen at (whole, in one pass)."""
         return self.longest_edge
+
+    def image_size_problem(self, hw: tuple[int, int]) -> str | None:
+        # the processor scales an image longer than L down by long / L (flooring): a short side under 1 px fails
+        h, w = hw
+        L = self.longest_edge
+        ratio = max(h / L, w / L)
+        if ratio > 1 and min(math.floor(h / ratio), math.floor(w / ratio)) < 1:
+            return f"{self.family}'s processor scales the long side to {L} px, leaving the short side under 1 px"
+        return None
 
     def _check_processor(self) -> None:
         """The processor's token cell must be the model's (else tokens and features disagree)."""

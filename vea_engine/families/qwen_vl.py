@@ -16,7 +16,7 @@ by the processor's own interpolation, exactly as the base answer does.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -44,6 +44,19 @@ class QwenVLAdapter(FamilyAdapter):
     def _frames(self) -> int:
         """How many times the processor's pixel budget counts one image (1; GLM-V: its two temporal frames)."""
         return 1
+
+    #: ``smart_resize`` refuses an image whose long side is more than this many times its short side.
+    max_aspect: ClassVar[float] = 200.0
+
+    def _aspect_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The ``(H, W)`` whose aspect ratio ``smart_resize`` checks (the image's own)."""
+        return hw
+
+    def image_size_problem(self, hw: tuple[int, int]) -> str | None:
+        h, w = self._aspect_hw(hw)
+        if max(h, w) / min(h, w) > self.max_aspect:
+            return f"{self.family}'s processor takes aspect ratios up to {self.max_aspect:g}:1"
+        return None
 
     @property
     def pixel_limits(self) -> tuple[int, int]:
