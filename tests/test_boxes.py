@@ -16,10 +16,13 @@ from tests.test_planted import _global_layers
 from vea_engine.align import align_mask
 from vea_engine.attribution import extract_attention
 from vea_engine.boxes import (
+    EvidenceBox,
     attention_boxes,
     box_iou,
     boxes_json,
     boxes_mask,
+    core_boxes,
+    core_regions,
     crop_boxes,
     draw_boxes,
     evidence_boxes,
@@ -126,6 +129,35 @@ def test_mask_crops_preview_and_json():
     assert torch.allclose(preview[0, 2, 4], red) and torch.allclose(preview[0, 5, 9], red)  # the best box's corners
     assert torch.allclose(preview[0, 0, 0], (images[0, 0, 0] * 255).round() / 255)  # untouched outside
     assert json.loads(boxes_json(boxes))[0][0] == {"box": [4, 2, 10, 6], "score": pytest.approx(24 / (24 + 0.6 * 32))}
+
+
+def test_core_bounding_boxes_both_ways():
+    boxes = [[EvidenceBox((4, 2, 10, 6), 0.75), EvidenceBox((20, 12, 28, 16), 0.25)], [EvidenceBox((0, 0, 3, 20), 1.0)]]
+    core = core_boxes(boxes)  # ComfyUI's BOUNDING_BOX: top-left corner and size, one list per image
+    assert core == [
+        [
+            {"x": 4, "y": 2, "width": 6, "height": 4, "score": 0.75},
+            {"x": 20, "y": 12, "width": 8, "height": 4, "score": 0.25},
+        ],
+        [{"x": 0, "y": 0, "width": 3, "height": 20, "score": 1.0}],
+    ]
+    assert all(type(v) is int for image in core for box in image for k, v in box.items() if k != "score")
+    # back: per image the smallest box holding all its boxes
+    assert core_regions(core, 2, (20, 30)) == [(4, 2, 28, 16), (0, 0, 3, 20)]
+    # one box or one list for every image; a detector's float box rounds outwards; clipped to the image
+    assert core_regions({"x": 3.2, "y": 1.7, "width": 5.0, "height": 2.1}, 2, (20, 30)) == [(3, 1, 9, 4)] * 2
+    assert core_regions([{"x": -5, "y": 15, "width": 10, "height": 10}], 1, (20, 30)) == [(0, 15, 5, 20)]
+    assert core_regions([[{"x": 1, "y": 2, "width": 3, "height": 4}]], 3, (20, 30)) == [(1, 2, 4, 6)] * 3
+    for value, message in [
+        (core * 2, r"4 lists of boxes for 2 images; give one list, or one per image"),
+        ([[], core[1]], r"image 0 has no box"),
+        ([[{"x": 1, "y": 2, "width": 3}]], r"each needs finite x, y, width, height"),
+        ([[{"x": 1, "y": 2, "width": float("nan"), "height": 4}]], r"each needs finite x, y, width, height"),
+        ({"x": 40, "y": 0, "width": 5, "height": 5}, r"cover no pixel of the 30x20 image"),
+        ("[[1, 2, 3, 4]]", r"expected bounding boxes .* got str; connect a BOUNDING_BOX output"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            core_regions(value, 2, (20, 30), "Zoom: bboxes")
 
 
 # ---- planted attention: every family, and a delegate ------------------------------------------------

@@ -250,6 +250,19 @@ def test_single_image_families_answer_on_the_crop_alone(vlm_of, scene_image):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_zoom_answer_on_given_windows_crops_exactly_there(vlm_of, scene_image):
+    vlm = vlm_of("llava")  # one image per prompt: the crop alone, with the qa prompt
+    original = np.asarray(scene_image)
+    images = torch.from_numpy(np.stack([original] * 2)).float() / 255.0  # [2, 150, 200, 3]
+    given = [(120, 40, 170, 80), (0, 10, 30, 150)]
+    result = zoom_answer(vlm, images, "What is red?", None, windows=given, max_new_tokens=2)
+    assert result.windows == [Window(given[0], None), Window(given[1], None)]
+    assert np.array_equal(result.crops[0], original[40:80, 120:170]) and result.crops[1].shape == (140, 30, 3)
+    assert json.loads(result.windows_json()) == [{"box": list(box), "score": None} for box in given]
+    assert result.answers == answer(vlm, result.crops, "What is red?", "qa", max_new_tokens=2)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_zoom_answer_end_to_end_with_a_mask_in_original_pixels(vlm_of, scene_image):
     vlm = vlm_of("internvl")
     images = torch.from_numpy(np.stack([np.asarray(scene_image)] * 2)).float() / 255.0  # [2, 150, 200, 3]

@@ -5,7 +5,9 @@ thresholded, its connected components are labelled (``scipy.ndimage.label``,
 8-connectivity) and each component becomes a box in *original-image* pixels
 ``(x0, y0, x1, y1)`` -- integers, ``x1`` / ``y1`` exclusive (the box is
 ``image[y0:y1, x0:x1]``) -- with a score: the share of the map's evidence mass
-inside the component. Boxes are sorted by score, best first.
+inside the component. Boxes are sorted by score, best first. :func:`core_boxes` gives them in ComfyUI's core
+bounding-box format (``{"x", "y", "width", "height"}``, top-left corner and size in the
+same pixels), and :func:`core_regions` reads that format back as one region per image.
 
 **Thresholds** (:data:`BOX_MODES`):
 
@@ -284,6 +286,76 @@ def draw_boxes(images: torch.Tensor, boxes: list[list[EvidenceBox]]) -> torch.Te
 def boxes_json(boxes: list[list[EvidenceBox]]) -> str:
     """``[[{"box": [x0, y0, x1, y1], "score": s}, ...], ...]``: one list per image (x1, y1 exclusive)."""
     return json.dumps([[{"box": list(item.box), "score": round(item.score, 6)} for item in image] for image in boxes])
+
+
+def core_boxes(boxes: list[list[EvidenceBox]]) -> list[list[dict[str, Any]]]:
+    """The boxes in ComfyUI's core bounding-box format (its ``BOUNDING_BOX`` socket, ComfyUI 0.33+).
+
+    One list per image, best first, of ``{"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0,
+    "score": s}``: integer original pixels, ``(x, y)`` the top-left corner, the same box as
+    ``image[y0:y1, x0:x1]``; ``score`` as :attr:`EvidenceBox.score` (Draw BBoxes orders by it).
+    """
+    return [
+        [
+            {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "score": float(item.score)}
+            for item in image
+            for x0, y0, x1, y1 in [item.box]
+        ]
+        for image in boxes
+    ]
+
+
+def core_regions(value: Any, n_images: int, original_hw: tuple[int, int], who: str = "boxes") -> list[tuple]:
+    """The region of each image that core bounding boxes (``BOUNDING_BOX``) mark: the smallest box holding
+    all of that image's boxes, in integer original pixels ``(x0, y0, x1, y1)`` (``x1`` / ``y1`` exclusive),
+    rounded outwards and clipped to the image.
+
+    Args:
+        value: one box ``{"x", "y", "width", "height", ...}`` (pixels, ``(x, y)`` top-left), a list of
+            boxes (for every image), or a list of such lists (one for every image, or one for all), as
+            ComfyUI's detectors and Create Bounding Boxes give them (:func:`core_boxes` too).
+        n_images: the batch size.
+        original_hw: ``(H0, W0)`` of the images.
+        who: the caller, named in errors (a node's input).
+
+    Returns:
+        ``n_images`` boxes.
+    """
+    H0, W0 = (int(v) for v in original_hw)
+    if isinstance(value, dict):
+        value = [[value]]
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        value = [value]
+    if not (isinstance(value, list) and value and all(isinstance(v, list) for v in value)):
+        got = "no box" if isinstance(value, list) and not value else type(value).__name__
+        raise ValueError(
+            f"{who}: expected bounding boxes ({{x, y, width, height}}, a list of them, or one list per image), "
+            f"got {got}; connect a BOUNDING_BOX output."
+        )
+    if len(value) not in (1, n_images):
+        raise ValueError(f"{who}: {len(value)} lists of boxes for {n_images} images; give one list, or one per image.")
+    regions = []
+    for index, image_boxes in enumerate(value * n_images if len(value) == 1 else value):
+        if not image_boxes:
+            raise ValueError(f"{who}: image {index} has no box; give at least one box per image.")
+        corners = []
+        for box in image_boxes:
+            numbers = [box.get(k) if isinstance(box, dict) else None for k in ("x", "y", "width", "height")]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+                raise ValueError(
+                    f"{who}: a box of image {index} is {box!r:.80}; each needs finite x, y, width, height."
+                )
+            x, y, w, h = numbers
+            corners.append((min(x, x + w), min(y, y + h), max(x, x + w), max(y, y + h)))  # a negative size too
+        x0, y0 = max(math.floor(min(c[0] for c in corners)), 0), max(math.floor(min(c[1] for c in corners)), 0)
+        x1, y1 = min(math.ceil(max(c[2] for c in corners)), W0), min(math.ceil(max(c[3] for c in corners)), H0)
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(
+                f"{who}: the boxes of image {index} cover no pixel of the {W0}x{H0} image (W x H); give boxes in "
+                "the image's pixels with a positive width and height."
+            )
+        regions.append((x0, y0, x1, y1))
+    return regions
 
 
 def _check_images(images: torch.Tensor, boxes: list, who: str) -> None:

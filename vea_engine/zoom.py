@@ -87,11 +87,12 @@ class Window:
     Attributes:
         box: ``(x0, y0, x1, y1)`` integer original pixels, ``x1`` / ``y1`` exclusive.
         score: the share of the map's evidence above the floor that the window holds, in ``[0, 1]``;
-            0 for a constant map (then the centred window of the smallest size).
+            0 for a constant map (then the centred window of the smallest size); None for a window
+            given as it is (``zoom_answer(windows=...)``).
     """
 
     box: tuple[int, int, int, int]
-    score: float
+    score: float | None
 
 
 def multi_image_model_types() -> list[str]:
@@ -338,15 +339,18 @@ class ZoomResult:
         return [torch.from_numpy(crop)[None].float() / 255.0 for crop in self.crops]
 
     def windows_json(self) -> str:
-        """``[{"box": [x0, y0, x1, y1], "score": s}, ...]``: one entry per image (x1, y1 exclusive)."""
-        return json.dumps([{"box": list(w.box), "score": round(w.score, 6)} for w in self.windows])
+        """``[{"box": [x0, y0, x1, y1], "score": s}, ...]``: one entry per image (x1, y1 exclusive; score null
+        for a given window)."""
+        return json.dumps(
+            [{"box": list(w.box), "score": None if w.score is None else round(w.score, 6)} for w in self.windows]
+        )
 
 
 def zoom_answer(
     vlm: VLM,
     images: Any,
     questions: str | Sequence[str],
-    evidence: torch.Tensor,
+    evidence: torch.Tensor | None,
     frame: Frame | None = None,
     min_scale: float = ZOOM_DEFAULTS.min_scale,
     max_scale: float = ZOOM_DEFAULTS.max_scale,
@@ -355,6 +359,7 @@ def zoom_answer(
     max_new_tokens: int = DEFAULTS.max_new_tokens,
     progress: Progress | None = None,
     max_share: float = ZOOM_DEFAULTS.max_share,
+    windows: Sequence[tuple[int, int, int, int]] | None = None,
 ) -> ZoomResult:
     """Window, crop and answer (the whole method; see module docstring).
 
@@ -368,8 +373,15 @@ def zoom_answer(
         frame: where the canvas of ``evidence`` lies in the original; None: original pixels.
         min_scale, max_scale, aspect, n_scales, max_share: window sizes (:func:`window_sizes`).
         max_new_tokens, progress: as :func:`answer_zoomed` (``qa`` prompt; crops upscaled as there).
+        windows: one ``(x0, y0, x1, y1)`` per image (integer original pixels, e.g.
+            :func:`~vea_engine.boxes.core_regions`): zoom there as given (score None); ``evidence``
+            and the window sizes are then not used.
     """
     originals = images_to_uint8(images)
+    if windows is not None:
+        given = [Window(tuple(int(v) for v in box), None) for box in windows]
+        crops = crop_windows(originals, given)
+        return ZoomResult(answer_zoomed(vlm, originals, crops, questions, "qa", max_new_tokens, progress), given, crops)
     on_original = evidence_on_original(evidence, frame)  # [B, H0, W0]
     H0, W0 = originals[0].shape[:2]
     if tuple(on_original.shape[1:]) != (H0, W0) or len({o.shape for o in originals}) != 1:
