@@ -8,7 +8,7 @@ from ..vea_engine.boxes import BOX_DEFAULTS, BOX_MODES
 from ..vea_engine.zoom import ZOOM_DEFAULTS
 from .bridge import ATTENTION_TYPE, VLM_TYPE, check_question, mask_batch, progress_callback, split_questions
 from .checks import checked, validator
-from .widgets import lam_input, max_new_tokens_input, per_line_input, question_input
+from .widgets import HAS_BOUNDING_BOX, lam_input, max_new_tokens_input, per_line_input, question_input
 
 MASK_TIP = (
     "Evidence on the model's input image (connect its attention too) or on the original image (e.g. VEA Align "
@@ -20,6 +20,36 @@ ATTENTION_TIP = (
 )
 
 
+# ComfyUI's core bounding boxes (0.33+): an extra output of Evidence Boxes and an extra input of Zoom, last so that
+# slots and widget values of workflows saved without them stay where they are; absent on older servers.
+CORE_BOXES_OUTPUT = (
+    [
+        io.BoundingBox.Output(
+            "bboxes",
+            display_name="bboxes",
+            tooltip="The same boxes as ComfyUI bounding boxes, one list per image: {x, y, width, height, score}, "
+            "original pixels, (x, y) the top-left corner; for Draw BBoxes, SAM 3, Crop By BBoxes.",
+        )
+    ]
+    if HAS_BOUNDING_BOX
+    else []
+)
+CORE_BOXES_INPUT = (
+    [
+        io.BoundingBox.Input(
+            "bboxes",
+            optional=True,
+            force_input=True,
+            tooltip="Zoom exactly here instead: per image, the smallest box holding all its boxes (original "
+            "pixels; from VEA Evidence Boxes, a detector or Create Bounding Boxes). Mask, attention and scales "
+            "are then not used.",
+        )
+    ]
+    if HAS_BOUNDING_BOX
+    else []
+)
+
+
 class VEAEvidenceBoxes(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -28,8 +58,9 @@ class VEAEvidenceBoxes(io.ComfyNode):
             display_name="VEA Evidence Boxes",
             category="VEA/evidence",
             description="The evidence as boxes of the original image: connected regions above a threshold (a "
-            "fraction of the max, or the top share of the evidence mass), as JSON, a mask, crops and a preview. "
-            "Feed the crops or the mask to any node (detailer, SAM, upscaler).",
+            "fraction of the max, or the top share of the evidence mass), as JSON, a mask, crops and a preview, "
+            "and as ComfyUI bounding boxes where the server has them. Feed them to any node (detailer, SAM, "
+            "upscaler).",
             is_output_node=True,
             inputs=[
                 io.Image.Input("image", tooltip="The original images [B, H, W, C] the evidence was made for."),
@@ -79,13 +110,14 @@ class VEAEvidenceBoxes(io.ComfyNode):
                     tooltip="The boxes cropped from the original, image by image, best first (sizes differ).",
                 ),
                 io.Image.Output("preview", display_name="preview", tooltip="The originals with the boxes drawn."),
+                *CORE_BOXES_OUTPUT,
             ],
         )
 
     @classmethod
     @checked
     def execute(cls, image, mode, threshold, min_area, max_boxes, lam, mask=None, attention=None) -> io.NodeOutput:
-        from ..vea_engine.boxes import box_evidence
+        from ..vea_engine.boxes import box_evidence, core_boxes
 
         result = box_evidence(
             image,
@@ -99,7 +131,8 @@ class VEAEvidenceBoxes(io.ComfyNode):
             max_boxes=max_boxes,
         )
         text = result.to_json()
-        return io.NodeOutput(text, result.mask, result.crops, result.preview, ui={"text": [text]})
+        core = [core_boxes(result.boxes)] if HAS_BOUNDING_BOX else []
+        return io.NodeOutput(text, result.mask, result.crops, result.preview, *core, ui={"text": [text]})
 
 
 class VEAZoom(io.ComfyNode):
@@ -112,7 +145,8 @@ class VEAZoom(io.ComfyNode):
             description="Attention-guided zoom (ViCrop-style): the window of the original holding the evidence "
             "(1x to 2x the model's input side, never more than 60% of the image's side: on a small image 30% to "
             "60% of it), cropped at full resolution, upscaled to the model's input side when smaller and answered "
-            "together with the whole image (multi-image families) or alone (LLaVA-1.5, LLaVA-NeXT, PaliGemma).",
+            "together with the whole image (multi-image families) or alone (LLaVA-1.5, LLaVA-NeXT, PaliGemma). A "
+            "bounding box, where the server has them, sets the window instead.",
             is_output_node=True,
             inputs=[
                 VLM_TYPE.Input("model", tooltip="The model that answers; its input side sizes the window."),
@@ -149,6 +183,7 @@ class VEAZoom(io.ComfyNode):
                 ),
                 lam_input(),
                 max_new_tokens_input(),
+                *CORE_BOXES_INPUT,
             ],
             outputs=[
                 io.String.Output(
@@ -164,7 +199,7 @@ class VEAZoom(io.ComfyNode):
                     "window",
                     display_name="window",
                     tooltip='JSON, one per image: {"box": [x0, y0, x1, y1], "score": s}, original pixels, '
-                    "x1/y1 exclusive; score = share of the evidence inside.",
+                    "x1/y1 exclusive; score = share of the evidence inside (null for a given box).",
                 ),
             ],
         )
@@ -189,15 +224,20 @@ class VEAZoom(io.ComfyNode):
         max_new_tokens,
         mask=None,
         attention=None,
+        bboxes=None,
     ) -> io.NodeOutput:
-        from ..vea_engine.boxes import evidence_source
+        from ..vea_engine.boxes import core_regions, evidence_source
         from ..vea_engine.zoom import zoom_answer
 
         if min_scale > max_scale:
             raise ValueError(f"VEA Zoom: min_scale {min_scale} is above max_scale {max_scale}; swap them.")
-        evidence, frame = evidence_source(
-            image, mask_batch(mask) if mask is not None else None, attention, lam, "VEA Zoom"
-        )
+        evidence, frame, windows = None, None, None
+        if bboxes is not None:  # the region is given: mask, attention and scales are not used
+            windows = core_regions(bboxes, image.shape[0], tuple(image.shape[1:3]), "VEA Zoom: bboxes")
+        else:
+            evidence, frame = evidence_source(
+                image, mask_batch(mask) if mask is not None else None, attention, lam, "VEA Zoom"
+            )
         result = zoom_answer(
             model.ready_for("VEA Zoom", image),
             image,
@@ -209,6 +249,7 @@ class VEAZoom(io.ComfyNode):
             aspect,
             max_new_tokens=max_new_tokens,
             progress=progress_callback(max_new_tokens),
+            windows=windows,
         )
-        windows = result.windows_json()
-        return io.NodeOutput(result.answers, result.crop_images(), windows, ui={"text": [*result.answers, windows]})
+        text = result.windows_json()
+        return io.NodeOutput(result.answers, result.crop_images(), text, ui={"text": [*result.answers, text]})

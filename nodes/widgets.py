@@ -22,6 +22,8 @@ from ..vea_engine.signals import SIGNALS
 
 #: The server shows an option's own inputs only while that option is chosen (ComfyUI 0.8+).
 HAS_DYNAMIC_COMBO = hasattr(io, "DynamicCombo")
+#: The server has ComfyUI's core bounding-box socket (``BOUNDING_BOX``, ComfyUI 0.33+).
+HAS_BOUNDING_BOX = hasattr(io, "BoundingBox")
 #: The server can pass prompt inputs the schema does not declare (here: the flat layout's keys).
 ACCEPTS_ALL_INPUTS = "accept_all_inputs" in getattr(io.Schema, "__dataclass_fields__", {})
 #: Attribute of a flat-layout dependent input: ``(combo id, option keys that use it)``.
