@@ -19,7 +19,11 @@ combo's dependent inputs, e.g. ``custom_prompt``, are inputs of their own after 
 restores widget values by position and ignores the trailing ones its option does not show;
 the API prompt names every input flat, which every version runs.
 
-Run: ``.venv/bin/python scripts/make_workflows.py`` (needs ``scripts/install_comfyui.sh``).
+A graph that uses core nodes newer than 0.3.75 (``Graph.comfy``, e.g. ``vea_sam3``: ComfyUI 0.33's
+bounding-box nodes) is written from that version's server and measured on the versions that run it.
+
+Run: ``.venv/bin/python scripts/make_workflows.py [name ...]`` (needs ``scripts/install_comfyui.sh``;
+no name: every workflow).
 Writes ``workflows/<name>.json`` (UI, served by ComfyUI's template browser),
 ``workflows/<name>.jpg`` (thumbnail), ``workflows/api/<name>.json`` (for POST /prompt)
 and ``workflows/vea_example.png`` (the example image the workflows load).
@@ -31,7 +35,7 @@ import json
 import sys
 from pathlib import Path
 
-from workflow_graphs import COL_GAP, EXAMPLE_IMAGE, GRAPHS, LLAVA, QWEN, Graph, Group, Node
+from workflow_graphs import COL_GAP, EXAMPLE_IMAGE, GRAPHS, LLAVA, QWEN, SAM3, Graph, Group, Node
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -51,7 +55,8 @@ DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # /object_info type of io.DynamicCombo 
 
 def _is_widget(spec) -> bool:
     kind = spec[0]
-    return isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+    forced = len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("forceInput")  # a socket, e.g. SAM 3's
+    return not forced and (isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"))
 
 
 def _input_specs(info: dict) -> list[tuple[str, list]]:
@@ -88,7 +93,7 @@ def _output_index(info: dict, name: str) -> int:
 def _default(spec) -> object:
     options = spec[1] if len(spec) > 1 else {}
     if isinstance(spec[0], list):
-        return spec[0][0]
+        return spec[0][0] if spec[0] else ""  # an empty choice list: e.g. no checkpoint installed
     if spec[0] == "COMBO":
         return options.get("default", (options.get("options") or [""])[0])
     return options.get("default", {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0]))
@@ -332,20 +337,43 @@ def _started(server) -> dict:
     return info
 
 
-def other_versions_sizes(question: str) -> dict[str, list[dict[int, list[int]]]]:
-    """Graph name -> the node sizes measured in the front end of every other installed ComfyUI
-    version (its widgets differ: e.g. 0.33.0's PreviewAny has a mode widget, a DynamicCombo
-    hides inputs), so the layout leaves room for the largest."""
+def placeholder_models() -> dict[str, Path]:
+    """``{"checkpoints/<SAM 3 file>": an empty file}``: core loaders (V1 combos) offer only files that exist, and
+    the front end flags a node whose file is not offered; the graphs are laid out without the weights."""
+    import tempfile
+
+    empty = Path(tempfile.mkdtemp(prefix="vea-placeholder-")) / SAM3
+    empty.touch()
+    return {f"checkpoints/{SAM3}": empty}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def runs_on(graph: Graph, version: str) -> bool:
+    """Whether ComfyUI ``version`` has every node of ``graph`` (it is at least ``graph.comfy``)."""
+    return _version(version) >= _version(graph.comfy)
+
+
+def other_versions_sizes(graphs: dict[str, Graph]) -> dict[str, list[dict[int, list[int]]]]:
+    """Graph name -> the node sizes measured in the front end of every installed ComfyUI version that runs
+    the graph, other than the one it is written from (``graph.comfy``): widgets differ (e.g. 0.33.0's
+    PreviewAny has a mode widget, a DynamicCombo hides inputs, core bounding boxes add sockets), so the
+    layout leaves room for the largest."""
     from tests import comfy_harness
     from tests.comfy_frontend import open_frontend
 
-    found: dict[str, list[dict[int, list[int]]]] = {name: [] for name in GRAPHS}
-    for version in getattr(comfy_harness, "COMFY_VERSIONS", ())[1:]:  # the first is the default, 0.3.75
-        with comfy_harness.ComfyServer(version=version) as server:
+    found: dict[str, list[dict[int, list[int]]]] = {name: [] for name in graphs}
+    for version in getattr(comfy_harness, "COMFY_VERSIONS", ()):
+        mine = {name: g for name, g in graphs.items() if runs_on(g, version) and g.comfy != version}
+        if not mine:
+            continue
+        with comfy_harness.ComfyServer(version=version, models=placeholder_models()) as server:
             info = _started(server)
             with open_frontend(server, viewport=VIEWPORT, settings=SETTINGS) as page:
-                for name, make in GRAPHS.items():
-                    found[name].append(measure(page, make(question), info))
+                for name, graph in mine.items():
+                    found[name].append(measure(page, graph, info))
         print(f"measured the nodes in ComfyUI {version}'s front end")
     return found
 
@@ -355,36 +383,46 @@ def largest(*measured: dict[int, list[int]]) -> dict[int, list[int]]:
     return {nid: [max(m[nid][0] for m in measured), max(m[nid][1] for m in measured)] for nid in measured[0]}
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Write the graphs ``names`` (all when empty), each from the oldest ComfyUI version that runs it."""
     sys.path.insert(0, str(REPO))
     from tests.comfy_frontend import fit_view, load_workflow, open_frontend, settle
     from tests.comfy_harness import ComfyServer
     from vea_engine.synthetic import make_sample
 
+    unknown = sorted(set(names) - set(GRAPHS))
+    if unknown:
+        raise SystemExit(f"unknown workflow(s) {unknown}; choose from {sorted(GRAPHS)}")
     sample = make_sample(seed=0)
     (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)
     sample.image.save(WORKFLOWS / EXAMPLE_IMAGE)
-    elsewhere = other_versions_sizes(sample.question)
-    with ComfyServer() as server:
-        info = _started(server)
-        with open_frontend(server, viewport=VIEWPORT, settings=SETTINGS) as page:
-            for name, make in GRAPHS.items():
-                graph = make(sample.question)
-                boundings, note_rect = layout(graph, largest(measure(page, graph, info), *elsewhere[name]))
-                ui = ui_workflow(graph, info, boundings, note_rect)
-                (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
-                prompt = api_prompt(graph.nodes, info)
-                (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
-                missing = load_workflow(page, ui)
-                if missing:
-                    raise RuntimeError(f"{name}: the front end reports missing nodes {missing}")
-                settle(page)
-                zoom = fit_view(page)["scale"]
-                right = max(b[0] + b[2] for b in boundings)
-                bottom = max([b[1] + b[3] for b in boundings] + [note_rect[1] + note_rect[3]])
-                thumbnail(page, WORKFLOWS / f"{name}.jpg", [0, 0, right, bottom])
-                print(f"{name}: {right} x {bottom} graph units, fitted zoom {zoom:.3f} at {VIEWPORT[0]}x{VIEWPORT[1]}")
+    graphs = {name: make(sample.question) for name, make in GRAPHS.items() if not names or name in names}
+    elsewhere = other_versions_sizes(graphs)
+    for version in sorted({g.comfy for g in graphs.values()}, key=_version):
+        with ComfyServer(version=version, models=placeholder_models()) as server:
+            info = _started(server)
+            with open_frontend(server, viewport=VIEWPORT, settings=SETTINGS) as page:
+                for name, graph in graphs.items():
+                    if graph.comfy != version:
+                        continue
+                    boundings, note_rect = layout(graph, largest(measure(page, graph, info), *elsewhere[name]))
+                    ui = ui_workflow(graph, info, boundings, note_rect)
+                    (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+                    prompt = api_prompt(graph.nodes, info)
+                    (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
+                    missing = load_workflow(page, ui)
+                    if missing:
+                        raise RuntimeError(f"{name}: the front end reports missing nodes {missing}")
+                    settle(page)
+                    zoom = fit_view(page)["scale"]
+                    right = max(b[0] + b[2] for b in boundings)
+                    bottom = max([b[1] + b[3] for b in boundings] + [note_rect[1] + note_rect[3]])
+                    thumbnail(page, WORKFLOWS / f"{name}.jpg", [0, 0, right, bottom])
+                    print(
+                        f"{name} (ComfyUI {version}): {right} x {bottom} graph units, fitted zoom {zoom:.3f} "
+                        f"at {VIEWPORT[0]}x{VIEWPORT[1]}"
+                    )
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

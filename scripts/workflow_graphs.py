@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 EXAMPLE_IMAGE = "vea_example.png"
+SAM3 = "sam3.1_multiplex_fp16.safetensors"  # what ComfyUI 0.33's "Image Segmentation (SAM3)" blueprint loads
 QWEN = "Qwen2.5-VL-7B-Instruct"
 LLAVA = "llava-1.5-7b-hf"
 WIDTH = 280  # node width unless a graph says otherwise
@@ -49,6 +50,7 @@ class Graph:
     stacks: list[list[Group]]  # left to right, each a stack of groups top to bottom; stacks[0] is Load
     note: str  # what the graph does and where models and image go
     note_under: tuple[int, int] = (1, -1)  # the first and last stack the Note lies below (where no link runs)
+    comfy: str = "0.3.75"  # the oldest ComfyUI version with every node the graph uses
 
     @property
     def groups(self) -> list[Group]:
@@ -264,4 +266,43 @@ def boxes(question: str) -> Graph:
     return Graph(nodes, stacks, note)
 
 
-GRAPHS = {"vea_basic": basic, "vea_delegate": delegate, "vea_compare": compare, "vea_zoom": zoom, "vea_boxes": boxes}
+def sam3(question: str) -> Graph:
+    nodes = [
+        _question(question),
+        Node(2, "VEALoadVLM", {"checkpoint": QWEN}),
+        Node(3, "LoadImage", {"image": EXAMPLE_IMAGE}),
+        *_attribution(4),
+        Node(6, "VEAEvidenceBoxes", {"max_boxes": 2}, {"image": (3, "IMAGE"), "attention": (5, "attention")}),
+        Node(7, "DrawBBoxes", {}, {"image": (3, "IMAGE"), "bboxes": (6, "bboxes")}),
+        Node(8, "SaveImage", {"filename_prefix": "vea/sam3_boxes"}, {"images": (7, "out_image")}, title="Boxes"),
+        Node(9, "CheckpointLoaderSimple", {"ckpt_name": SAM3}, title="Load SAM 3"),
+        Node(10, "SAM3_Detect", {}, {"model": (9, "MODEL"), "image": (3, "IMAGE"), "bboxes": (6, "bboxes")}),
+        Node(11, "MaskToImage", {}, {"mask": (10, "masks")}),
+        Node(12, "PreviewImage", {}, {"images": (11, "IMAGE")}, title="SAM 3 masks"),
+    ]
+    stacks = [
+        [Group("1. Load", COLORS["load"], [[2, 3, 1]])],
+        [Group("2. Attribute", COLORS["attribute"], [[4, 5]])],
+        [Group("3. Evidence boxes", COLORS["evidence"], [[6]])],
+        [
+            Group("4. Draw (core)", COLORS["highlight"], [[7, 8]]),
+            Group("5. SAM 3 within the boxes (core)", COLORS["mask"], [[9, 10], [11, 12]]),
+        ],
+    ]
+    note = (
+        "Evidence boxes into ComfyUI's own nodes (ComfyUI 0.33+): the model's attention over the image (2) is cut "
+        "into boxes (3) whose bounding-box output Draw BBoxes draws (4) and SAM 3 segments within (5).\n"
+        + _models_and_image(QWEN)
+        + f"\nSAM 3: {SAM3} in ComfyUI/models/checkpoints (Draw BBoxes runs without it)."
+    )
+    return Graph(nodes, stacks, note, note_under=(1, 2), comfy="0.33.0")
+
+
+GRAPHS = {
+    "vea_basic": basic,
+    "vea_delegate": delegate,
+    "vea_compare": compare,
+    "vea_zoom": zoom,
+    "vea_boxes": boxes,
+    "vea_sam3": sam3,
+}

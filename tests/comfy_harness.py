@@ -273,6 +273,22 @@ def comparable_prompt(info: Mapping, prompt: Mapping, shipped: Mapping) -> dict[
     return out
 
 
+#: The SAM 3 checkpoint ``vea_sam3`` names (``SAM3`` in scripts/workflow_graphs.py).
+SAM3_FILE = "sam3.1_multiplex_fp16.safetensors"
+#: Shipped workflows that use core nodes newer than 0.3.75 -> (the oldest ComfyUI version with them, as
+#: ``Graph.comfy`` in scripts/workflow_graphs.py says, and those nodes): an older front end names them missing.
+NEWER_WORKFLOWS = {"vea_sam3": ("0.33.0", ["DrawBBoxes", "SAM3_Detect"])}
+
+
+def workflow_runs_on(name: str, version: str) -> bool:
+    """Whether ComfyUI ``version`` has every node of the shipped workflow ``name``."""
+
+    def key(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
+
+    return name not in NEWER_WORKFLOWS or key(version) >= key(NEWER_WORKFLOWS[name][0])
+
+
 #: Checkpoint folder names the shipped workflows use -> the tiny family linked under that name.
 SHIPPED_CHECKPOINTS = {"Qwen2.5-VL-7B-Instruct": "qwen2_5_vl", "llava-1.5-7b-hf": "llava"}
 #: A V3 pack whose schema ComfyUI refuses (two inputs with one id) on every version: it sits beside this
@@ -325,7 +341,10 @@ def shared_server(
       copy with truncated weights;
     * ``extra-llava`` in a second VLM folder, declared by an ``extra_model_paths.yaml``;
     * ``custom_nodes``: this pack, and :data:`BROKEN_PACK` beside it;
-    * ``input/vea_example.png``: the shipped workflows' image.
+    * ``input/vea_example.png``: the shipped workflows' image;
+    * ``models/checkpoints/sam3.1_multiplex_fp16.safetensors``: an empty file under the name ``vea_sam3``
+      loads SAM 3 from, so that its graph validates (the front end flags a core loader whose file is not
+      offered) while loading it fails.
 
     It runs with API nodes off, hub access off (``HF_HUB_OFFLINE=1``) and torch on one thread; its log is kept as
     ``artifacts/comfy_server-<version>.log``.
@@ -338,6 +357,8 @@ def shared_server(
     for name in ("qwen-editable", "qwen-damaged"):
         models[f"VLM/{name}"] = root / "private" / name
         shutil.copytree(dirs["qwen2_5_vl"], models[f"VLM/{name}"])
+    models[f"checkpoints/{SAM3_FILE}"] = root / "private" / SAM3_FILE
+    models[f"checkpoints/{SAM3_FILE}"].touch()
     weights = models["VLM/qwen-damaged"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a truncated download
     extra = root / "extra"

@@ -1,6 +1,8 @@
 """VEA Evidence Boxes and VEA Zoom on a real ComfyUI server: the shipped ``vea_boxes`` and ``vea_zoom``
 workflows run unmodified on the shared server (``tests/conftest.py``: tiny offline checkpoints under the
-names they use), with checked outputs, on every installed ComfyUI version.
+names they use), with checked outputs, on every installed ComfyUI version. ComfyUI's core bounding
+boxes (0.33+) go from Evidence Boxes into Draw BBoxes, SAM 3 (``vea_sam3``) and Zoom; on 0.3.75 the
+pack loads without them and the JSON path works.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.comfy_harness import REPO, execution_error, prompt_error
+from tests.comfy_frontend import load_workflow, open_frontend
+from tests.comfy_harness import REPO, execution_error, prompt_error, workflow_runs_on
 
 pytestmark = pytest.mark.comfy
 
@@ -166,3 +169,104 @@ def test_boxes_of_a_mask_in_original_pixels_and_a_clear_error_for_a_foreign_mask
         message,
     ), message
     assert "VEA Align Mask without answer_model" in message
+
+
+# ---- ComfyUI's core bounding boxes (0.33+) ---------------------------------------------------------------
+def drawn_mask_boxes() -> dict:
+    """Evidence Boxes (the shipped widget values) of a mask drawn on the example image, no model: one 40x30
+    square at x 100, y 60; node "6" is Evidence Boxes, "3" the image."""
+    shipped = api("vea_boxes")
+    H, W = example().shape[:2]
+    inputs = {k: v for k, v in shipped[node_id(shipped, "VEAEvidenceBoxes")]["inputs"].items() if k != "attention"}
+    inputs.update(image=["3", 0], mask=["92", 0])
+    return {
+        "3": shipped[node_id(shipped, "LoadImage")],
+        "90": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": W, "height": H}},
+        "91": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 40, "height": 30}},
+        "92": {
+            "class_type": "MaskComposite",
+            "inputs": {"destination": ["90", 0], "source": ["91", 0], "x": 100, "y": 60, "operation": "add"},
+        },
+        "6": {"class_type": "VEAEvidenceBoxes", "inputs": inputs},
+    }
+
+
+def test_core_bounding_boxes_feed_draw_bboxes_and_zoom_where_the_server_has_them(server):
+    info = server.object_info()
+    zoom_inputs = {**info["VEAZoom"]["input"]["required"], **info["VEAZoom"]["input"].get("optional", {})}
+    prompt = drawn_mask_boxes()
+    if "DrawBBoxes" not in info:  # ComfyUI 0.3.75: no core boxes; the pack loads and the JSON path works
+        assert server.version == "0.3.75" and server.pack_load_errors() == []
+        assert (
+            info["VEAEvidenceBoxes"]["output"] == ["STRING", "MASK", "IMAGE", "IMAGE"] and "bboxes" not in zoom_inputs
+        )
+        outputs = run_ok(server, prompt)["outputs"]
+        assert json.loads(outputs["6"]["text"][0]) == [[{"box": [100, 60, 140, 90], "score": 1.0}]]
+        return
+    assert info["VEAEvidenceBoxes"]["output"][4] == "BOUNDING_BOX" and zoom_inputs["bboxes"][0] == "BOUNDING_BOX"
+    prompt["7"] = {"class_type": "DrawBBoxes", "inputs": {"image": ["3", 0], "bboxes": ["6", 4]}}
+    prompt["8"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "vea/test_core_boxes"}}
+    zoom = api("vea_zoom")
+    zoom_node = {k: v for k, v in zoom[node_id(zoom, "VEAZoom")]["inputs"].items() if k != "attention"}
+    zoom_node.update(model=["2", 0], image=["3", 0], question="What is red?", max_new_tokens=2, bboxes=["6", 4])
+    prompt["2"] = zoom[node_id(zoom, "VEALoadVLM")]
+    prompt["10"] = {"class_type": "VEAZoom", "inputs": zoom_node}  # zoomed where Evidence Boxes' box is
+    prompt["11"] = {"class_type": "PrimitiveBoundingBox", "inputs": {"x": 10, "y": 20, "width": 50, "height": 40}}
+    prompt["12"] = {"class_type": "VEAZoom", "inputs": {**zoom_node, "bboxes": ["11", 0]}}  # a user's own box
+    prompt["13"] = {"class_type": "PreviewImage", "inputs": {"images": ["10", 1]}}
+    prompt["14"] = {"class_type": "PreviewImage", "inputs": {"images": ["12", 1]}}
+    outputs = run_ok(server, prompt)["outputs"]  # node_errors == {}
+    assert json.loads(outputs["6"]["text"][0]) == [[{"box": [100, 60, 140, 90], "score": 1.0}]]
+    # Draw BBoxes drew [x, y, x + width, y + height] = [100, 60, 140, 90], 3 px wide inwards, red (no label)
+    original, drawn = example().astype(int), fetch(server, outputs["8"]["images"][0]).astype(int)
+    outline = np.zeros(original.shape[:2], dtype=bool)
+    outline[60:91, 100:141] = True
+    outline[63:88, 103:138] = False
+    assert (drawn[outline] == (255, 0, 0)).all() and np.abs(drawn[~outline] - original[~outline]).max() <= 1
+    for node, preview, box in [("10", "13", [100, 60, 140, 90]), ("12", "14", [10, 20, 60, 60])]:
+        assert json.loads(outputs[node]["text"][-1]) == [{"box": box, "score": None}]
+        (crop,) = [fetch(server, image) for image in outputs[preview]["images"]]
+        assert np.array_equal(crop, example()[box[1] : box[3], box[0] : box[2]])
+
+
+RECONNECT_JS = """([boxesId, samId]) => {
+  const graph = window.app.graph;
+  const boxes = graph.getNodeById(boxesId), sam = graph.getNodeById(samId);
+  const out = boxes.outputs.findIndex(o => o.name === "bboxes"), json = boxes.outputs.findIndex(o => o.name === "boxes");
+  const into = sam.inputs.findIndex(i => i.name === "bboxes");
+  const types = [boxes.outputs[out].type, sam.inputs[into].type];
+  sam.disconnectInput(into);
+  const wrong = !!boxes.connect(json, sam, into);  // the JSON string into a bounding-box input
+  sam.disconnectInput(into);
+  const right = !!boxes.connect(out, sam, into);
+  return {types, wrong, right};
+}"""
+
+
+@pytest.mark.frontend
+def test_sam3_workflow_validates_in_the_front_end_and_draws_its_boxes_through_the_server(server):
+    ui = json.loads((WORKFLOWS / "vea_sam3.json").read_text())
+    shipped = api("vea_sam3")
+    if not workflow_runs_on("vea_sam3", server.version):
+        pytest.skip("ComfyUI 0.3.75 has no SAM 3 nor Draw BBoxes (test_comfy_nodes.py: the template names them)")
+    boxes, sam = node_id(shipped, "VEAEvidenceBoxes"), node_id(shipped, "SAM3_Detect")
+    with open_frontend(server) as page:
+        assert load_workflow(page, ui) == []
+        checked = page.evaluate(RECONNECT_JS, [int(boxes), int(sam)])
+    # the front end's own type check: the core-box output fits SAM 3's boxes input, the JSON string does not
+    assert checked == {"types": ["BOUNDING_BOX", "BOUNDING_BOX"], "wrong": False, "right": True}
+    # the server validates the whole graph (SAM 3's checkpoint is an empty file here), and runs it without SAM 3
+    draw_only = {k: v for k, v in shipped.items() if int(k) <= 8}  # up to Draw BBoxes and its Save Image
+    assert {v["class_type"] for v in draw_only.values()} >= {"VEAEvidenceBoxes", "DrawBBoxes", "SaveImage"}
+    outputs = run_ok(server, draw_only)["outputs"]  # node_errors == {}
+    queued = server.queue(shipped)
+    assert queued["http_status"] == 200 and queued["node_errors"] == {}, queued
+    error = execution_error(server.wait(queued["prompt_id"], timeout=180))
+    assert error["node_type"] == "CheckpointLoaderSimple", error  # only the missing weights stop it
+    # Draw BBoxes drew Evidence Boxes' boxes where the JSON says: each box's corners in the first colour
+    (image_boxes,) = json.loads(outputs[boxes]["text"][0])
+    drawn = fetch(server, outputs[node_id(shipped, "SaveImage")]["images"][0])
+    assert drawn.shape == example().shape
+    for entry in image_boxes:
+        x0, y0, x1, y1 = entry["box"]
+        assert tuple(drawn[y0, x0]) == (255, 0, 0) and tuple(drawn[min(y1, drawn.shape[0] - 1), x0]) == (255, 0, 0)
