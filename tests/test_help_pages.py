@@ -164,23 +164,32 @@ def test_pages_are_served_and_match_the_servers_schema(server):
         assert doc["outputs"] == dict(zip(info[node]["output_name"], info[node]["output"], strict=True)), node
 
 
-# The node alone on the canvas, selected: the selection toolbox then offers its info button.
-_SELECT_JS = """(type) => {
+# The node alone on the canvas at scale 1, unselected; returns the page point of its title bar.
+_PLACE_JS = """(type) => {
   const app = window.app;
   app.graph.clear();
   const node = window.LiteGraph.createNode(type);
-  node.pos = [220, 180];
+  node.pos = [560, 300];  // clear of the side panels (left: node library, right: node info)
   app.graph.add(node);
-  app.canvas.deselectAll();
-  app.canvas.selectNode(node);
+  app.canvas.ds.offset = [0, 0];
+  app.canvas.ds.scale = 1;
   app.graph.setDirtyCanvas(true, true);
-  return node.id;
+  const rect = app.canvas.canvas.getBoundingClientRect();
+  return [rect.left + node.pos[0] + 60, rect.top + node.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT / 2];
 }"""
+
+
+def _open_node_info(browser) -> None:
+    """Click the selection toolbox's info button: front end 1.32 (ComfyUI 0.3.75) shows the help in the
+    node library, 1.49 (ComfyUI 0.33) in the Info tab of the right side panel."""
+    button = browser.locator('[data-testid="info-button"]').first
+    button.wait_for(state="visible", timeout=10_000)
+    button.click()
 
 
 @pytest.mark.frontend
 def test_front_end_shows_each_help_page(server):
-    """Select each node, click the selection toolbox's info button, see the page rendered (not the
+    """Select each node with a click, open its info from the selection toolbox, see the page rendered (not the
     node description the panel falls back to); a screenshot per node under artifacts/help_pages/."""
     from tests.comfy_frontend import open_frontend, page_logs, screenshot
 
@@ -188,8 +197,10 @@ def test_front_end_shows_each_help_page(server):
         for node in NODES:
             doc = page(node)
             lead = re.split(r"[`*(]", doc["lead"].splitlines()[0])[0].strip()  # the page's first words, as rendered
-            browser.evaluate(_SELECT_JS, node)
-            browser.locator('[data-testid="info-button"]').first.click()
+            x, y = browser.evaluate(_PLACE_JS, node)
+            browser.wait_for_timeout(300)  # drawn at the new offset
+            browser.mouse.click(x, y)  # select it as a user does
+            _open_node_info(browser)
             shown_lead = browser.get_by_text(lead, exact=False).first
             shown_lead.wait_for(state="visible", timeout=20_000)
             heading = browser.get_by_role("heading", name="Paper defaults").first
