@@ -107,7 +107,14 @@ class FamilyAdapter:
         """
         plain = self.plain_user_text(prompts)
         texts = [self.chat_text(p) for p in plain.prompts]
+        if self.nested_images:
+            return plain.restore(encode_chat(self.processor, texts, images, nested=True))
         return plain.restore(self.processor(text=texts, images=images, return_tensors="pt", padding=True))
+
+    #: Whether :meth:`encode` gives the processor one list of images per prompt (without a second BOS
+    #: where the chat template writes it): processors that read a flat list as several images of the
+    #: first prompt (Gemma 3/4, Idefics3, LLaVA-OneVision, Mistral 3, LFM2-VL).
+    nested_images: ClassVar[bool] = False
 
     #: Whether one prompt may hold several images (:meth:`encode_multi`): the families whose processor
     #: and model lay out each image of a prompt on its own.

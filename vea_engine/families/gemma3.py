@@ -23,16 +23,16 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..geometry import Canvas, Frame, TokenLayout
-from .common import encode_chat, processor_canvas
+from .common import processor_canvas
 from .llava import FixedGridAdapter
 
 
 class Gemma3Adapter(FixedGridAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
+    nested_images = True
     fallback_template = "<start_of_turn>user\n{image}{prompt}<end_of_turn>\n<start_of_turn>model\n"
     multi_image = True
 
@@ -42,12 +42,6 @@ class Gemma3Adapter(FixedGridAdapter):
         if side * side != int(self.config.mm_tokens_per_image):
             raise ValueError(f"gemma3: mm_tokens_per_image={self.config.mm_tokens_per_image} is not a square.")
         return side
-
-    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        # The chat template writes <bos> itself (no second one from the tokenizer); one image per text.
-        plain = self.plain_user_text(prompts)  # prompts stay plain text
-        texts = [self.chat_text(p) for p in plain.prompts]
-        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         pixels = processor_canvas(self.processor.image_processor, image, rounding, do_pan_and_scan=False)

@@ -36,12 +36,13 @@ from PIL import Image
 
 from ..geometry import Canvas, Frame, TokenLayout
 from .base import FamilyAdapter
-from .common import encode_chat, processor_pixels_to_uint8
+from .common import processor_pixels_to_uint8
 
 
 class Gemma4Adapter(FamilyAdapter):
     family = "gemma4"
     model_types = ("gemma4",)
+    nested_images = True
     fallback_template = "<bos><|turn>user\n{image}{prompt}<turn|>\n<|turn>model\n"
     multi_image = True
 
@@ -59,12 +60,6 @@ class Gemma4Adapter(FamilyAdapter):
         """The side of the canvas of a square image: the most tokens per side whose square fits the budget
         (``isqrt(max_soft_tokens)``), times ``k * patch`` px (768 at the released 280 tokens)."""
         return math.isqrt(int(self._image_processor.max_soft_tokens)) * self.pooling * self.patch_size
-
-    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        # The chat template writes <bos> itself (no second one from the tokenizer); one image per text.
-        plain = self.plain_user_text(prompts)  # prompts stay plain text
-        texts = [self.chat_text(p) for p in plain.prompts]
-        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def _patch_grid(self, positions: Any) -> tuple[int, int]:
         """``(rows, cols)`` of patches from one image's ``image_position_ids`` ``[max_patches, 2]`` (x, y; -1 = pad)."""

@@ -42,7 +42,7 @@ from PIL import Image
 
 from ..geometry import Canvas, Frame, GridPart, TokenLayout
 from .base import FamilyAdapter
-from .common import encode_chat, processor_pixels_to_uint8, size_value, stitch_tiles
+from .common import processor_pixels_to_uint8, size_value, stitch_tiles
 
 _ROW_COL = re.compile(r"<row_(\d+)_col_(\d+)>")
 
@@ -50,6 +50,7 @@ _ROW_COL = re.compile(r"<row_(\d+)_col_(\d+)>")
 class Idefics3Adapter(FamilyAdapter):
     family = "idefics3"
     model_types = ("idefics3",)
+    nested_images = True
     fallback_template = "<|begin_of_text|>User:{image}{prompt}<end_of_utterance>\nAssistant:"
     multi_image = True
 
@@ -80,12 +81,6 @@ class Idefics3Adapter(FamilyAdapter):
         """Token id -> (row, col) of the tokenizer's ``<row_i_col_j>`` tokens."""
         vocab = self.processor.tokenizer.get_vocab()
         return {i: (int(m[1]), int(m[2])) for t, i in vocab.items() if (m := _ROW_COL.fullmatch(t))}
-
-    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        # one image per prompt; the chat template writes the BOS token itself
-        plain = self.plain_user_text(prompts)  # prompts stay plain text
-        texts = [self.chat_text(p) for p in plain.prompts]
-        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         ip = self.processor.image_processor

@@ -34,11 +34,9 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..geometry import Canvas, Frame, GridPart, TokenLayout
 from .base import FamilyAdapter
-from .common import encode_chat
 
 #: Image processor settings that decide the layout (all attributes of ``Lfm2VlImageProcessor``).
 _LAYOUT_FIELDS = (
@@ -56,6 +54,7 @@ _LAYOUT_FIELDS = (
 class Lfm2VlAdapter(FamilyAdapter):
     family = "lfm2_vl"
     model_types = ("lfm2_vl",)
+    nested_images = True
     fallback_template = "<|startoftext|><|im_start|>user\n{image}{prompt}<|im_end|>\n<|im_start|>assistant\n"
     multi_image = True
 
@@ -89,12 +88,6 @@ class Lfm2VlAdapter(FamilyAdapter):
                 "preprocessor_config.json of the checkpoint (encoder_patch_size, downsample_factor)."
             )
         return settings
-
-    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        # one image per prompt (a nested list: the processor reads a flat list as one prompt's images)
-        plain = self.plain_user_text(prompts)  # prompts stay plain text
-        texts = [self.chat_text(p) for p in plain.prompts]
-        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         """The original itself (see module docstring); ``rounding`` has nothing to round."""

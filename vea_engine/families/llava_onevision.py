@@ -18,17 +18,14 @@ of the padded best-resolution page), with three differences:
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from PIL import Image
-
-from .common import encode_chat
 from .llava_next import LlavaNextAdapter
 
 
 class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
+    nested_images = True
     fallback_template = "<|im_start|>user {image}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
     multi_image = True
 
@@ -59,9 +56,3 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
         if ratio > 1.1:
             return int(rows // ratio), int(cols // ratio)
         return rows, cols
-
-    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        # One image per prompt: a flat list would read as one prompt with several (untiled) images.
-        plain = self.plain_user_text(prompts)  # prompts stay plain text
-        texts = [self.chat_text(p) for p in plain.prompts]
-        return plain.restore(encode_chat(self.processor, texts, images, nested=True))

@@ -31,12 +31,13 @@ from PIL import Image
 
 from ..geometry import Canvas, Frame, TokenLayout
 from .base import FamilyAdapter
-from .common import encode_chat, processor_pixels_to_uint8, size_value
+from .common import processor_pixels_to_uint8, size_value
 
 
 class Mistral3Adapter(FamilyAdapter):
     family = "mistral3"
     model_types = ("mistral3",)
+    nested_images = True
     fallback_template = "<s>[INST]{image}{prompt}[/INST]"
     multi_image = True
 
@@ -75,12 +76,6 @@ class Mistral3Adapter(FamilyAdapter):
                 f"spatial_merge_size={merge}) but the model merges {self.cell}-px cells; fix processor_config.json "
                 "of the checkpoint so that its patch_size and spatial_merge_size are the model config's."
             )
-
-    def encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        # one image per prompt; the chat template writes the BOS token itself
-        plain = self.plain_user_text(prompts)  # prompts stay plain text
-        texts = [self.chat_text(p) for p in plain.prompts]
-        return plain.restore(encode_chat(self.processor, texts, images, nested=True))
 
     def render(self, image: np.ndarray, rounding: str = "truncate") -> Canvas:
         self._check_processor()
